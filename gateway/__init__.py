@@ -1,0 +1,3 @@
+"""Identity-aware gateway for ML inference endpoints."""
+
+__version__ = "0.1.0"
