@@ -1,17 +1,30 @@
-"""Command line entry point: `gateway <verb> ...`."""
+"""Command line entry point: `gateway <verb> ...`.
+
+Each area of the product registers its own verbs; this module only assembles them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from gateway import __version__
+
+Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def _registrars() -> list[Registrar]:
+    """Verb groups, imported lazily so `gateway --version` stays fast."""
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_subparsers(dest="verb", required=True)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for register in _registrars():
+        register(verbs)
     return parser
 
 
