@@ -7,6 +7,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 
+import orjson
 import uvloop
 from aiohttp import web
 
@@ -32,6 +33,16 @@ async def start_app(app: web.Application, host: str, port: int) -> tuple[web.App
     if ":" in bound_host:
         bound_host = f"[{bound_host}]"
     return runner, f"http://{bound_host}:{bound_port}"
+
+
+def error_body(message: str, kind: str, code: str) -> bytes:
+    """An error in the OpenAI shape, which SDKs (and the gateway) know how to show."""
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+def error_response(status: int, message: str, kind: str, code: str) -> web.Response:
+    body = error_body(message, kind, code)
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def base_parser(description: str | None) -> argparse.ArgumentParser:

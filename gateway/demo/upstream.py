@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from gateway.demo import pii
-from gateway.demo._serve import base_parser, serve, start_app
+from gateway.demo._serve import base_parser, error_body, error_response, serve, start_app
 
 MODEL_VERSION = "2026-11-01"  # sent as x-model-version on every answer
 MODEL_VERSION_HEADER = "x-model-version"
@@ -221,10 +221,6 @@ def _count_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def error_body(message: str, kind: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
-
-
 class BadRequest(web.HTTPBadRequest):
     """A 400 with an OpenAI error body, raised from anywhere in a handler."""
 
@@ -328,10 +324,8 @@ class DemoUpstream:
             request.headers.get("Authorization", "").encode("utf-8", "surrogateescape"),
             self._expected_auth,
         ):
-            body = error_body(
-                "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
-            )
-            return web.Response(status=401, body=body, content_type="application/json")
+            message = "Incorrect API key provided."
+            return error_response(401, message, "invalid_request_error", "invalid_api_key")
         return await handler(request)
 
     @staticmethod
@@ -424,10 +418,8 @@ class DemoUpstream:
     ) -> web.StreamResponse:
         """Send the answer, or misbehave in the way the model name asks for."""
         if model == "fail-500":
-            body = error_body(
-                "The demo upstream failed on purpose.", "server_error", "demo_failure"
-            )
-            return web.Response(status=500, body=body, content_type="application/json")
+            message = "The demo upstream failed on purpose."
+            return error_response(500, message, "server_error", "demo_failure")
         if model == "fail-malformed-json":
             return self._json(b'{"id": "chatcmpl-broken", "choices": [{"message": ')
         if model == "fail-slow-headers":
