@@ -16,7 +16,9 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 def _registrars() -> list[Registrar]:
     """Verb groups, imported lazily so `gateway --version` stays fast."""
-    return []
+    from gateway.verbs import register_policy, register_serve
+
+    return [register_serve, register_policy]
 
 
 def build_parser() -> argparse.ArgumentParser:

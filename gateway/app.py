@@ -1,0 +1,129 @@
+"""The gateway process: assembles the parts, serves, reloads and stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gateway import config as config_module
+from gateway import logs
+from gateway.config import Config, ConfigError
+from gateway.errors import GatewayError
+from gateway.identity import JwksCache, TokenVerifier
+from gateway.metrics import Metrics
+from gateway.ops import PREFIX, Ops
+from gateway.proxy import Proxy
+from gateway.runtime import Runtime
+from gateway.server import IncomingRequest, ResponseWriter, ServerState, drain, serve
+
+log = logging.getLogger("gateway")
+RESTART_ONLY = ("server", "identity", "audit", "masking")
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.jwks = JwksCache(config.identity, self.metrics.jwks_refreshes_inc)
+        self.verifier = TokenVerifier(config.identity, self.jwks)
+        self.proxy = Proxy(Runtime(config), self.verifier, self.metrics)
+        self.ops = Ops(lambda: self.proxy.runtime, lambda: self.jwks.ready, self.metrics.render)
+        self.state = ServerState(self.handle, config.server)
+        self.state.on_open = self.metrics.open_connections.set
+        self.server: asyncio.Server | None = None
+        self.stopping = asyncio.Event()
+        self.file_stamp = _stamp(config.path)
+
+    async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
+        if request.path.startswith(PREFIX):
+            try:
+                await self.ops.handle(request, writer)
+            except GatewayError as exc:
+                await writer.send_error(exc)
+        else:
+            await self.proxy.handle(request, writer)
+
+    async def start(self) -> tuple[str, int]:
+        await self.jwks.start()
+        if not self.jwks.ready:
+            log.warning("no signing keys yet: every call gets 401 until the IdP answers")
+        server_config = self.config.server
+        self.server = await serve(self.state, server_config.host, server_config.port)
+        host, port = self.server.sockets[0].getsockname()[:2]
+        log.info("listening", extra={"host": host, "port": port, "config": self.config.path})
+        return host, port
+
+    def reload(self) -> bool:
+        """Swap in a new policy and connections; a bad file leaves the old ones in force."""
+        self.file_stamp = _stamp(self.config.path)
+        try:
+            new = config_module.load(self.config.path)
+            runtime = Runtime(new, previous=self.proxy.runtime)
+        except ConfigError as exc:
+            log.error("reload refused, previous policy stays in force: %s", exc)
+            return False
+        changed = [s for s in RESTART_ONLY if getattr(new, s) != getattr(self.config, s)]
+        if changed:
+            log.warning("changes to [%s] take effect only after a restart", "], [".join(changed))
+        old, self.proxy.runtime = self.proxy.runtime, runtime
+        for pool in runtime.retired_pools(old):
+            pool.close()
+        log.info("policy loaded", extra={"sha256": new.sha256, "rules": len(new.rules)})
+        return True
+
+    async def watch_file(self) -> None:
+        """Reload when the config file changes on disk (polled: works on every filesystem)."""
+        interval = self.config.server.reload_poll_s
+        if interval <= 0:
+            return
+        while not self.stopping.is_set():
+            await asyncio.sleep(interval)
+            if _stamp(self.config.path) != self.file_stamp:
+                self.reload()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = await self.start()
+        print(f"listening on http://{host}:{port}", flush=True)
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        watcher = loop.create_task(self.watch_file())
+        await self.stopping.wait()
+        watcher.cancel()
+        await self.stop()
+
+    async def stop(self) -> None:
+        log.info("draining", extra={"grace_s": self.config.server.drain_timeout_s})
+        if self.server is not None:
+            await drain(self.server, self.state, self.config.server.drain_timeout_s)
+        for route in self.proxy.runtime.routes.values():
+            route.pool.close()
+        await self.jwks.close()
+        log.info("stopped")
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def run(config_path: Path) -> int:
+    """`gateway serve`: exit 2 with file, key and problem if the config is bad."""
+    import uvloop
+
+    logs.configure()
+    try:
+        gateway = Gateway(config_module.load(config_path))
+    except ConfigError as exc:
+        print(f"gateway: bad config: {exc}", file=sys.stderr)
+        return 2
+    uvloop.run(gateway.run())
+    return 0

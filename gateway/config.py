@@ -1,0 +1,432 @@
+"""Load and validate the gateway's one TOML file.
+
+Every check names the file, the key and what is wrong, so a bad config is refused at start (and
+on reload) with a message an operator can act on. Unknown keys are errors: a misspelt security
+setting must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+# Asymmetric JWS algorithms pyjwt verifies with a public key. HS* and "none" are never accepted:
+# HS with a public key as the secret is the classic key-confusion attack.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+CONNECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+RESERVED_PREFIX = "_gateway"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names file, key and problem."""
+
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}")
+        self.path, self.key, self.problem = str(path), key, problem
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_header_bytes: int = 16384
+    max_body_bytes: int = 10 * 1024 * 1024
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    upstream_timeout_s: float = 300.0
+    upstream_connect_timeout_s: float = 10.0
+    drain_timeout_s: float = 30.0
+    reload_poll_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    issuer: str
+    audience: str
+    groups_claim: str = "groups"
+    subject_claim: str = "sub"
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    leeway_s: float = 30.0
+    jwks_cache_s: float = 300.0
+    jwks_min_refresh_interval_s: float = 10.0
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    dir: str
+    origin: str
+    signing_key: str
+    sealing_key: str
+    durability: str = "sync"
+    readers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MaskingConfig:
+    hash_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionConfig:
+    name: str
+    upstream: str
+    credential_env: str | None = None
+    credential_file: str | None = None
+    credential_header: str = "authorization"
+    credential_prefix: str = "Bearer "
+    model_version_header: str | None = None
+    ca_file: str | None = None
+    pool_size: int = 64
+    upstream_timeout_s: float | None = None
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.upstream).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.upstream).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.upstream)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.upstream).path.rstrip("/")
+
+    def credential(self) -> str | None:
+        """The secret to inject, read at load so a missing one is found before traffic."""
+        if self.credential_env:
+            return os.environ.get(self.credential_env)
+        if self.credential_file:
+            return Path(self.credential_file).read_text().strip()
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    id: str
+    action: str
+    groups: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
+    connections: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    mask: tuple[str, ...] = ()
+    mask_paths: tuple[str, ...] = ()
+    mask_style: str = "tag"
+    mask_request: bool = False
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    sha256: str
+    server: ServerConfig
+    identity: IdentityConfig
+    connections: tuple[ConnectionConfig, ...]
+    rules: tuple[RuleConfig, ...]
+    audit: AuditConfig | None = None
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+
+    def connection(self, name: str) -> ConnectionConfig | None:
+        return next((c for c in self.connections if c.name == name), None)
+
+
+class _Section:
+    """Typed reads from one TOML table that report the full key path on error."""
+
+    def __init__(self, path: Path, prefix: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(path, prefix, "must be a table")
+        self.path, self.prefix, self.table = path, prefix, table
+        self.read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, self.key(name), problem)
+
+    def _get(self, name: str, default: Any, required: bool) -> Any:
+        self.read.add(name)
+        if name not in self.table:
+            if required:
+                raise self.fail(name, "is required")
+            return default
+        return self.table[name]
+
+    def str(self, name: str, default: str | None = None, *, required: bool = False) -> Any:
+        value = self._get(name, default, required)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.fail(name, "must be a non-empty string")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self._get(name, default, False)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(name, "must be a number")
+        if value < minimum:
+            raise self.fail(name, f"must be at least {minimum:g}")
+        return float(value)
+
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+        value = self._get(name, default, False)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(name, "must be an integer")
+        if value < minimum:
+            raise self.fail(name, f"must be at least {minimum}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, default, False)
+        if not isinstance(value, bool):
+            raise self.fail(name, "must be true or false")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self._get(name, default, False)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(name, "must be a list of non-empty strings")
+        return tuple(value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.read)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key (misspelt?)")
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file. Raises ConfigError naming file, key and problem."""
+    file = Path(path)
+    try:
+        raw_bytes = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, "(syntax)", str(exc)) from None
+    return parse(raw, file, hashlib.sha256(raw_bytes).hexdigest())
+
+
+def parse(raw: dict[str, Any], file: Path, sha256: str = "") -> Config:
+    """Validate an already-parsed TOML document."""
+    known = {"server", "identity", "audit", "masking", "approvals", "connections", "rules"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(file, key, "unknown section (misspelt?)")
+    if "approvals" in raw:
+        raise ConfigError(file, "approvals", "approvals are not supported by this version yet")
+    server = _server(_Section(file, "server", raw.get("server", {})))
+    if "identity" not in raw:
+        raise ConfigError(file, "identity", "is required: the gateway authenticates every call")
+    identity = _identity(_Section(file, "identity", raw["identity"]))
+    audit = _audit(_Section(file, "audit", raw["audit"])) if "audit" in raw else None
+    masking = _masking(_Section(file, "masking", raw.get("masking", {})))
+    connections = _connections(file, raw.get("connections", []))
+    names = {c.name for c in connections}
+    rules = _rules(file, raw.get("rules", []), names)
+    return Config(
+        path=str(file),
+        sha256=sha256,
+        server=server,
+        identity=identity,
+        connections=connections,
+        rules=rules,
+        audit=audit,
+        masking=masking,
+    )
+
+
+def _server(s: _Section) -> ServerConfig:
+    listen = s.str("listen", "127.0.0.1:8080")
+    host, port = _split_listen(s, listen)
+    config = ServerConfig(
+        host=host,
+        port=port,
+        max_header_bytes=s.integer("max_header_bytes", 16384, minimum=1024),
+        max_body_bytes=s.integer("max_body_bytes", 10 * 1024 * 1024, minimum=1),
+        header_timeout_s=s.number("header_timeout_s", 10.0, minimum=0.1),
+        idle_timeout_s=s.number("idle_timeout_s", 60.0, minimum=0.1),
+        upstream_timeout_s=s.number("upstream_timeout_s", 300.0, minimum=0.1),
+        upstream_connect_timeout_s=s.number("upstream_connect_timeout_s", 10.0, minimum=0.1),
+        drain_timeout_s=s.number("drain_timeout_s", 30.0),
+        reload_poll_s=s.number("reload_poll_s", 2.0),
+    )
+    s.done()
+    return config
+
+
+def _split_listen(s: _Section, listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise s.fail("listen", f"must be HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _identity(s: _Section) -> IdentityConfig:
+    issuer = s.str("issuer", required=True)
+    if urlsplit(issuer).scheme not in ("https", "http") or not urlsplit(issuer).hostname:
+        raise s.fail("issuer", "must be an http(s) URL")
+    if urlsplit(issuer).scheme == "http" and not is_loopback(urlsplit(issuer).hostname or ""):
+        raise s.fail("issuer", "must use https (plain http is allowed only on loopback)")
+    algorithms = s.strings("algorithms", ("RS256", "ES256", "EdDSA"))
+    for alg in algorithms:
+        if alg not in ASYMMETRIC_ALGORITHMS:
+            raise s.fail(
+                "algorithms",
+                f"{alg!r} is not allowed; use asymmetric algorithms only "
+                f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))})",
+            )
+    if not algorithms:
+        raise s.fail("algorithms", "must name at least one algorithm")
+    config = IdentityConfig(
+        issuer=issuer,
+        audience=s.str("audience", required=True),
+        groups_claim=s.str("groups_claim", "groups"),
+        subject_claim=s.str("subject_claim", "sub"),
+        algorithms=algorithms,
+        leeway_s=s.number("leeway_s", 30.0),
+        jwks_cache_s=s.number("jwks_cache_s", 300.0, minimum=1.0),
+        jwks_min_refresh_interval_s=s.number("jwks_min_refresh_interval_s", 10.0),
+        ca_file=s.str("ca_file"),
+    )
+    s.done()
+    return config
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _audit(s: _Section) -> AuditConfig:
+    config = AuditConfig(
+        dir=s.str("dir", required=True),
+        origin=s.str("origin", required=True),
+        signing_key=s.str("signing_key", required=True),
+        sealing_key=s.str("sealing_key", required=True),
+        durability=s.str("durability", "sync"),
+        readers=s.strings("readers"),
+    )
+    if config.durability not in ("sync", "batch"):
+        raise s.fail("durability", "must be 'sync' or 'batch'")
+    s.done()
+    return config
+
+
+def _masking(s: _Section) -> MaskingConfig:
+    config = MaskingConfig(hash_key=s.str("hash_key"))
+    s.done()
+    return config
+
+
+def _connections(file: Path, raw: Any) -> tuple[ConnectionConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(file, "connections", "must be an array of tables ([[connections]])")
+    seen: set[str] = set()
+    out = []
+    for i, table in enumerate(raw):
+        s = _Section(file, f"connections[{i}]", table)
+        name = s.str("name", required=True)
+        if not CONNECTION_NAME.match(name) or name == RESERVED_PREFIX:
+            raise s.fail("name", f"{name!r} must be a path segment of letters, digits, . _ -")
+        if name in seen:
+            raise s.fail("name", f"duplicate connection {name!r}")
+        seen.add(name)
+        upstream = s.str("upstream", required=True)
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise s.fail("upstream", f"must be an http(s) URL, got {upstream!r}")
+        if parts.query or parts.fragment or parts.username:
+            raise s.fail("upstream", "must not carry a query, fragment or user info")
+        conn = ConnectionConfig(
+            name=name,
+            upstream=upstream,
+            credential_env=s.str("credential_env"),
+            credential_file=s.str("credential_file"),
+            credential_header=s.str("credential_header", "authorization").lower(),
+            credential_prefix=s.table.get("credential_prefix", "Bearer "),
+            model_version_header=_lower(s.str("model_version_header")),
+            ca_file=s.str("ca_file"),
+            pool_size=s.integer("pool_size", 64),
+            upstream_timeout_s=s.number("upstream_timeout_s", 0.0) or None,
+        )
+        s.read.add("credential_prefix")
+        if not isinstance(conn.credential_prefix, str):
+            raise s.fail("credential_prefix", "must be a string")
+        if conn.credential_env and conn.credential_file:
+            raise s.fail("credential_env", "set credential_env or credential_file, not both")
+        if conn.credential_env and conn.credential_env not in os.environ:
+            raise s.fail("credential_env", f"environment variable {conn.credential_env} is unset")
+        if conn.credential_file and not os.access(conn.credential_file, os.R_OK):
+            raise s.fail("credential_file", f"cannot read {conn.credential_file}")
+        s.done()
+        out.append(conn)
+    return tuple(out)
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else None
+
+
+def _rules(file: Path, raw: Any, connection_names: set[str]) -> tuple[RuleConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(file, "rules", "must be an array of tables ([[rules]])")
+    seen: set[str] = set()
+    out = []
+    for i, table in enumerate(raw):
+        s = _Section(file, f"rules[{i}]", table)
+        rule = RuleConfig(
+            id=s.str("id", required=True),
+            action=s.str("action", required=True),
+            groups=s.strings("groups"),
+            subjects=s.strings("subjects"),
+            connections=s.strings("connections"),
+            models=s.strings("models"),
+            paths=s.strings("paths"),
+            methods=tuple(m.upper() for m in s.strings("methods")),
+            mask=s.strings("mask"),
+            mask_paths=s.strings("mask_paths"),
+            mask_style=s.str("mask_style", "tag"),
+            mask_request=s.boolean("mask_request", False),
+            approvers=s.strings("approvers"),
+        )
+        s.done()
+        if rule.id in seen:
+            raise s.fail("id", f"duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+        if rule.action == "approve":
+            raise s.fail(
+                "action", "'approve' is not supported by this version yet; use allow or deny"
+            )
+        if rule.action not in ("allow", "deny"):
+            raise s.fail("action", f"must be allow or deny, got {rule.action!r}")
+        if not rule.groups and not rule.subjects:
+            raise s.fail("groups", "a rule must name groups or subjects it applies to")
+        for name in rule.connections:
+            if name not in connection_names:
+                raise s.fail("connections", f"no connection named {name!r}")
+        if rule.mask_style not in ("tag", "partial", "hash", "redact"):
+            raise s.fail("mask_style", "must be tag, partial, hash or redact")
+        out.append(rule)
+    return tuple(out)

@@ -1,0 +1,82 @@
+"""Header rules for a proxy: what never crosses from one leg to the other.
+
+h11 hands us header names already lower-cased, so every comparison here is on lower-case bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the long-standing extras proxies drop.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# The caller's credentials belong to the gateway, never to the model server.
+CALLER_SECRETS = frozenset({b"authorization", b"cookie"})
+# Recomputed by h11 for the leg it is sent on.
+FRAMING = frozenset({b"content-length", b"host"})
+# Set by the gateway itself on the way out.
+GATEWAY_OWNED = frozenset({b"x-request-id"})
+
+
+def connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Names listed in `Connection:` are hop-by-hop too (RFC 9110 §7.6.1)."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            names.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(names)
+
+
+def request_headers_for_upstream(
+    headers: Headers,
+    host: bytes,
+    credential: tuple[bytes, bytes] | None,
+    request_id: bytes,
+    body_length: int,
+) -> Headers:
+    """The caller's headers minus hop-by-hop, framing and caller secrets, plus ours.
+
+    The body was read whole, so it always goes upstream with a Content-Length.
+    """
+    drop = HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | connection_listed(headers)
+    if credential is not None:
+        drop = drop | {credential[0]}
+    out: Headers = [(b"host", host)]
+    out.extend((n, v) for n, v in headers if n not in drop)
+    out.append((b"x-request-id", request_id))
+    if body_length:
+        out.append((b"content-length", str(body_length).encode()))
+    if credential is not None:
+        out.append(credential)
+    return out
+
+
+def response_headers_for_client(headers: Headers, *, keep_length: bool) -> Headers:
+    """The upstream's headers minus hop-by-hop; Content-Length only if the body is unchanged.
+
+    The server adds the gateway's own `x-request-id` to every response.
+    """
+    drop = HOP_BY_HOP | GATEWAY_OWNED | connection_listed(headers)
+    if not keep_length:
+        drop = drop | {b"content-length"}
+    return [(n, v) for n, v in headers if n not in drop]
+
+
+def get(headers: Headers, name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n == name:
+            return v
+    return None

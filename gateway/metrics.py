@@ -1,0 +1,57 @@
+"""Prometheus metrics, kept in one registry object that is passed in, never a module global."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Sub-millisecond buckets matter: the gateway's own overhead is meant to be well under 1 ms.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0)
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests by connection, status and policy decision",
+            ["connection", "status", "decision"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Total time from request received to last byte sent",
+            ["connection"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_ttfb = Histogram(
+            "gateway_upstream_ttfb_seconds",
+            "Time from request sent upstream to response head received",
+            ["connection"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time the gateway itself added (total minus time waiting on the upstream)",
+            ["connection"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.open_connections = Gauge(
+            "gateway_open_connections", "Client connections open now", registry=r
+        )
+        self.jwks_refreshes = Counter(
+            "gateway_jwks_refreshes", "JWKS fetches by result", ["result"], registry=r
+        )
+        self.masked = Counter(
+            "gateway_masked_entities", "Values masked, by entity type", ["entity"], registry=r
+        )
+
+    def jwks_refreshes_inc(self, result: str) -> None:
+        self.jwks_refreshes.labels(result).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

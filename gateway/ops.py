@@ -1,0 +1,80 @@
+"""The reserved `/_gateway/` endpoints for operators: health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.runtime import Runtime
+from gateway.server import IncomingRequest, ResponseWriter
+
+PREFIX = "/_gateway/"
+PROBE_TTL_S = 5.0  # how long an upstream reachability probe result is reused
+PROBE_TIMEOUT_S = 1.0
+JSON = [(b"content-type", b"application/json")]
+PROMETHEUS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+
+
+class UpstreamProbe:
+    """Is each upstream accepting TCP connections? Cached, so health checks stay cheap."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[str, int], tuple[float, bool]] = {}
+
+    async def reachable(self, host: str, port: int) -> bool:
+        now = time.monotonic()
+        cached = self.results.get((host, port))
+        if cached is not None and now - cached[0] < PROBE_TTL_S:
+            return cached[1]
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            ok = True
+        except (OSError, TimeoutError):
+            ok = False
+        self.results[(host, port)] = (now, ok)
+        return ok
+
+
+class Ops:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        keys_ready: Callable[[], bool],
+        render_metrics: Callable[[], bytes],
+    ) -> None:
+        self.runtime = runtime
+        self.keys_ready = keys_ready
+        self.render_metrics = render_metrics
+        self.probe = UpstreamProbe()
+
+    async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
+        name = request.path[len(PREFIX) :]
+        if request.method not in ("GET", "HEAD"):
+            raise GatewayError(405, "method_not_allowed", f"{request.method} not allowed here")
+        if name == "health":
+            await self._health(writer, live_only=request.query == "live")
+        elif name == "metrics":
+            await writer.send_full(200, PROMETHEUS, self.render_metrics())
+        else:
+            raise GatewayError(404, "not_found", f"no gateway endpoint {request.path!r}")
+
+    async def _health(self, writer: ResponseWriter, *, live_only: bool) -> None:
+        """Liveness (`?live`): the process answers. Readiness: keys loaded, upstreams reachable."""
+        if live_only:
+            await writer.send_full(200, JSON, b'{"status":"ok"}')
+            return
+        routes = self.runtime().routes
+        results = await asyncio.gather(
+            *(self.probe.reachable(r.pool.host, r.pool.port) for r in routes.values())
+        )
+        upstreams = dict(zip(routes, results, strict=True))
+        checks = {"signing_keys_loaded": self.keys_ready(), "upstreams_reachable": upstreams}
+        ready = checks["signing_keys_loaded"] and all(upstreams.values())
+        body = orjson.dumps({"status": "ok" if ready else "unavailable", "checks": checks})
+        await writer.send_full(200 if ready else 503, JSON, body)

@@ -1,0 +1,379 @@
+"""HTTP/1.1 server: one asyncio.Protocol driving one h11.Connection per client connection.
+
+The protocol reads a whole request (headers within `max_header_bytes`, body within
+`max_body_bytes`, refused before reading further) and hands it to an async handler together with a
+`ResponseWriter`. The writer couples backpressure: `write` waits while the client's socket buffer
+is above the high-water mark, so a slow client slows whatever feeds the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import h11
+
+from gateway.config import ServerConfig
+from gateway.errors import GatewayError, error_body
+from gateway.headers import Headers
+
+log = logging.getLogger("gateway.server")
+
+# Client socket write buffer: above HIGH we stop feeding it, below LOW we resume. uvloop's default
+# low-water mark is 16 bytes, which would wake us for almost every chunk.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class ClientDisconnected(Exception):
+    """The client went away; whatever we were sending it has nowhere to go."""
+
+
+@dataclass(slots=True)
+class IncomingRequest:
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: Headers
+    body: bytes
+    client: str
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+
+
+Handler = Callable[[IncomingRequest, "ResponseWriter"], Awaitable[None]]
+
+
+class ResponseWriter:
+    """Sends one response on a connection; every response carries `x-request-id`."""
+
+    __slots__ = ("_conn", "_request_id", "bytes_sent", "started", "status")
+
+    def __init__(self, conn: HttpConnection, request_id: str) -> None:
+        self._conn = conn
+        self._request_id = request_id.encode()
+        self.started = False
+        self.status = 0
+        self.bytes_sent = 0
+
+    def _head(self, status: int, headers: Headers) -> bytes:
+        self.started, self.status = True, status
+        headers = [*headers, (b"x-request-id", self._request_id)]
+        return self._conn.send(
+            h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
+        )
+
+    async def start(self, status: int, headers: Headers) -> None:
+        await self._conn.write(self._head(status, headers))
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            self.bytes_sent += len(data)
+            await self._conn.write(self._conn.send(h11.Data(data=data)))
+
+    async def end(self, data: bytes = b"") -> None:
+        """Send the last bytes and the end of the message in one write."""
+        self.bytes_sent += len(data)
+        out = self._conn.send(h11.Data(data=data)) if data else b""
+        await self._conn.write(out + self._conn.send(h11.EndOfMessage()))
+
+    async def send_full(self, status: int, headers: Headers, body: bytes) -> None:
+        """A whole small response in a single write."""
+        head = self._head(status, [*headers, (b"content-length", str(len(body)).encode())])
+        self.bytes_sent = len(body)
+        data = self._conn.send(h11.Data(data=body)) if body else b""
+        await self._conn.write(head + data + self._conn.send(h11.EndOfMessage()))
+
+    async def send_error(self, exc: GatewayError) -> None:
+        headers = [(b"content-type", b"application/json"), *exc.headers]
+        await self.send_full(exc.status, headers, exc.body())
+
+    def abort(self) -> None:
+        """Close the connection mid-response, so the client sees the body is incomplete."""
+        self._conn.close()
+
+
+class ServerState:
+    """What all connections of one listening server share."""
+
+    def __init__(self, handler: Handler, limits: ServerConfig) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[HttpConnection] = set()
+        self.draining = False
+        self.on_open: Callable[[int], None] = lambda n: None
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: h11 state, timers, flow control, the current request cycle."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.limits = state.limits
+        self.loop = asyncio.get_running_loop()
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes
+        )
+        self.transport: asyncio.Transport | None = None
+        self.client = "-"
+        self.timer: asyncio.TimerHandle | None = None
+        self.awaiting_next_request = False
+        self.task: asyncio.Task[None] | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.closed = False
+        self.request: h11.Request | None = None
+        self.body = bytearray()
+
+    # -- asyncio callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client = f"{peer[0]}:{peer[1]}"
+        self.state.connections.add(self)
+        self.state.on_open(len(self.state.connections))
+        self._arm(self.limits.header_timeout_s, self._on_header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        self.state.on_open(len(self.state.connections))
+        self._disarm()
+        self.writable.set()  # wake a writer so it sees the disconnect
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.awaiting_next_request:
+            # The next request has begun: from now on its headers must arrive in time.
+            self.awaiting_next_request = False
+            self._arm(self.limits.header_timeout_s, self._on_header_timeout)
+        self.h11.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        self.h11.receive_data(b"")
+        self._pump()
+        return None
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Drain h11's events until it needs more data or a request is ready to handle."""
+        while not self.closed and self.task is None:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._refuse(exc.error_status_hint, "bad_request", f"malformed HTTP request: {exc}")
+                return
+            if event is h11.NEED_DATA:
+                return
+            if event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                if not self._on_request(event):
+                    return
+            elif isinstance(event, h11.Data):
+                if len(self.body) + len(event.data) > self.limits.max_body_bytes:
+                    self._refuse(413, "body_too_large", self._body_limit_message())
+                    return
+                self.body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                self.close()
+                return
+
+    def _on_request(self, request: h11.Request) -> bool:
+        """Check what the headers alone can tell; start the body timer. False if refused."""
+        self.request = request
+        self.body = bytearray()
+        framing = {name for name, _ in request.headers}
+        if b"content-length" in framing and b"transfer-encoding" in framing:
+            # RFC 9112 §6.1: both present is how request smuggling starts; refuse outright.
+            self._refuse(400, "bad_request", "Content-Length and Transfer-Encoding both set")
+            return False
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > self.limits.max_body_bytes:
+                self._refuse(413, "body_too_large", self._body_limit_message())
+                return False
+        if self.h11.they_are_waiting_for_100_continue:
+            self.transport.write(self.send(h11.InformationalResponse(status_code=100)))
+        self._arm(self.limits.idle_timeout_s, self._on_body_timeout)
+        return True
+
+    def _body_limit_message(self) -> str:
+        return f"request body exceeds max_body_bytes ({self.limits.max_body_bytes} bytes)"
+
+    def _dispatch(self) -> None:
+        self._disarm()
+        request, self.request = self.request, None
+        assert request is not None
+        target = request.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        incoming = IncomingRequest(
+            method=request.method.decode("ascii", "replace"),
+            target=target,
+            path=path,
+            query=query,
+            headers=list(request.headers),
+            body=bytes(self.body),
+            client=self.client,
+            request_id=os.urandom(12).hex(),
+        )
+        self.body = bytearray()
+        writer = ResponseWriter(self, incoming.request_id)
+        self.task = self.loop.create_task(self._run(incoming, writer))
+
+    async def _run(self, request: IncomingRequest, writer: ResponseWriter) -> None:
+        try:
+            await self.state.handler(request, writer)
+        except (ClientDisconnected, asyncio.CancelledError):
+            self.close()
+            return
+        except Exception:
+            log.exception("handler failed", extra={"request_id": request.request_id})
+            if not writer.started and not self.closed:
+                await writer.send_error(GatewayError(500, "internal_error", "internal error"))
+            else:
+                self.close()
+                return
+        finally:
+            self.task = None
+        self._next_cycle()
+
+    def _next_cycle(self) -> None:
+        """After a response: keep the connection for the next request, or close it."""
+        if self.closed:
+            return
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            if self.state.draining:
+                self.close()
+                return
+            self.h11.start_next_cycle()
+            self._arm(self.limits.idle_timeout_s, self._on_idle_timeout)
+            self.awaiting_next_request = True
+            if self.h11.trailing_data[0]:
+                self.awaiting_next_request = False
+                self._arm(self.limits.header_timeout_s, self._on_header_timeout)
+            self._pump()
+        else:
+            self.close()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def send(self, event: h11.Event) -> bytes:
+        try:
+            return self.h11.send(event) or b""
+        except h11.LocalProtocolError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+
+    async def write(self, data: bytes) -> None:
+        if self.closed:
+            raise ClientDisconnected("client disconnected")
+        self.transport.write(data)
+        if not self.writable.is_set():
+            await self.writable.wait()
+            if self.closed:
+                raise ClientDisconnected("client disconnected")
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer a request we will not read any further, then close."""
+        self._disarm()
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
+            body = error_body(code, message)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                (b"x-request-id", os.urandom(12).hex().encode()),
+            ]
+            with contextlib.suppress(h11.LocalProtocolError):
+                self.transport.write(
+                    self.h11.send(
+                        h11.Response(
+                            status_code=status, headers=headers, reason=reason_phrase(status)
+                        )
+                    )
+                    + self.h11.send(h11.Data(data=body))
+                    + self.h11.send(h11.EndOfMessage())
+                )
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_header_timeout(self) -> None:
+        self.timer = None
+        if self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+            self.close()  # nothing was sent at all: just close, no one to answer
+        else:
+            self._refuse(408, "request_timeout", "request headers not received in time")
+
+    def _on_body_timeout(self) -> None:
+        self.timer = None
+        self._refuse(408, "request_timeout", "request body not received in time")
+
+    def _on_idle_timeout(self) -> None:
+        self.timer = None
+        if self.task is None:
+            self.close()
+
+    def idle(self) -> bool:
+        return self.task is None and self.request is None
+
+
+async def serve(state: ServerState, host: str, port: int) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: HttpConnection(state), host, port, backlog=1024)
+
+
+async def drain(server: asyncio.Server, state: ServerState, grace_s: float) -> None:
+    """Graceful stop: no new connections, idle ones closed, in-flight ones given `grace_s`."""
+    state.draining = True
+    server.close()
+    for conn in list(state.connections):
+        if conn.idle():
+            conn.close()
+    in_flight = [c.task for c in state.connections if c.task is not None]
+    if in_flight:
+        await asyncio.wait(in_flight, timeout=grace_s)
+    for conn in list(state.connections):
+        conn.close()
