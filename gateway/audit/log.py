@@ -1,0 +1,282 @@
+"""AuditLog: the asyncio face of the writer, with group commit and fail-closed errors.
+
+Appends assign seq and ts on the event loop (so seq order is call order) and queue the entry.
+One committer task hands everything queued to the writer thread as one batch: one write and
+fsync per file and one signed checkpoint per batch, however many callers are waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from gateway.audit.canonical import canonical
+from gateway.audit.keys import read_secret_key, read_signing_key
+from gateway.audit.merkle import consistency_path, inclusion_path, leaf_hash
+from gateway.audit.merkle import root as tree_root
+from gateway.audit.recovery import recover
+from gateway.audit.store import ENTRIES, LEN
+from gateway.audit.writer import Pending, Writer
+
+log = logging.getLogger(__name__)
+
+Durability = Literal["sync", "batch"]
+RETRY_S = 0.25  # batch mode: how soon a failed batch is tried again
+RESERVED = ("seq", "sealed")
+
+
+class AuditUnavailable(Exception):
+    """The log cannot be written now; callers must refuse the request (fail closed)."""
+
+
+def now_rfc3339() -> str:
+    """UTC time with microseconds, e.g. 2025-01-02T03:04:05.123456Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class _Item:
+    pending: Pending
+    future: asyncio.Future[int] | None
+
+
+class AuditLog:
+    """An open, writable audit log. Create with `await AuditLog.open(...)`."""
+
+    def __init__(
+        self, writer: Writer, lock_fd: int, durability: Durability, executor: ThreadPoolExecutor
+    ) -> None:
+        self._writer = writer
+        self._lock_fd = lock_fd
+        self._durability = durability
+        self._executor = executor
+        self._queue: list[_Item] = []
+        self._next_seq = writer.size
+        self._available = True
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._commit_loop())
+
+    @classmethod
+    async def open(
+        cls,
+        directory: Path,
+        *,
+        origin: str,
+        signing_key: Path,
+        sealing_key: Path,
+        durability: Durability = "sync",
+    ) -> AuditLog:
+        """Open (creating on first use) and recover the log in `directory`.
+
+        Raises:
+            AuditOpenError: another writer holds it, the key or origin differ, or a fork.
+            KeyFileError: a key file is missing or malformed.
+        """
+        if durability not in ("sync", "batch"):
+            raise ValueError(f"durability must be 'sync' or 'batch', not {durability!r}")
+        signer = read_signing_key(Path(signing_key))
+        secret = read_secret_key(Path(sealing_key))
+        executor = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
+        loop = asyncio.get_running_loop()
+        try:
+            writer, recovered, lock = await loop.run_in_executor(
+                executor, recover, Path(directory), origin, signer, secret
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self = cls(writer, lock, durability, executor)
+        if recovered.truncated:
+            log.warning("audit: recovered a torn tail in %s: %s", directory, recovered)
+            await self._append_now(
+                {
+                    "type": "gateway.recovered",
+                    "truncated_entry_bytes": recovered.entries_bytes,
+                    "truncated_at_offset": recovered.entries_offset,
+                    "truncated_checkpoint_bytes": recovered.checkpoints_bytes,
+                    "entries_kept": recovered.size,
+                    "checkpoint_size": recovered.checkpoint_size,
+                }
+            )
+        return self
+
+    @property
+    def available(self) -> bool:
+        """False after a failed write, until a write succeeds again."""
+        return self._available
+
+    @property
+    def size(self) -> int:
+        """Entries durable and covered by the latest checkpoint."""
+        return self._writer.size
+
+    @property
+    def directory(self) -> Path:
+        return self._writer.directory
+
+    def checkpoint(self) -> bytes:
+        """The latest signed checkpoint note (the bytes of {dir}/checkpoint)."""
+        return self._writer.note
+
+    async def append(self, entry: dict[str, Any], sealed: dict[str, bytes] | None = None) -> int:
+        """Record one entry; returns its seq.
+
+        With durability "sync" this returns once the entry is fsynced and signed; with
+        "batch" at once (durable within about a second).
+
+        Raises:
+            AuditUnavailable: the log cannot be written; nothing of this entry is kept.
+            ValueError: the entry is not a JSON object, or sets seq or sealed itself.
+        """
+        if self._closing:
+            raise AuditUnavailable("audit log is closed")
+        if self._durability == "batch" and not self._available:
+            raise AuditUnavailable("audit log cannot be written")
+        fut = asyncio.get_running_loop().create_future() if self._durability == "sync" else None
+        seq = self._enqueue(entry, sealed, fut)
+        return seq if fut is None else await fut
+
+    async def _append_now(self, entry: dict[str, Any]) -> int:
+        fut = asyncio.get_running_loop().create_future()
+        self._enqueue(entry, None, fut)
+        return await fut
+
+    def _enqueue(
+        self,
+        entry: dict[str, Any],
+        sealed: dict[str, bytes] | None,
+        fut: asyncio.Future[int] | None,
+    ) -> int:
+        for key in RESERVED:
+            if key in entry:
+                raise ValueError(f"audit entries may not set {key!r}; the log assigns it")
+        if sealed is not None and not all(
+            isinstance(v, bytes | bytearray) for v in sealed.values()
+        ):
+            raise ValueError("sealed bodies must be bytes")
+        seq = self._next_seq
+        record = {"ts": now_rfc3339(), **entry, "seq": seq}
+        body = canonical(record)
+        self._next_seq += 1
+        blobs = {k: bytes(v) for k, v in sealed.items()} if sealed else None
+        self._queue.append(_Item(Pending(seq, body, blobs), fut))
+        self._wake.set()
+        return seq
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            batch, self._queue = self._queue, []
+            try:
+                await loop.run_in_executor(
+                    self._executor, self._writer.write_batch, [i.pending for i in batch]
+                )
+            except Exception as exc:
+                self._failed(batch, exc)
+                if self._durability == "batch":
+                    await asyncio.sleep(RETRY_S)
+                    self._wake.set()
+                continue
+            self._available = True
+            for item in batch:
+                if item.future is not None and not item.future.done():
+                    item.future.set_result(item.pending.seq)
+            if self._queue or self._closing:
+                self._wake.set()
+
+    def _failed(self, batch: list[_Item], exc: Exception) -> None:
+        """Sync: fail the batch and everything queued behind it. Batch: keep all for a retry."""
+        if self._available:
+            log.error("audit log unavailable: %s", _describe(exc))
+        self._available = False
+        if self._durability == "batch" and not self._closing:
+            self._queue = batch + self._queue
+            return
+        err = AuditUnavailable(f"audit log cannot be written: {_describe(exc)}")
+        for item in batch + self._queue:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(err)
+        self._queue = []
+        self._next_seq = self._writer.size  # queued seqs were never written
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> dict[str, Any]:
+        """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: current)."""
+        size = self.size if size is None else size
+        if size > self.size:
+            raise ValueError(f"size {size} is beyond the log's {self.size} entries")
+        node = self._writer.tree.getter(size)
+        path = inclusion_path(node, index, size)
+        return {
+            "index": index,
+            "size": size,
+            "leaf_hash": node(0, index).hex(),
+            "path": [p.hex() for p in path],
+            "root": tree_root(node, size).hex(),
+        }
+
+    def consistency_proof(self, old: int, new: int) -> dict[str, Any]:
+        """RFC 9162 consistency proof that the tree of size `new` extends that of size `old`."""
+        if new > self.size:
+            raise ValueError(f"size {new} is beyond the log's {self.size} entries")
+        node = self._writer.tree.getter(new)
+        path = consistency_path(node, old, new)
+        return {
+            "old_size": old,
+            "new_size": new,
+            "old_root": tree_root(node, old).hex(),
+            "new_root": tree_root(node, new).hex(),
+            "path": [p.hex() for p in path],
+        }
+
+    def read_raw(self, seq: int) -> bytes:
+        """The canonical bytes of a committed entry."""
+        if not 0 <= seq < self.size:
+            raise IndexError(f"no entry {seq}; the log has {self.size} entries")
+        fd = os.open(self._writer.directory / ENTRIES, os.O_RDONLY)
+        try:
+            off = self._writer.offsets[seq]
+            (n,) = LEN.unpack(os.pread(fd, 4, off))
+            return os.pread(fd, n, off + 4)
+        finally:
+            os.close(fd)
+
+    def read_entry(self, seq: int) -> dict[str, Any]:
+        return orjson.loads(self.read_raw(seq))
+
+    def leaf_hash(self, seq: int) -> bytes:
+        return leaf_hash(self.read_raw(seq))
+
+    async def close(self) -> None:
+        """Flush what is queued (its checkpoint is the final one) and release the log."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        await self._task
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.close)
+        self._executor.shutdown(wait=True)
+        os.close(self._lock_fd)
+
+
+def _describe(exc: Exception) -> str:
+    """An error for logs and 503 bodies: errno text and file, never entry contents."""
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc.__class__.__name__}" + (
+            f" ({exc.filename})" if exc.filename else ""
+        )
+    return exc.__class__.__name__

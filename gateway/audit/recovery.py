@@ -1,0 +1,230 @@
+"""Opening a log for writing: take the lock, recover a torn tail, refuse forks, rebuild caches.
+
+Rules (also in docs/audit-format.md):
+- a cut-off record at the end of `entries` or `checkpoints` is a torn write and is truncated;
+- whole entries beyond the last signed checkpoint are kept if they are valid canonical entries
+  with the right seq (they were fsynced but not yet signed), else truncated from the first bad one;
+- entries covered by the last signed checkpoint are never changed: if there are fewer of them,
+  or their root differs from the checkpoint's, the log is refused (a fork or tampering);
+- `tree/` and `index` are recomputed from `entries` and rewritten where they differ.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.audit.canonical import is_canonical
+from gateway.audit.checkpoint import Checkpoint, CheckpointError
+from gateway.audit.merkle import LEAF_PREFIX, CompactRange, build_levels, levels_getter
+from gateway.audit.merkle import root as tree_root
+from gateway.audit.note import Signer
+from gateway.audit.store import (
+    CHECKPOINT,
+    CHECKPOINTS,
+    ENTRIES,
+    INDEX,
+    LOCK,
+    OFFSET,
+    SEALED,
+    TREE,
+    VERIFIER,
+    TreeFiles,
+    iter_records,
+    read_file,
+    scan_frames,
+)
+from gateway.audit.writer import Files, Writer, fsync_dir, open_segment, write_atomic
+
+
+class AuditOpenError(Exception):
+    """The log cannot be opened for writing; the message says why and what to check."""
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What recovery had to cut away; `truncated` is false for a clean open."""
+
+    entries_bytes: int
+    entries_offset: int
+    checkpoints_bytes: int
+    size: int
+    checkpoint_size: int
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.entries_bytes or self.checkpoints_bytes)
+
+
+def leaf_hashes(records: list[bytes | memoryview]) -> list[bytes]:
+    """Leaf hashes of many records without copying each record."""
+    base = hashlib.sha256(LEAF_PREFIX)
+    out = []
+    for rec in records:
+        h = base.copy()
+        h.update(rec)
+        out.append(h.digest())
+    return out
+
+
+def _lock(directory: Path) -> int:
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AuditOpenError(f"{directory} is open by another writer") from None
+    return fd
+
+
+def _check_verifier(directory: Path, signer: Signer) -> None:
+    path, mine = directory / VERIFIER, signer.verifier.encode()
+    existing = read_file(path).decode(errors="replace").strip()
+    if existing and existing != mine:
+        raise AuditOpenError(
+            f"{path} names key {'+'.join(existing.split('+')[:2])} but the "
+            f"signing key is {signer.name}+{signer.verifier.key_id.hex()}; wrong signing_key?"
+        )
+    if not existing:
+        write_atomic(path, (mine + "\n").encode())
+
+
+def _last_checkpoint(directory: Path, signer: Signer, origin: str) -> tuple[Checkpoint | None, int]:
+    """The newest signed checkpoint and the length of whole records in `checkpoints`."""
+    data = read_file(directory / CHECKPOINTS)
+    scan = scan_frames(data)
+    verifier, best = signer.verifier, None
+    records = list(iter_records(data, scan))
+    try:
+        if records:
+            best = Checkpoint.open(bytes(records[-1]), verifier, origin)
+        note = read_file(directory / CHECKPOINT)
+        if note:
+            current = Checkpoint.open(note, verifier, origin)
+            if best and current.size == best.size and current.root != best.root:
+                raise AuditOpenError(
+                    f"{directory}: checkpoint and the last of checkpoints disagree at size "
+                    f"{best.size}: a fork; refusing to open"
+                )
+            if best is None or current.size > best.size:
+                best = current
+    except CheckpointError as exc:
+        raise AuditOpenError(f"{directory}: signed checkpoint does not verify: {exc}") from None
+    return best, scan.end
+
+
+def _valid_tail(records: list, start: int) -> int:
+    """Index of the first record from `start` on that is not a valid entry with its seq."""
+    for i in range(start, len(records)):
+        body = bytes(records[i])
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return i
+        if not is_canonical(body, parsed) or parsed.get("seq") != i:
+            return i
+    return len(records)
+
+
+def _sync_derived(path: Path, expected: bytes) -> None:
+    """Rewrite a derived file when it differs from what `entries` implies."""
+    if read_file(path) != expected:
+        write_atomic(path, expected)
+
+
+def recover(
+    directory: Path, origin: str, signer: Signer, sealing_key: bytes
+) -> tuple[Writer, Recovered, int]:
+    """Open `directory` for writing. Returns the writer, what was cut, and the lock fd.
+
+    Raises:
+        AuditOpenError: another writer, a different key or origin, or a fork.
+    """
+    directory = Path(directory)
+    for sub in (directory, directory / SEALED, directory / TREE):
+        sub.mkdir(parents=True, exist_ok=True)
+    lock = _lock(directory)
+    try:
+        writer, recovered = _recover_locked(directory, origin, signer, sealing_key)
+    except BaseException:
+        os.close(lock)
+        raise
+    return writer, recovered, lock
+
+
+def _recover_locked(
+    directory: Path, origin: str, signer: Signer, sealing_key: bytes
+) -> tuple[Writer, Recovered]:
+    _check_verifier(directory, signer)
+    cp, cps_end = _last_checkpoint(directory, signer, origin)
+    cp_size = cp.size if cp else 0
+    data = read_file(directory / ENTRIES)
+    scan = scan_frames(data)
+    records = list(iter_records(memoryview(data), scan))
+    if len(records) < cp_size:
+        raise AuditOpenError(
+            f"{directory / ENTRIES} holds {len(records)} whole entries but the signed checkpoint "
+            f"covers {cp_size}: entries were removed; refusing to open"
+        )
+    keep = _valid_tail(records, cp_size)
+    records = records[:keep]
+    end = scan.offsets[keep] if keep < len(scan.offsets) else scan.end
+    rows = build_levels(leaf_hashes(records))
+    node = levels_getter(rows)
+    if cp and tree_root(node, cp.size) != cp.root:
+        raise AuditOpenError(
+            f"{directory / ENTRIES}: the first {cp.size} entries do not match the signed "
+            "checkpoint (a fork or tampering); refusing to open; run `gateway audit verify`"
+        )
+    cps_total = len(read_file(directory / CHECKPOINTS))
+    recovered = Recovered(len(data) - end, end, cps_total - cps_end, keep, cp_size)
+    entries_fd = os.open(directory / ENTRIES, os.O_RDWR | os.O_CREAT, 0o644)
+    cps_fd = os.open(directory / CHECKPOINTS, os.O_RDWR | os.O_CREAT, 0o644)
+    if recovered.entries_bytes:
+        os.ftruncate(entries_fd, end)
+        os.fsync(entries_fd)
+    if recovered.checkpoints_bytes:
+        os.ftruncate(cps_fd, cps_end)
+        os.fsync(cps_fd)
+    for level, row in enumerate(rows if records else []):
+        _sync_derived(directory / TREE / f"{level:02d}", row)
+    for stale in (directory / TREE).glob("*"):
+        if not records or int(stale.name) >= len(rows):
+            stale.unlink()
+    offsets = array("Q", scan.offsets[:keep])
+    _sync_derived(directory / INDEX, b"".join([OFFSET.pack(o) for o in offsets]))
+    segments = sorted((directory / SEALED).glob("*.seal"))
+    seg_no = int(segments[-1].stem) if segments else 0
+    seg_fd = open_segment(directory, seg_no)
+    files = Files(
+        entries=entries_fd,
+        entries_end=end,
+        index=os.open(directory / INDEX, os.O_RDWR | os.O_CREAT, 0o644),
+        checkpoints=cps_fd,
+        checkpoints_end=cps_end,
+        segment_no=seg_no,
+        segment=seg_fd,
+        segment_end=os.fstat(seg_fd).st_size,
+    )
+    writer = Writer(
+        directory=directory,
+        origin=origin,
+        signer=signer,
+        aead=AESGCM(sealing_key),
+        files=files,
+        tree=TreeFiles(directory, writable=True),
+        range=CompactRange.from_nodes(node, keep),
+        offsets=offsets,
+        note=read_file(directory / CHECKPOINT),
+    )
+    if cp is None or cp.size != keep or writer.note != cp.sign(signer):
+        writer.write_batch([])  # sign the recovered size so `checkpoint` matches `entries`
+    fsync_dir(directory)
+    return writer, recovered

@@ -1,0 +1,216 @@
+"""The single writer: appends one batch of entries, fsyncs, extends the tree, signs a checkpoint.
+
+Synchronous and single-threaded by design (the async facade in log.py runs it on one worker
+thread). A batch either commits completely or every file is truncated back to where it was,
+so a failed write (disk full, EIO, EACCES) never leaves half an entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.audit import seal as sealing
+from gateway.audit.checkpoint import Checkpoint
+from gateway.audit.merkle import CompactRange, leaf_hash
+from gateway.audit.note import Signer
+from gateway.audit.store import (
+    CHECKPOINT,
+    OFFSET,
+    TreeFiles,
+    _write_all,
+    frame,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    """One entry waiting for the writer: canonical bytes with seq and ts, plus bodies to seal."""
+
+    seq: int
+    body: bytes
+    sealed: dict[str, bytes] | None = None
+
+
+@dataclass
+class Files:
+    """Open descriptors and committed lengths of the files a batch appends to."""
+
+    entries: int
+    entries_end: int
+    index: int
+    checkpoints: int
+    checkpoints_end: int
+    segment_no: int
+    segment: int
+    segment_end: int
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temp file, fsync, rename. The caller fsyncs the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Writer:
+    """Committed state of the log and the batch append. Not thread-safe: one caller at a time."""
+
+    directory: Path
+    origin: str
+    signer: Signer
+    aead: AESGCM
+    files: Files
+    tree: TreeFiles
+    range: CompactRange
+    offsets: array
+    note: bytes
+    dirty: bool = field(default=False)
+
+    @property
+    def size(self) -> int:
+        return self.range.size
+
+    def write_batch(self, batch: list[Pending]) -> bytes:
+        """Append, fsync and sign; returns the new checkpoint note.
+
+        Raises:
+            OSError: nothing of this batch is kept (files were truncated back).
+        """
+        if self.dirty:
+            self._rollback()
+        f, size = self.files, self.size
+        try:
+            self._maybe_rotate()
+            bodies, segment_end = self._seal(batch)
+            if segment_end != f.segment_end:
+                os.fdatasync(f.segment)
+            records = [frame(b) for b in bodies]
+            new_offsets = array("Q")
+            pos = f.entries_end
+            for r in records:
+                new_offsets.append(pos)
+                pos += len(r)
+            _write_all(f.entries, b"".join(records), f.entries_end)
+            os.fdatasync(f.entries)
+            rows = _Rows()
+            rng = CompactRange(size, self.range.edge, on_node=rows.add)
+            for b in bodies:
+                rng.append(leaf_hash(b))
+            for level, (first, hashes) in rows.items():
+                self.tree.write_at(level, first, b"".join(hashes))
+            packed = b"".join([OFFSET.pack(o) for o in new_offsets])
+            _write_all(f.index, packed, size * OFFSET.size)
+            note = Checkpoint(self.origin, rng.size, rng.root()).sign(self.signer)
+            record = frame(note)
+            _write_all(f.checkpoints, record, f.checkpoints_end)
+            os.fdatasync(f.checkpoints)
+            write_atomic(self.directory / CHECKPOINT, note)  # the commit point
+        except BaseException:
+            self.dirty = True
+            try:
+                self._rollback()
+            except OSError as exc:
+                log.warning("audit rollback failed, will retry before next write: %s", exc)
+            raise
+        f.entries_end = pos
+        f.checkpoints_end += len(record)
+        f.segment_end = segment_end
+        self.range = CompactRange(rng.size, rng.edge)
+        self.offsets.extend(new_offsets)
+        self.note = note
+        try:
+            fsync_dir(self.directory)
+        except OSError as exc:  # entries and `checkpoints` are durable; only the rename may be lost
+            log.warning("audit: fsync of %s failed after commit: %s", self.directory, exc)
+        return note
+
+    def _seal(self, batch: list[Pending]) -> tuple[list[bytes], int]:
+        """Encrypt bodies into the current segment; entry bytes with references, new end."""
+        f, bodies, blobs = self.files, [], []
+        end = f.segment_end
+        file = sealing.segment_name(f.segment_no)
+        for p in batch:
+            if not p.sealed:
+                bodies.append(p.body)
+                continue
+            refs = {}
+            for name, plain in p.sealed.items():
+                blob = sealing.seal(self.aead, p.seq, plain)
+                refs[name] = {
+                    "file": file,
+                    "offset": end,
+                    "length": len(blob),
+                    "sha256_ciphertext": hashlib.sha256(blob).hexdigest(),
+                    "sha256_plaintext": hashlib.sha256(plain).hexdigest(),
+                }
+                blobs.append(blob)
+                end += len(blob)
+            entry = orjson.loads(p.body)
+            entry["sealed"] = refs
+            bodies.append(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
+        if blobs:
+            _write_all(f.segment, b"".join(blobs), f.segment_end)
+        return bodies, end
+
+    def _maybe_rotate(self) -> None:
+        f = self.files
+        if f.segment_end < sealing.SEGMENT_LIMIT:
+            return
+        fd = open_segment(self.directory, f.segment_no + 1)
+        os.close(f.segment)
+        f.segment_no, f.segment, f.segment_end = f.segment_no + 1, fd, 0
+
+    def _rollback(self) -> None:
+        """Truncate every appended file to its committed length."""
+        f, size = self.files, self.size
+        os.ftruncate(f.segment, f.segment_end)
+        os.ftruncate(f.entries, f.entries_end)
+        os.ftruncate(f.index, size * OFFSET.size)
+        os.ftruncate(f.checkpoints, f.checkpoints_end)
+        self.tree.truncate({lvl: size >> lvl for lvl in range(size.bit_length() + 1)})
+        self.dirty = False
+
+    def close(self) -> None:
+        f = self.files
+        for fd in (f.entries, f.index, f.checkpoints, f.segment):
+            os.close(fd)
+        self.tree.close()
+
+
+class _Rows(dict[int, tuple[int, list[bytes]]]):
+    """New tree nodes of one batch per level: (index of the first, their hashes)."""
+
+    def add(self, level: int, index: int, digest: bytes) -> None:
+        row = self.get(level)
+        if row is None:
+            self[level] = (index, [digest])
+        else:
+            row[1].append(digest)
+
+
+def open_segment(directory: Path, number: int) -> int:
+    return os.open(directory / sealing.segment_name(number), os.O_RDWR | os.O_CREAT, 0o600)
