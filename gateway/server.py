@@ -212,6 +212,12 @@ class HttpConnection(asyncio.Protocol):
         """Check what the headers alone can tell; start the body timer. False if refused."""
         self.request = request
         self.body = bytearray()
+        # h11 bounds only a head that arrives in pieces; one that arrives whole is checked here.
+        size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if size > self.limits.max_header_bytes:
+            message = f"request headers exceed max_header_bytes ({self.limits.max_header_bytes})"
+            self._refuse(431, "headers_too_large", message)
+            return False
         framing = {name for name, _ in request.headers}
         if b"content-length" in framing and b"transfer-encoding" in framing:
             # RFC 9112 §6.1: both present is how request smuggling starts; refuse outright.

@@ -69,13 +69,14 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return line[0] if line else ""
 
 
-def spawn(module: str, *args: str, timeout: float = START_TIMEOUT_S) -> Peer:
-    """Run `python -m <module> --port 0 <args>` and wait for its `listening on` line."""
+def launch(
+    command: list[str], *, env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S
+) -> Peer:
+    """Run a server command and wait for the `listening on <url>` line it prints once bound."""
     # stderr goes to a file, not a pipe: nobody reads it while the server runs, and a full
     # pipe would block the server mid-traceback.
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (the Peer owns it; stop() closes it)
-    command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, text=True, env=env)
     peer = Peer(url="", proc=proc, stderr_file=stderr_file)
     line = _read_line(proc, timeout)
     if not line.startswith(LISTENING_PREFIX):
@@ -89,6 +90,12 @@ def spawn(module: str, *args: str, timeout: float = START_TIMEOUT_S) -> Peer:
     return peer
 
 
+def spawn_demo(module: str, *args: str) -> Peer:
+    """`python -m gateway.demo.<module> --port 0 <args>` with this interpreter."""
+    command = [sys.executable, "-m", f"gateway.demo.{module}", "--host", "127.0.0.1"]
+    return launch([*command, "--port", "0", *args])
+
+
 def start_upstream(*, api_key: str | None = None, token_delay_ms: float | None = None) -> Peer:
     """The demo OpenAI-compatible model server."""
     args: list[str] = []
@@ -96,12 +103,12 @@ def start_upstream(*, api_key: str | None = None, token_delay_ms: float | None =
         args += ["--api-key", api_key]
     if token_delay_ms is not None:
         args += ["--token-delay-ms", str(token_delay_ms)]
-    return spawn("gateway.demo.upstream", *args)
+    return spawn_demo("upstream", *args)
 
 
 def start_issuer() -> Peer:
     """The demo OIDC issuer."""
-    return spawn("gateway.demo.issuer")
+    return spawn_demo("issuer")
 
 
 def _call(method: str, url: str, json: dict[str, Any] | None = None) -> Any:

@@ -1,0 +1,116 @@
+"""Fixtures: the real demo issuer and upstream as processes, and real gateway processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import peers
+import pytest
+
+UPSTREAM_KEY = "sk-upstream-connection-secret"
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[peers.Peer]:
+    with peers.start_issuer() as peer:
+        yield peer
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[peers.Peer]:
+    with peers.start_upstream(api_key=UPSTREAM_KEY, token_delay_ms=20) as peer:
+        yield peer
+
+
+def gateway_config(issuer_url: str, upstream_url: str, **server: object) -> str:
+    """A config with the connections and rules most tests use; `server` overrides [server]."""
+    server_lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in server.items())
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+upstream_connect_timeout_s = 2
+reload_poll_s = 0.2
+{server_lines}
+
+[identity]
+issuer = "{issuer_url}"
+audience = "inference-gateway"
+leeway_s = 0
+jwks_min_refresh_interval_s = 1
+
+[[connections]]
+name = "llama"
+upstream = "{upstream_url}"
+credential_env = "TEST_UPSTREAM_KEY"
+model_version_header = "x-model-version"
+
+[[connections]]
+name = "down"
+upstream = "http://127.0.0.1:9"
+
+[[connections]]
+name = "slow"
+upstream = "{upstream_url}"
+credential_env = "TEST_UPSTREAM_KEY"
+upstream_timeout_s = 1
+
+[[rules]]
+id = "interns-denied"
+groups = ["interns"]
+action = "deny"
+
+[[rules]]
+id = "analysts-chat"
+groups = ["analysts"]
+connections = ["llama", "down", "slow"]
+models = ["llama-3*", "fail-*"]
+action = "allow"
+
+[[rules]]
+id = "analysts-models-list"
+groups = ["analysts"]
+connections = ["llama"]
+methods = ["GET"]
+paths = ["/v1/models"]
+action = "allow"
+"""
+
+
+@pytest.fixture(scope="session")
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], peers.Peer]]:
+    """Start `gateway serve -c <file>` on a config text; stopped at the end of the session."""
+    started: list[peers.Peer] = []
+
+    def start(config_text: str) -> peers.Peer:
+        path = tmp_path_factory.mktemp("gw") / "gateway.toml"
+        path.write_text(config_text)
+        env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+        peer = peers.launch(["gateway", "serve", "-c", str(path)], env=env)
+        peer.config_path = path  # type: ignore[attr-defined]
+        started.append(peer)
+        return peer
+
+    yield start
+    for peer in started:
+        peer.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    start_gateway: Callable[[str], peers.Peer], issuer: peers.Peer, upstream: peers.Peer
+) -> peers.Peer:
+    """One gateway shared by the tests that do not change its config."""
+    return start_gateway(gateway_config(issuer.url, upstream.url))
+
+
+@pytest.fixture(scope="session")
+def analyst_token(issuer: peers.Peer) -> str:
+    return peers.mint(issuer.url, "alice@example.com", ["analysts"])
+
+
+@pytest.fixture(scope="session")
+def intern_token(issuer: peers.Peer) -> str:
+    return peers.mint(issuer.url, "ivan@example.com", ["interns", "analysts"])
