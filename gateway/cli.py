@@ -16,9 +16,10 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 def _registrars() -> list[Registrar]:
     """Verb groups, imported lazily so `gateway --version` stays fast."""
+    from gateway.audit.cli import register_audit, register_keys
     from gateway.verbs import register_policy, register_serve
 
-    return [register_serve, register_policy]
+    return [register_serve, register_policy, register_keys, register_audit]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,10 +20,9 @@ import orjson
 
 from gateway.audit.canonical import canonical
 from gateway.audit.keys import read_secret_key, read_signing_key
-from gateway.audit.merkle import consistency_path, inclusion_path, leaf_hash
-from gateway.audit.merkle import root as tree_root
+from gateway.audit.merkle import leaf_hash
 from gateway.audit.recovery import recover
-from gateway.audit.store import ENTRIES, LEN
+from gateway.audit.store import ENTRIES, LEN, consistency_proof, inclusion_proof
 from gateway.audit.writer import Pending, Writer
 
 log = logging.getLogger(__name__)
@@ -215,33 +214,21 @@ class AuditLog:
         self._next_seq = self._writer.size  # queued seqs were never written
 
     def inclusion_proof(self, index: int, size: int | None = None) -> dict[str, Any]:
-        """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: current)."""
+        """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: current).
+
+        Raises:
+            ValueError: size beyond the log, or index not below size (ProofError).
+        """
         size = self.size if size is None else size
         if size > self.size:
             raise ValueError(f"size {size} is beyond the log's {self.size} entries")
-        node = self._writer.tree.getter(size)
-        path = inclusion_path(node, index, size)
-        return {
-            "index": index,
-            "size": size,
-            "leaf_hash": node(0, index).hex(),
-            "path": [p.hex() for p in path],
-            "root": tree_root(node, size).hex(),
-        }
+        return inclusion_proof(self._writer.tree.getter(size), index, size)
 
     def consistency_proof(self, old: int, new: int) -> dict[str, Any]:
         """RFC 9162 consistency proof that the tree of size `new` extends that of size `old`."""
         if new > self.size:
             raise ValueError(f"size {new} is beyond the log's {self.size} entries")
-        node = self._writer.tree.getter(new)
-        path = consistency_path(node, old, new)
-        return {
-            "old_size": old,
-            "new_size": new,
-            "old_root": tree_root(node, old).hex(),
-            "new_root": tree_root(node, new).hex(),
-            "path": [p.hex() for p in path],
-        }
+        return consistency_proof(self._writer.tree.getter(new), old, new)
 
     def read_raw(self, seq: int) -> bytes:
         """The canonical bytes of a committed entry."""

@@ -21,11 +21,20 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
-from gateway.audit.merkle import HASH_SIZE, NodeGetter
+from gateway.audit.merkle import (
+    HASH_SIZE,
+    NodeGetter,
+    build_levels,
+    consistency_path,
+    inclusion_path,
+    leaf_hash,
+    levels_getter,
+)
+from gateway.audit.merkle import root as tree_root
 
 ENTRIES = "entries"
 CHECKPOINT = "checkpoint"
@@ -191,6 +200,39 @@ class LogReader:
 
     def checkpoint(self) -> bytes:
         return read_file(self.dir / CHECKPOINT)
+
+    def node_getter(self, size: int) -> NodeGetter:
+        """Stored subtree hashes when they cover `size`, else hashes rebuilt from entries."""
+        if size > self.size:
+            raise ValueError(f"size {size} is beyond the log's {self.size} entries")
+        if self.tree.covers(size):
+            return self.tree.getter(size)
+        leaves = [leaf_hash(self.read_raw(i)) for i in range(size)]
+        return levels_getter(build_levels(leaves))
+
+
+def inclusion_proof(node: NodeGetter, index: int, size: int) -> dict[str, Any]:
+    """An inclusion proof as served: hex hashes, leaf side first."""
+    path = inclusion_path(node, index, size)
+    return {
+        "index": index,
+        "size": size,
+        "leaf_hash": node(0, index).hex(),
+        "path": [p.hex() for p in path],
+        "root": tree_root(node, size).hex(),
+    }
+
+
+def consistency_proof(node: NodeGetter, old: int, new: int) -> dict[str, Any]:
+    """A consistency proof as served: the tree of size `new` extends that of size `old`."""
+    path = consistency_path(node, old, new)
+    return {
+        "old_size": old,
+        "new_size": new,
+        "old_root": tree_root(node, old).hex(),
+        "new_root": tree_root(node, new).hex(),
+        "path": [p.hex() for p in path],
+    }
 
 
 def _whole(data: bytes, width: int) -> bytes:

@@ -125,6 +125,8 @@ def verify_log(directory: Path, verifier: str | Verifier | None = None) -> Verif
     report = VerifyReport(directory)
     start = time.perf_counter()
     try:
+        if not (directory / ENTRIES).is_file():
+            raise _Failed("io", None, f"{directory} is not an audit directory (no {ENTRIES})")
         key = load_verifier(directory, verifier, report)
         with _mapped(directory / ENTRIES) as data:
             leaves, refs, offsets = _check_entries(data, report)
