@@ -27,14 +27,17 @@ class PeerStartError(RuntimeError):
 
 @dataclass
 class Peer:
-    """A running demo server: its base URL and process. Use as a context manager or stop()."""
+    """A running server: its base URL and process. Use as a context manager or call stop()."""
 
     url: str
     proc: subprocess.Popen[str]
     stderr_file: IO[bytes] = field(repr=False)
+    _final_stderr: str | None = field(default=None, repr=False)
 
     def stderr(self) -> str:
-        """Everything the server wrote to stderr so far (tracebacks land here)."""
+        """What the server wrote to stderr (tracebacks land here); still readable after stop()."""
+        if self._final_stderr is not None:
+            return self._final_stderr
         self.stderr_file.seek(0)
         return self.stderr_file.read().decode(errors="replace")
 
@@ -49,7 +52,9 @@ class Peer:
                 self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        self.stderr_file.close()
+        if self._final_stderr is None:
+            self._final_stderr = self.stderr()
+            self.stderr_file.close()
         return self.proc.returncode
 
     def __enter__(self) -> Peer:

@@ -23,11 +23,12 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiohttp import typedefs as web_typedefs
 from aiohttp import web
 
 from gateway.demo import pii
@@ -270,6 +271,34 @@ def _float_header(request: web.Request, name: str, default: float) -> float:
     return value
 
 
+def _parse(body: bytes) -> Any:
+    """The JSON body, or None when there is none or it does not parse (recorded either way)."""
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A /v1 request that was read and recorded: its parsed body and the body's SHA-256."""
+
+    request: web.Request
+    payload: Any
+    sha256: str
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object with a string `model`, which every completion request needs."""
+        if not isinstance(self.payload, dict):
+            raise BadRequest("the body must be a JSON object", "invalid_json")
+        if not isinstance(self.payload.get("model"), str):
+            raise BadRequest("'model' is required and must be a string", "invalid_model")
+        return self.payload
+
+
+CallHandler = Callable[[Call], Awaitable[web.StreamResponse]]
+
+
 class DemoUpstream:
     """One demo model server: its settings, what it has seen, and its handlers."""
 
@@ -287,25 +316,35 @@ class DemoUpstream:
         return dict.fromkeys(names, 0)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate], client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_post("/v1/completions", self.completions)
-        app.router.add_post("/v1/embeddings", self.embeddings)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/v1/models", self._admit(self.models))
+        app.router.add_post("/v1/chat/completions", self._admit(self.chat))
+        app.router.add_post("/v1/completions", self._admit(self.completions))
+        app.router.add_post("/v1/embeddings", self._admit(self.embeddings))
         app.router.add_get("/_demo/requests", self.requests_seen)
         app.router.add_post("/_demo/reset", self.reset)
         app.router.add_get("/_demo/stats", self.stats)
         return app
 
-    @web.middleware
-    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Record every non-introspection request, then enforce the API key."""
-        if request.path.startswith("/_demo/"):
-            return await handler(request)
-        body = await request.read()
-        payload = self._parse(body)
-        request["payload"] = payload
-        request["body_sha256"] = digest = hashlib.sha256(body).hexdigest()
+    def _admit(self, handler: CallHandler) -> web_typedefs.Handler:
+        """Wrap a /v1 handler: read and record the request, then enforce the API key."""
+
+        async def admit(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            call = Call(request, _parse(body), hashlib.sha256(body).hexdigest())
+            self._record(call, len(body))
+            if self._expected_auth is not None and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode("utf-8", "surrogateescape"),
+                self._expected_auth,
+            ):
+                message = "Incorrect API key provided."
+                return error_response(401, message, "invalid_request_error", "invalid_api_key")
+            return await handler(call)
+
+        return admit
+
+    def _record(self, call: Call, body_length: int) -> None:
+        request = call.request
         self._counts["requests"] += 1
         self._seen.append(
             {
@@ -315,59 +354,30 @@ class DemoUpstream:
                 "headers": [
                     [k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers
                 ],
-                "body_length": len(body),
-                "body_sha256": digest,
-                "model": payload.get("model") if isinstance(payload, dict) else None,
+                "body_length": body_length,
+                "body_sha256": call.sha256,
+                "model": call.payload.get("model") if isinstance(call.payload, dict) else None,
             }
         )
-        if self._expected_auth is not None and not hmac.compare_digest(
-            request.headers.get("Authorization", "").encode("utf-8", "surrogateescape"),
-            self._expected_auth,
-        ):
-            message = "Incorrect API key provided."
-            return error_response(401, message, "invalid_request_error", "invalid_api_key")
-        return await handler(request)
 
-    @staticmethod
-    def _parse(body: bytes) -> Any:
-        if not body:
-            return None
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
-
-    @staticmethod
-    def _payload(request: web.Request) -> dict[str, Any]:
-        payload = request["payload"]
-        if not isinstance(payload, dict):
-            raise BadRequest("the body must be a JSON object", "invalid_json")
-        if not isinstance(payload.get("model"), str):
-            raise BadRequest("'model' is required and must be a string", "invalid_model")
-        return payload
-
-    async def models(self, request: web.Request) -> web.StreamResponse:
+    async def models(self, call: Call) -> web.StreamResponse:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "demo"} for m in MODELS]
         return self._json(orjson.dumps({"object": "list", "data": data}))
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        payload = self._payload(request)
-        return await self._complete(
-            request, payload, _last_user_text(payload), "chatcmpl", render_chat
-        )
+    async def chat(self, call: Call) -> web.StreamResponse:
+        return await self._complete(call, _last_user_text(call.body()), "chatcmpl", render_chat)
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        payload = self._payload(request)
-        return await self._complete(request, payload, _prompt_text(payload), "cmpl", render_text)
+    async def completions(self, call: Call) -> web.StreamResponse:
+        return await self._complete(call, _prompt_text(call.body()), "cmpl", render_text)
 
     async def _complete(
         self,
-        request: web.Request,
-        payload: dict[str, Any],
+        call: Call,
         prompt: str,
         id_prefix: str,
         render: Callable[[Answer, bool, bool], bytes | Stream],
     ) -> web.StreamResponse:
+        payload = call.body()
         model = payload["model"]
         limit = ("max_tokens", "max_completion_tokens")
         max_tokens = _int_field(payload, limit, DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT)
@@ -375,7 +385,7 @@ class DemoUpstream:
         if model == "fail-invalid-utf8":
             tokens = (*tokens[:PARTIAL_TOKENS], _POISON, *tokens[PARTIAL_TOKENS:])
         answer = Answer(
-            id=f"{id_prefix}-{request['body_sha256'][:24]}",  # same request, same id
+            id=f"{id_prefix}-{call.sha256[:24]}",  # same request, same id
             model=model,
             created=int(time.time()),
             tokens=tokens,
@@ -384,12 +394,11 @@ class DemoUpstream:
         )
         options = payload.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
-        return await self._reply(
-            request, model, render(answer, payload.get("stream") is True, usage)
-        )
+        rendered = render(answer, payload.get("stream") is True, usage)
+        return await self._reply(call.request, model, rendered)
 
-    async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        payload = self._payload(request)
+    async def embeddings(self, call: Call) -> web.StreamResponse:
+        payload = call.body()
         model = payload["model"]
         inputs = payload.get("input")
         if isinstance(inputs, str) or (
@@ -411,7 +420,7 @@ class DemoUpstream:
         prompt_tokens = sum(_count_tokens(str(text)) for text in inputs)
         usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
         body = orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
-        return await self._reply(request, model, body)
+        return await self._reply(call.request, model, body)
 
     async def _reply(
         self, request: web.Request, model: str, rendered: bytes | Stream
