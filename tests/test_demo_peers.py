@@ -576,6 +576,7 @@ def test_bad_token_requests_are_refused(demo_issuer: peers.Peer) -> None:
     assert httpx.post(url, json={"sub": "a", "alg": "HS256"}).status_code == 400
     assert httpx.post(url, json={"groups": []}).status_code == 400
     assert httpx.post(url, content=b"not json").status_code == 400
+    assert httpx.post(url, json={"sub": "a", "nbf_offset_s": "soon"}).status_code == 400
 
 
 def test_rotation_replaces_the_key(demo_issuer: peers.Peer) -> None:

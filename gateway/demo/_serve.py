@@ -47,7 +47,9 @@ def error_response(status: int, message: str, kind: str, code: str) -> web.Respo
 
 def base_parser(description: str | None) -> argparse.ArgumentParser:
     """The --host/--port options every demo server takes."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     return parser

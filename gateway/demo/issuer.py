@@ -188,12 +188,12 @@ class DemoIssuer:
             return _error(400, "'sub' must be a string and 'groups' a list")
         if not isinstance(claims, dict):
             return _error(400, "'claims' must be an object")
-        if spec.get("groups_as_string"):
-            groups = " ".join(groups)
-        extra = {name: spec[name] for name in ("iss",) if name in spec}
-        if "nbf_offset_s" in spec:
-            extra["nbf"] = int(time.time()) + spec["nbf_offset_s"]
         try:
+            if spec.get("groups_as_string"):
+                groups = " ".join(groups)
+            extra = {name: spec[name] for name in ("iss",) if name in spec}
+            if "nbf_offset_s" in spec:
+                extra["nbf"] = int(time.time()) + spec["nbf_offset_s"]
             token = self.mint(
                 spec["sub"],
                 groups,

@@ -55,7 +55,8 @@ MAX_DIMENSIONS = 4096
 PARTIAL_TOKENS = 3  # tokens sent before fail-close-early / fail-stall-stream give up
 HISTORY = 100  # requests kept for GET /_demo/requests
 FINGERPRINT = "fp_demo"
-INVALID_UTF8 = b"\xff\xfe\xc3\x28"  # a lone continuation pair and a broken two-byte sequence
+# 0xFF and 0xFE never occur in UTF-8; C3 28 is a lead byte whose continuation is missing.
+INVALID_UTF8 = b"\xff\xfe\xc3\x28"
 
 _PII_TRIGGER = re.compile(r"\bpii\b", re.IGNORECASE)
 _TOKEN_SIZES = (3, 4, 2, 5, 3, 4)  # shorter than every PII value, so each one is split
@@ -72,14 +73,14 @@ _FILLER_TEXT = (
 
 def tokenize(text: str) -> tuple[str, ...]:
     """Cut `text` into pieces of a few characters, the way a BPE tokenizer splits words."""
+    sizes = itertools.cycle(_TOKEN_SIZES)
     pieces: list[str] = []
     start = 0
-    for size in itertools.cycle(_TOKEN_SIZES):
-        if start >= len(text):
-            return tuple(pieces)
+    while start < len(text):
+        size = next(sizes)
         pieces.append(text[start : start + size])
         start += size
-    raise AssertionError("unreachable: the size cycle never ends")
+    return tuple(pieces)
 
 
 _FILLER = tokenize(_FILLER_TEXT)
