@@ -155,6 +155,8 @@ def verify_inclusion(
     Raises:
         ProofError: the proof does not lead to `expected_root`.
     """
+    if len(leaf) != HASH_SIZE or len(expected_root) != HASH_SIZE:
+        raise ProofError("leaf and root must be SHA-256 hashes")
     if root_from_inclusion(index, size, leaf, path) != expected_root:
         raise ProofError(f"inclusion proof for leaf {index} in size {size} does not match root")
 

@@ -61,6 +61,7 @@ class Scan:
     offsets: array  # array('Q') of record start offsets
     end: int  # byte offset just past the last whole record
     total: int  # file length; total - end bytes are a torn tail
+    bad_length: bool = False  # the tail starts with a length no record can have: not a torn write
 
 
 def scan_frames(buf: bytes | memoryview, limit: int = MAX_ENTRY) -> Scan:
@@ -69,7 +70,9 @@ def scan_frames(buf: bytes | memoryview, limit: int = MAX_ENTRY) -> Scan:
     unpack = LEN.unpack_from
     while pos + 4 <= total:
         (n,) = unpack(buf, pos)
-        if n > limit or pos + 4 + n > total:
+        if n > limit:
+            return Scan(offsets, pos, total, bad_length=True)
+        if pos + 4 + n > total:
             break
         offsets.append(pos)
         pos += 4 + n

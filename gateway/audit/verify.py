@@ -66,6 +66,7 @@ class VerifyReport:
     root: bytes = b""
     seconds: float = 0.0
     problem: Problem | None = None
+    torn: bool = False
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -170,12 +171,16 @@ def _check_entries(
         rec = b""
         records.clear()
         view.release()
+    n = len(leaves)
+    if scan.bad_length:
+        raise _Failed("entry", n, f"entry {n}: length prefix is corrupt (larger than any entry)")
     if scan.end != scan.total:
+        report.torn = True
         report.warnings.append(
-            f"{scan.total - scan.end} bytes after entry {len(leaves) - 1} are not a whole entry "
+            f"{scan.total - scan.end} bytes after entry {n - 1} are not a whole entry "
             "(a torn write; the writer truncates it when it next opens the log)"
         )
-    report.size = len(leaves)
+    report.size = n
     return leaves, refs, scan.offsets
 
 
@@ -194,11 +199,18 @@ def _check_checkpoints(
     data = read_file(directory / CHECKPOINTS)
     scan = scan_frames(data)
     notes = [bytes(r) for r in iter_records(data, scan)]
+    if scan.bad_length:
+        k = len(notes)
+        raise _Failed("checkpoint", k, f"checkpoints[{k}]: length prefix is corrupt")
     if scan.end != scan.total:
         report.warnings.append(f"{scan.total - scan.end} bytes after the last whole checkpoint")
     latest = read_file(directory / CHECKPOINT)
     if not latest:
         raise _Failed("checkpoint", None, "checkpoint: file is missing or empty")
+    if latest not in notes[-2:]:  # the rename may lag the append by one batch after a crash
+        raise _Failed(
+            "checkpoint", None, "checkpoint: not the last checkpoint recorded in checkpoints"
+        )
     leaves = None
     origin, prev = None, 0
     for k, note in enumerate([*notes, latest]):
@@ -208,6 +220,13 @@ def _check_checkpoints(
         except CheckpointError as exc:
             raise _Failed("checkpoint", k, f"{label}: {exc}") from None
         origin = cp.origin
+        if cp.size > report.size and report.torn:
+            raise _Failed(
+                "entry",
+                report.size,
+                f"entry {report.size}: cut off (its length runs past the end of entries) "
+                f"but {label} covers {cp.size} entries",
+            )
         if cp.size > report.size:
             raise _Failed(
                 "checkpoint", k, f"{label} (size {cp.size}): the log has only {report.size} entries"

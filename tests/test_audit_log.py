@@ -1,0 +1,422 @@
+"""The audit log end to end on real files: append, group commit, proofs, recovery, verify."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.audit import (
+    AuditLog,
+    AuditOpenError,
+    AuditUnavailable,
+    Checkpoint,
+    Verifier,
+    init_keys,
+    unseal,
+    verify_consistency,
+    verify_inclusion,
+    verify_log,
+)
+from gateway.audit.canonical import CanonicalError
+
+ORIGIN = "gw.test/audit"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    init_keys(tmp_path / "keys", ORIGIN)
+    return tmp_path / "keys"
+
+
+async def open_log(d: Path, keys: Path, **kw: object) -> AuditLog:
+    return await AuditLog.open(
+        d, origin=ORIGIN, signing_key=keys / "signing.key", sealing_key=keys / "sealing.key", **kw
+    )
+
+
+def entry(i: int) -> dict:
+    return {"type": "inference", "request_id": f"r{i}", "subject": "ana", "note": "ü" * (i % 7)}
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
+
+
+def frames(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+async def test_append_read_prove_unseal(tmp_path: Path, keys: Path) -> None:
+    log = await open_log(tmp_path / "log", keys)
+    seqs = [await log.append(entry(i), {"request": b"q%d" % i, "response": b"a"}) for i in range(5)]
+    assert seqs == [0, 1, 2, 3, 4] and log.size == 5
+    e = log.read_entry(3)
+    assert e["seq"] == 3 and e["ts"].endswith("Z") and len(e["ts"]) == 27
+    assert set(e["sealed"]["request"]) >= {"sha256_plaintext", "sha256_ciphertext", "file"}
+    assert e["sealed"]["request"]["sha256_plaintext"] == hashlib.sha256(b"q3").hexdigest()
+    assert unseal(tmp_path / "log", e, "request", keys / "sealing.key") == b"q3"
+    cp = Checkpoint.open(log.checkpoint(), Verifier.parse((tmp_path / "log/verifier").read_text()))
+    assert cp.size == 5
+    p = log.inclusion_proof(3)
+    assert bytes.fromhex(p["root"]) == cp.root
+    verify_inclusion(
+        3, 5, bytes.fromhex(p["leaf_hash"]), [bytes.fromhex(h) for h in p["path"]], cp.root
+    )
+    c = log.consistency_proof(2, 5)
+    verify_consistency(
+        2, 5, [bytes.fromhex(h) for h in c["path"]], bytes.fromhex(c["old_root"]), cp.root
+    )
+    await log.close()
+    assert (tmp_path / "log/checkpoint").read_bytes() == log.checkpoint()
+    report = verify_log(tmp_path / "log")
+    assert report.ok, report.summary()
+    assert (report.size, report.sealed_blobs) == (5, 10)
+
+
+async def test_entries_carry_no_plaintext_of_sealed_bodies(tmp_path: Path, keys: Path) -> None:
+    log = await open_log(tmp_path / "log", keys)
+    await log.append({"type": "inference"}, {"request": b"SSN 123-45-6789 secret-body"})
+    await log.close()
+    for path in (tmp_path / "log").rglob("*"):
+        if path.is_file():
+            assert b"123-45-6789" not in path.read_bytes(), path
+
+
+async def test_reserved_and_invalid_entries_are_refused(tmp_path: Path, keys: Path) -> None:
+    log = await open_log(tmp_path / "log", keys)
+    with pytest.raises(ValueError):
+        await log.append({"type": "x", "seq": 3})
+    with pytest.raises(CanonicalError):
+        await log.append({"type": "x", "t": float("nan")})
+    assert await log.append({"type": "ok"}) == 0
+    await log.close()
+
+
+async def test_concurrent_sync_appends_share_commits(tmp_path: Path, keys: Path) -> None:
+    log = await open_log(tmp_path / "log", keys)
+    seqs = await asyncio.gather(*(log.append(entry(i)) for i in range(2000)))
+    assert sorted(seqs) == list(range(2000))
+    await log.close()
+    for seq in (0, 999, 1999):
+        assert log.read_entry(seq)["request_id"] == f"r{seqs.index(seq)}"
+    report = verify_log(tmp_path / "log")
+    assert report.ok, report.summary()
+    assert report.checkpoints < 200  # group commit: far fewer checkpoints than entries
+
+
+async def test_batch_durability_returns_at_once(tmp_path: Path, keys: Path) -> None:
+    log = await open_log(tmp_path / "log", keys, durability="batch")
+    seqs = [await log.append(entry(i)) for i in range(300)]
+    assert seqs == list(range(300))
+    await asyncio.sleep(1.0)
+    assert log.size == 300
+    await log.close()
+    assert verify_log(tmp_path / "log").ok
+
+
+async def test_independent_rfc9162_verifier_agrees(tmp_path: Path, keys: Path) -> None:
+    """A third party reading only `entries`, `checkpoint` and `verifier` with its own code."""
+    log = await open_log(tmp_path / "log", keys)
+    for i in range(37):
+        await log.append(entry(i), {"request": b"x"} if i % 3 else None)
+    await log.close()
+
+    def mth(leaves: list[bytes]) -> bytes:  # RFC 9162 §2.1.1
+        if len(leaves) == 1:
+            return hashlib.sha256(b"\x00" + leaves[0]).digest()
+        k = 1
+        while k * 2 < len(leaves):
+            k *= 2
+        return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
+    leaves = frames((tmp_path / "log/entries").read_bytes())
+    note = (tmp_path / "log/checkpoint").read_bytes()
+    text, sigs = note.split(b"\n\n")
+    text += b"\n"
+    origin, size, root_b64, _ = text.decode().split("\n")
+    assert origin == ORIGIN and int(size) == len(leaves) == 37
+    assert base64.b64decode(root_b64) == mth(leaves)
+
+    name, key_hex, key_b64 = (tmp_path / "log/verifier").read_text().strip().split("+", 2)
+    pub = base64.b64decode(key_b64)
+    assert pub[0] == 1 and hashlib.sha256(name.encode() + b"\n" + pub).digest()[:4].hex() == key_hex
+    dash, sig_name, sig_b64 = sigs.decode().rstrip("\n").split(" ")
+    assert dash == "\u2014" and sig_name == name
+    sig = base64.b64decode(sig_b64)
+    assert sig[:4].hex() == key_hex
+    Ed25519PublicKey.from_public_bytes(pub[1:]).verify(sig[4:], text)
+    for leaf in leaves:
+        assert (
+            json.dumps(
+                json.loads(leaf), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+            == leaf
+        )
+
+
+async def test_torn_tail_is_truncated_and_recorded(tmp_path: Path, keys: Path) -> None:
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    for i in range(10):
+        await log.append(entry(i))
+    await log.close()
+    whole = (d / "entries").read_bytes()
+    append_bytes(d / "entries", struct.pack(">I", 500) + b'{"seq":10,"type":"cut')
+    log = await open_log(d, keys)
+    assert log.size == 11
+    rec = log.read_entry(10)
+    assert rec["type"] == "gateway.recovered" and rec["truncated_entry_bytes"] == 4 + 21
+    await log.close()
+    assert (d / "entries").read_bytes().startswith(whole)
+    assert verify_log(d).ok
+
+
+async def test_whole_unsigned_tail_is_kept_and_signed(tmp_path: Path, keys: Path) -> None:
+    """Fsynced but not yet checkpointed entries (crash before signing) survive a restart."""
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    for i in range(4):
+        await log.append(entry(i))
+    await log.close()
+    body = json.dumps({"seq": 4, "type": "late"}, separators=(",", ":")).encode()
+    append_bytes(
+        d / "entries", struct.pack(">I", len(body)) + body + struct.pack(">I", 3) + b"\0" * 3
+    )
+    log = await open_log(d, keys)
+    assert log.read_entry(4)["type"] == "late"
+    assert log.read_entry(5)["type"] == "gateway.recovered"
+    await log.close()
+    assert verify_log(d).ok
+
+
+async def test_fork_is_refused(tmp_path: Path, keys: Path) -> None:
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    for i in range(8):
+        await log.append(entry(i))
+    await log.close()
+    records = frames((d / "entries").read_bytes())
+    forged = json.loads(records[5])
+    forged["subject"] = "mallory"
+    records[5] = json.dumps(
+        forged, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    (d / "entries").write_bytes(b"".join(struct.pack(">I", len(r)) + r for r in records))
+    with pytest.raises(AuditOpenError, match="fork"):
+        await open_log(d, keys)
+    (d / "entries").write_bytes(b"".join(struct.pack(">I", len(r)) + r for r in records[:5]))
+    with pytest.raises(AuditOpenError, match="removed"):
+        await open_log(d, keys)
+
+
+async def test_second_writer_and_wrong_key_are_refused(tmp_path: Path, keys: Path) -> None:
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    with pytest.raises(AuditOpenError, match="another writer"):
+        await open_log(d, keys)
+    await log.close()
+    init_keys(tmp_path / "other", "other.example/audit")
+    with pytest.raises(AuditOpenError, match="wrong signing_key"):
+        await open_log(d, tmp_path / "other")
+
+
+# -- tampering: one flipped byte anywhere is caught and named --------------------------------
+
+
+@pytest.fixture(scope="module")
+def pristine() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp())
+    init_keys(base / "keys", ORIGIN)
+
+    async def build() -> None:
+        log = await open_log(base / "log", base / "keys")
+        for batch in range(4):
+            await asyncio.gather(
+                *(
+                    log.append(entry(i), {"request": b"req %d" % i, "response": b"r" * i})
+                    for i in range(batch * 6, batch * 6 + 6)
+                )
+            )
+        await log.close()
+
+    asyncio.run(build())
+    assert verify_log(base / "log").ok
+    yield base
+    shutil.rmtree(base)
+
+
+def _flip(src: Path, rel: str, pos: int, bit: int) -> tuple[Path, int]:
+    work = Path(tempfile.mkdtemp())
+    shutil.copytree(src / "log", work / "log")
+    data = bytearray((work / "log" / rel).read_bytes())
+    pos %= len(data)
+    data[pos] ^= 1 << bit
+    (work / "log" / rel).write_bytes(bytes(data))
+    return work, pos
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pos=st.integers(0, 10**6), bit=st.integers(0, 7))
+def test_flipped_entry_byte_names_the_entry(pristine: Path, pos: int, bit: int) -> None:
+    work, pos = _flip(pristine, "entries", pos, bit)
+    try:
+        report = verify_log(work / "log", (pristine / "log/verifier").read_text())
+        assert not report.ok
+        starts, off = [], 0
+        for rec in frames((pristine / "log/entries").read_bytes()):
+            starts.append(off)
+            off += 4 + len(rec)
+        k = max(i for i, s in enumerate(starts) if s <= pos)
+        assert (report.problem.kind, report.problem.index) == ("entry", k), report.summary()
+        assert f"entry {k}" in report.summary()
+    finally:
+        shutil.rmtree(work)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rel=st.sampled_from(["checkpoint", "checkpoints"]),
+    pos=st.integers(0, 10**6),
+    bit=st.integers(0, 7),
+)
+def test_flipped_checkpoint_byte_is_named(pristine: Path, rel: str, pos: int, bit: int) -> None:
+    work, pos = _flip(pristine, rel, pos, bit)
+    try:
+        report = verify_log(work / "log", (pristine / "log/verifier").read_text())
+        assert not report.ok
+        assert report.problem.kind == "checkpoint", report.summary()
+        assert "checkpoint" in report.summary()
+    finally:
+        shutil.rmtree(work)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pos=st.integers(0, 10**6), bit=st.integers(0, 7))
+def test_flipped_sealed_byte_names_the_blob(pristine: Path, pos: int, bit: int) -> None:
+    work, pos = _flip(pristine, "sealed/000000.seal", pos, bit)
+    try:
+        report = verify_log(work / "log", (pristine / "log/verifier").read_text())
+        assert not report.ok and report.problem.kind == "sealed", report.summary()
+        seq = report.problem.index
+        e = json.loads(frames((work / "log/entries").read_bytes())[seq])
+        hit = [n for n, r in e["sealed"].items() if r["offset"] <= pos < r["offset"] + r["length"]]
+        assert hit and f"sealed blob {hit[0]!r} of entry {seq}" in report.summary()
+    finally:
+        shutil.rmtree(work)
+
+
+def test_pinned_verifier_rejects_a_resigned_log(pristine: Path, tmp_path: Path) -> None:
+    """A log checked against another key (e.g. one re-signed by an intruder) fails."""
+    pinned = (pristine / "log/verifier").read_text()
+    assert verify_log(pristine / "log", pinned).ok
+    other = init_keys(tmp_path / "k2", ORIGIN).verifier.encode()
+    report = verify_log(pristine / "log", other)
+    assert not report.ok and report.problem.kind == "checkpoint", report.summary()
+
+
+# -- failing writes: disk full -> AuditUnavailable, then recovery by itself -------------------
+
+DISK_FULL_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, resource, signal, sys
+    from pathlib import Path
+    from gateway.audit import AuditLog, AuditUnavailable
+
+    async def main(d, keys):
+        log = await AuditLog.open(Path(d), origin="gw.test/audit", signing_key=Path(keys) /
+            "signing.key", sealing_key=Path(keys) / "sealing.key")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+        ok, failed, err = 0, 0, ""
+        for i in range(400):
+            try:
+                await log.append({"type": "inference", "i": i, "pad": "x" * 300},
+                                 {"request": b"y" * 200})
+                ok += 1
+            except AuditUnavailable as exc:
+                failed += 1
+                err = str(exc)
+                break
+        down = log.available
+        size_at_failure = log.size
+        try:  # a concurrent burst while the disk is full: all refused, none half-written
+            await asyncio.gather(*(log.append({"type": "x"}) for _ in range(5)))
+            burst = "accepted"
+        except AuditUnavailable:
+            burst = "refused"
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        seq = await log.append({"type": "after"})
+        up = log.available
+        await log.close()
+        print(json.dumps({"ok": ok, "failed": failed, "err": err, "down": down, "up": up,
+                          "seq": seq, "size_at_failure": size_at_failure, "burst": burst}))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def test_disk_full_fails_closed_then_recovers(tmp_path: Path, keys: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CHILD, str(tmp_path / "log"), str(keys)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["failed"] == 1 and 0 < res["ok"] < 400
+    assert res["down"] is False and res["up"] is True and res["burst"] == "refused"
+    assert "File too large" in res["err"] and "x" * 20 not in res["err"]
+    assert res["seq"] == res["size_at_failure"] == res["ok"]  # no gap, no half entry
+    report = verify_log(tmp_path / "log")
+    assert report.ok, report.summary()
+    assert report.size == res["ok"] + 1
+
+
+async def test_permission_denied_fails_closed_then_recovers(tmp_path: Path, keys: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    await log.append(entry(0))
+    d.chmod(0o500)  # the checkpoint's temp file cannot be created
+    try:
+        with pytest.raises(AuditUnavailable):
+            await log.append(entry(1))
+        assert not log.available
+    finally:
+        d.chmod(0o700)
+    assert await log.append(entry(2)) == 1
+    await log.close()
+    assert verify_log(d).ok
