@@ -17,9 +17,10 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 def _registrars() -> list[Registrar]:
     """Verb groups, imported lazily so `gateway --version` stays fast."""
     from gateway.audit.cli import register_audit, register_keys
+    from gateway.demo.walkthrough import register_demo
     from gateway.verbs import register_policy, register_serve
 
-    return [register_serve, register_policy, register_keys, register_audit]
+    return [register_serve, register_demo, register_policy, register_keys, register_audit]
 
 
 def build_parser() -> argparse.ArgumentParser:

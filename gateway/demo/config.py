@@ -1,0 +1,48 @@
+"""The embedded default config `gateway demo` runs on (also a readable example)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from gateway.config import Config, parse
+
+UPSTREAM_KEY_ENV = "DEMO_UPSTREAM_KEY"
+
+TEMPLATE = """
+[server]
+listen = "127.0.0.1:0"
+
+[identity]
+issuer = "{issuer}"
+audience = "inference-gateway"
+groups_claim = "groups"
+algorithms = ["RS256", "ES256", "EdDSA"]
+
+[[connections]]
+name = "llama"
+upstream = "{upstream}"
+credential_env = "{credential_env}"
+model_version_header = "x-model-version"
+
+[[rules]]
+id = "interns-no-access"
+groups = ["interns"]
+action = "deny"
+
+[[rules]]
+id = "analysts-chat"
+groups = ["analysts"]
+connections = ["llama"]
+models = ["llama-3*"]
+action = "allow"
+"""
+
+
+def demo_config_text(issuer: str, upstream: str) -> str:
+    return TEMPLATE.format(issuer=issuer, upstream=upstream, credential_env=UPSTREAM_KEY_ENV)
+
+
+def demo_config(issuer: str, upstream: str) -> Config:
+    text = demo_config_text(issuer, upstream)
+    return parse(tomllib.loads(text), Path("<embedded demo config>"))

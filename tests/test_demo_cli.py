@@ -1,0 +1,16 @@
+"""`gateway demo` is the README's first command: it must run and tell the truth."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def test_gateway_demo_runs_end_to_end() -> None:
+    out = subprocess.run(["gateway", "demo"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "== alice (group analysts)" in out.stdout
+    assert "   200, x-request-id " in out.stdout
+    assert "first token after" in out.stdout
+    assert "403: denied by policy" in out.stdout
+    assert "401: malformed token" in out.stdout
+    assert out.stdout.rstrip().endswith("demo finished")
