@@ -30,6 +30,10 @@ pub const HOLD_BACK: usize = MAX_ENTITY_LEN + 8;
 /// Bytes after an anchored DFA's death that validators may still look at.
 const MARGIN: usize = 4;
 
+/// Look-behind context kept before unreleased text (validators look two bytes back, `\b`
+/// one).
+const CONTEXT: usize = 8;
+
 /// Hard cap on unreleased text. An unbroken chain of overlapping candidate matches could
 /// otherwise pin the release point; past this the stream fails closed
 /// ([`Error::HoldBackExceeded`]) rather than release a possible half entity.
@@ -62,7 +66,8 @@ struct Absorb {
     len: usize,
     /// Tentative bytes (a JWT's trailing `.`) not yet known to be part of it.
     maybe: Vec<u8>,
-    last: u8,
+    /// Last bytes of the entity (ASCII), look-behind context for what follows.
+    tail: Vec<u8>,
 }
 
 /// Streaming state. Whole-text masking uses one, fed once and finished.
@@ -106,14 +111,15 @@ impl Core {
         let mut hits = hits;
         let mut text = text;
         if let Some(ab) = &mut self.absorb {
-            let Absorb { state, hash, len, last, maybe, .. } = ab;
+            let Absorb { state, hash, len, tail, maybe, .. } = ab;
             let fed = state.feed(text.as_bytes(), maybe, |b| {
                 if let Some(h) = hash.as_mut() {
                     hmac::Mac::update(h, b);
                 }
                 *len += b.len();
-                if let Some(&l) = b.last() {
-                    *last = l;
+                tail.extend_from_slice(b);
+                if tail.len() > CONTEXT {
+                    tail.drain(..tail.len() - CONTEXT);
                 }
             });
             match fed {
@@ -167,8 +173,8 @@ impl Core {
             hits.push(Hit { det: ab.det, start: ab.start, end: ab.start + ab.len });
         }
         self.buf.clear();
-        self.buf.push(char::from(ab.last));
-        self.ctx = 1;
+        self.buf.push_str(std::str::from_utf8(&ab.tail).unwrap_or_default());
+        self.ctx = self.buf.len();
         self.base = ab.start + ab.len;
     }
 
@@ -279,7 +285,7 @@ impl Core {
                         start: self.base + c.start - self.ctx,
                         len: body_end - c.start,
                         maybe: self.buf.as_bytes()[body_end..].to_vec(),
-                        last: self.buf.as_bytes()[body_end - 1],
+                        tail: self.buf.as_bytes()[body_end.saturating_sub(CONTEXT).max(c.start)..body_end].to_vec(),
                     });
                     self.buf.clear();
                     self.ctx = 0;
@@ -340,9 +346,13 @@ impl Core {
         out.push_str(&self.buf[at..upto]);
     }
 
-    /// Drop released text before `r`, keeping the char before it as look-behind context.
+    /// Drop released text before `r`, keeping up to [`CONTEXT`] bytes before it as
+    /// look-behind context.
     fn shift(&mut self, r: usize) {
-        let keep = self.buf[..r].char_indices().next_back().map_or(r, |(i, _)| i);
+        let mut keep = r.saturating_sub(CONTEXT);
+        while !self.buf.is_char_boundary(keep) {
+            keep -= 1;
+        }
         self.base += r - self.ctx;
         self.buf.drain(..keep);
         self.ctx = r - keep;

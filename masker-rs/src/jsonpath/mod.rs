@@ -61,18 +61,29 @@ impl Paths {
     #[must_use]
     pub fn locate(&self, doc: &Value) -> Vec<Location> {
         let mut out: Vec<Location> = Vec::new();
+        for loc in self.locate_all(doc) {
+            if !out.contains(&loc) {
+                out.push(loc);
+            }
+        }
+        out
+    }
+
+    /// Every node selected, in RFC 9535 result order, duplicates kept (what the
+    /// conformance suite checks).
+    #[must_use]
+    pub fn locate_all(&self, doc: &Value) -> Vec<Location> {
+        let mut out: Vec<Location> = Vec::new();
         for p in &self.compiled {
             for loc in p.query_located(doc).locations() {
-                let owned: Location = loc
-                    .iter()
-                    .map(|e| match e {
-                        PathElement::Name(n) => Seg::Name((*n).to_owned()),
-                        PathElement::Index(i) => Seg::Index(*i),
-                    })
-                    .collect();
-                if !out.contains(&owned) {
-                    out.push(owned);
-                }
+                out.push(
+                    loc.iter()
+                        .map(|e| match e {
+                            PathElement::Name(n) => Seg::Name((*n).to_owned()),
+                            PathElement::Index(i) => Seg::Index(*i),
+                        })
+                        .collect(),
+                );
             }
         }
         out
