@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 Durability = Literal["sync", "batch"]
 RETRY_S = 0.25  # batch mode: how soon a failed batch is tried again
 RESERVED = ("seq", "sealed")
+MAX_QUEUED = 50_000  # batch mode: past this many unwritten entries, append waits (backpressure)
 
 
 class AuditUnavailable(Exception):
@@ -140,7 +141,8 @@ class AuditLog:
             raise AuditUnavailable("audit log is closed")
         if self._durability == "batch" and not self._available:
             raise AuditUnavailable("audit log cannot be written")
-        fut = asyncio.get_running_loop().create_future() if self._durability == "sync" else None
+        wait = self._durability == "sync" or len(self._queue) >= MAX_QUEUED
+        fut = asyncio.get_running_loop().create_future() if wait else None
         seq = self._enqueue(entry, sealed, fut)
         return seq if fut is None else await fut
 

@@ -1,0 +1,169 @@
+"""Audit log benchmark: append throughput (sync and batch), latency, verify and proof at scale.
+
+    python benches/bench_audit.py                 # quick: 50k appends, verify of 200k
+    python benches/bench_audit.py --big 1000000   # the 1M-entry verify/proof/open figures
+
+Entries are ~1 KB of canonical JSON. Runs in a temporary directory on the current disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.audit import AuditLog, LogReader, init_keys, verify_log
+
+ORIGIN = "bench.local/audit"
+
+
+def make_entry(i: int) -> dict:
+    """An inference entry of about 1 KB, shaped like what the proxy records."""
+    return {
+        "type": "inference",
+        "request_id": f"{i:032x}",
+        "subject": "analyst-042@example.com",
+        "groups": ["analysts", "ml-platform"],
+        "client": "10.1.2.3:51514",
+        "connection": "llama",
+        "method": "POST",
+        "path": "/llama/v1/chat/completions",
+        "model_requested": "llama-3-70b",
+        "model_served": "llama-3-70b-instruct",
+        "model_version": "2024-06-01",
+        "status": 200,
+        "bytes_in": 1834,
+        "bytes_out": 5120,
+        "ttfb_us": 81234,
+        "total_us": 912345,
+        "rule": "analysts-chat",
+        "decision": "allow",
+        "masked": {"email": 2, "phone": 1},
+        "body_sha256": {"request": "ab" * 32, "response": "cd" * 32},
+        "pad": "x" * 440,
+    }
+
+
+async def open_log(d: Path, keys: Path, durability: str) -> AuditLog:
+    return await AuditLog.open(
+        d,
+        origin=ORIGIN,
+        signing_key=keys / "signing.key",
+        sealing_key=keys / "sealing.key",
+        durability=durability,  # type: ignore[arg-type]
+    )
+
+
+async def throughput(
+    d: Path, keys: Path, durability: str, n: int, workers: int, sealed: bool
+) -> tuple[float, list[float]]:
+    """Entries/s with `workers` concurrent appenders, and per-append latencies (s)."""
+    log = await open_log(d, keys, durability)
+    body = {"request": b"q" * 1024, "response": b"r" * 2048} if sealed else None
+    lat: list[float] = []
+    per = n // workers
+
+    async def worker(w: int) -> None:
+        for j in range(per):
+            t = time.perf_counter()
+            await log.append(make_entry(w * per + j), body)
+            lat.append(time.perf_counter() - t)
+            if durability == "batch":
+                await asyncio.sleep(0)  # a real caller yields (network I/O) between requests
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    await log.close()  # includes the final flush for batch mode
+    return per * workers / (time.perf_counter() - t0), lat
+
+
+async def single_latency(d: Path, keys: Path, n: int) -> list[float]:
+    """Latency of one append with nothing else in flight (sync durability)."""
+    log = await open_log(d, keys, "sync")
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        await log.append(make_entry(i))
+        lat.append(time.perf_counter() - t)
+    await log.close()
+    return lat
+
+
+def pct(xs: list[float], p: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(len(xs) * p))] * 1e3
+
+
+async def big(d: Path, keys: Path, n: int, sealed: bool) -> None:
+    """Build an n-entry log, then time verify, open (recovery scan) and proofs."""
+    t = time.perf_counter()
+    rate, _ = await throughput(d, keys, "batch", n, 1000, sealed=sealed)
+    print(f"built {n} entries{' with 2 sealed blobs each' if sealed else ''} in {time.perf_counter() - t:.1f}s ({rate:,.0f}/s batch)")
+    t = time.perf_counter()
+    report = verify_log(d)
+    print(f"audit verify {n}: {time.perf_counter() - t:.2f}s -> {report.summary()[:60]}")
+    t = time.perf_counter()
+    log = await open_log(d, keys, "sync")
+    print(f"open (recovery check of all entries) at {n}: {time.perf_counter() - t:.2f}s")
+    times = []
+    for _ in range(1000):
+        i = random.randrange(n)
+        t = time.perf_counter()
+        log.inclusion_proof(i)
+        times.append(time.perf_counter() - t)
+    print(f"inclusion proof at {n}: p50 {pct(times, 0.5):.3f} ms, p99 {pct(times, 0.99):.3f} ms")
+    times = []
+    for _ in range(200):
+        old = random.randrange(1, n)
+        t = time.perf_counter()
+        log.consistency_proof(old, n)
+        times.append(time.perf_counter() - t)
+    print(f"consistency proof at {n}: p50 {pct(times, 0.5):.3f} ms, p99 {pct(times, 0.99):.3f} ms")
+    await log.close()
+    reader = LogReader(d)
+    t = time.perf_counter()
+    reader.node_getter(n)
+    print(f"CLI reader proof setup at {n}: {(time.perf_counter() - t) * 1e3:.1f} ms")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--entries", type=int, default=50_000)
+    ap.add_argument("--workers", type=int, default=1000)
+    ap.add_argument("--big", type=int, default=200_000, help="entries for verify/proof timing")
+    ap.add_argument("--big-sealed", action="store_true", help="big log entries carry blobs")
+    ap.add_argument("--skip-append", action="store_true", help="only the big-log figures")
+    ap.add_argument("--dir", help="where to write (default: a temp dir on the work disk)")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(dir=args.dir))
+    try:
+        init_keys(root / "keys", ORIGIN)
+        runs = () if args.skip_append else (("sync", False), ("sync", True), ("batch", False))
+        for durability, sealed in runs:
+            d = root / f"{durability}-{sealed}"
+            rate, lat = await throughput(
+                d, root / "keys", durability, args.entries, args.workers, sealed
+            )
+            label = f"{durability}{' +2 sealed blobs (1 KB, 2 KB)' if sealed else ''}"
+            print(
+                f"{label}: {rate:,.0f} entries/s with {args.workers} concurrent appenders; "
+                f"append latency p50 {pct(lat, 0.5):.2f} ms p99 {pct(lat, 0.99):.2f} ms"
+            )
+            shutil.rmtree(d)
+        if not args.skip_append:
+            lat = await single_latency(root / "single", root / "keys", 2000)
+            print(
+                f"sync, one appender: p50 {pct(lat, 0.5):.3f} ms, p99 {pct(lat, 0.99):.3f} ms, "
+                f"mean {statistics.mean(lat) * 1e3:.3f} ms"
+            )
+        await big(root / "big", root / "keys", args.big, args.big_sealed)
+    finally:
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
