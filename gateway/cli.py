@@ -17,7 +17,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 def _registrars() -> list[Registrar]:
     """Verb groups, imported lazily so `gateway --version` stays fast."""
     from gateway.audit.cli import register_audit, register_keys
-    from gateway.demo.walkthrough import register_demo
+    from gateway.demo.cli import register_demo
     from gateway.verbs import register_policy, register_serve
 
     return [register_serve, register_demo, register_policy, register_keys, register_audit]

@@ -7,14 +7,12 @@ keeps everything running and prints curl commands with fresh tokens instead.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import secrets
 import signal
 import time
-
-import openai
+from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.app import Gateway
@@ -22,22 +20,18 @@ from gateway.demo.config import UPSTREAM_KEY_ENV, demo_config, demo_config_text
 from gateway.demo.issuer import DemoIssuer, start_issuer
 from gateway.demo.upstream import start_upstream
 
+if TYPE_CHECKING:
+    import openai
+
 ALLOWED_MODEL = "llama-3-8b-instruct"
 FORBIDDEN_MODEL = "gpt-4o"
 
 
-def register_demo(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = verbs.add_parser("demo", help="run a self-contained walk-through on loopback")
-    demo.add_argument("--serve", action="store_true", help="keep running; print curl commands")
-    demo.add_argument("--verbose", action="store_true", help="show the gateway's JSON logs")
-    demo.set_defaults(func=_demo)
-
-
-def _demo(args: argparse.Namespace) -> int:
+def run_demo(*, serve: bool, verbose: bool) -> int:
     import uvloop
 
-    logs.configure("INFO" if args.verbose else "WARNING")
-    return uvloop.run(_run(serve=args.serve))
+    logs.configure("INFO" if verbose else "WARNING")
+    return uvloop.run(_run(serve=serve))
 
 
 class Stack:
@@ -64,6 +58,8 @@ class Stack:
         await self.issuer_runner.cleanup()
 
     def sdk(self, token: str) -> openai.AsyncOpenAI:
+        import openai
+
         return openai.AsyncOpenAI(base_url=f"{self.url}/llama/v1", api_key=token, max_retries=0)
 
 
@@ -87,6 +83,8 @@ def step(title: str) -> None:
 
 
 async def _walkthrough(stack: Stack) -> int:
+    import openai
+
     alice = stack.issuer.mint("alice@example.com", ["analysts"])
     failures = 0
 
