@@ -105,6 +105,7 @@ class JwksCache:
         self.inflight: asyncio.Future[bool] | None = None
         self.session: aiohttp.ClientSession | None = None
         self.listeners: list[Callable[[set[str | None]], None]] = []
+        self.periodic: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         context = ssl.create_default_context(cafile=self.config.ca_file)
@@ -113,8 +114,17 @@ class JwksCache:
             timeout=aiohttp.ClientTimeout(total=10),
         )
         await self.refresh()
+        self.periodic = asyncio.get_running_loop().create_task(self._refresh_periodically())
+
+    async def _refresh_periodically(self) -> None:
+        """Pick up keys the IdP adds or withdraws even when no unknown kid shows up."""
+        while True:
+            await asyncio.sleep(self.config.jwks_cache_s)
+            await self.refresh()
 
     async def close(self) -> None:
+        if self.periodic is not None:
+            self.periodic.cancel()
         if self.session is not None:
             await self.session.close()
 
