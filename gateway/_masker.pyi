@@ -1,0 +1,86 @@
+"""Typed stub for the Rust extension `gateway._masker` (crate `masker`, feature `python`).
+
+Hand-kept: update together with masker-rs/src/python.rs.
+"""
+
+__version__: str
+DETECTORS: list[str]
+"""Ids of every built-in detector, in priority order."""
+DEFAULT_RESPONSE_PATHS: list[str]
+"""JSONPath expressions covering model text in OpenAI-style responses (incl. tool calls)."""
+DEFAULT_REQUEST_PATHS: list[str]
+"""JSONPath expressions covering user text in OpenAI-style requests."""
+HOLD_BACK: int
+"""Upper bound, in bytes, on the text a stream holds back."""
+
+class Masker:
+    """Detectors, style and JSONPath expressions compiled once (build one per policy rule).
+
+    Args:
+        entities: detector ids (built-in or custom names), or ``["all"]``; ``"ssn"`` is an
+            alias of ``"us_ssn"``.
+        style: ``"tag"`` (``[EMAIL]``), ``"partial"`` (cards, IBANs, phones keep their last 4
+            characters), ``"hash"`` (``[EMAIL:3f9a1c2b]``, needs ``hash_key``), ``"redact"``.
+        hash_key: HMAC-SHA256 key for style ``"hash"``.
+        custom: ``(name, regex, validator)`` with validator ``None``, ``"luhn"`` or ``"mod97"``.
+        paths: RFC 9535 JSONPath expressions for :meth:`mask_json` and :meth:`sse_stream`.
+
+    Raises:
+        ValueError: a bad argument; the message names it and never includes secrets.
+    """
+
+    def __init__(
+        self,
+        entities: list[str],
+        *,
+        style: str = "tag",
+        hash_key: bytes | None = None,
+        custom: list[tuple[str, str, str | None]] = ...,
+        paths: list[str] = ...,
+    ) -> None: ...
+    @property
+    def entities(self) -> list[str]: ...
+    @property
+    def paths(self) -> list[str]: ...
+    def mask_text(self, text: str) -> tuple[str, list[tuple[str, int, int]]]:
+        """Masked text and findings ``(entity, start, end)``: UTF-8 byte offsets in the
+        original text. Never the values."""
+    def mask_json(self, body: bytes) -> tuple[bytes, dict[str, int]]:
+        """Mask the string values selected by ``paths``; returns the body and counts by entity.
+
+        Raises:
+            ValueError: malformed JSON or invalid UTF-8 (the message echoes no content).
+        """
+    def text_stream(self) -> TextStream: ...
+    def sse_stream(self) -> SseStream: ...
+
+class TextStream:
+    """Plain text masked as one stream; output equals ``mask_text`` of the whole input."""
+
+    def push(self, chunk: bytes) -> bytes:
+        """Feed bytes (UTF-8 may be split anywhere); returns the releasable masked text.
+
+        Raises:
+            ValueError: invalid UTF-8 or the hold-back cap was exceeded.
+        """
+    def finish(self) -> bytes:
+        """Release the held tail. Raises ValueError on a truncated UTF-8 sequence."""
+    @property
+    def counts(self) -> dict[str, int]: ...
+
+class SseStream:
+    """``text/event-stream`` bytes in, masked ``text/event-stream`` bytes out."""
+
+    def push(self, chunk: bytes) -> bytes:
+        """Feed raw bytes; returns whole, re-emitted events only.
+
+        Raises:
+            ValueError: event data that is not JSON (other than ``[DONE]``), invalid UTF-8.
+        """
+    def finish(self) -> bytes:
+        """Flush every open location. Raises ValueError on an incomplete trailing event."""
+    @property
+    def counts(self) -> dict[str, int]: ...
+    @property
+    def model(self) -> str | None:
+        """The first top-level ``"model"`` string seen in an event's JSON."""

@@ -1,0 +1,175 @@
+//! The PyO3 module `gateway._masker` (feature `python`). Inputs are converted to Rust types,
+//! then large inputs are masked with the interpreter detached (`py.detach`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::{Config, Custom, Error, Masker};
+
+/// Inputs at least this long are masked with the interpreter detached.
+const DETACH_AT: usize = 4096;
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        PyValueError::new_err(e.to_string())
+    }
+}
+
+type PyCounts = BTreeMap<String, u64>;
+
+/// Detectors, style and JSONPath expressions compiled once (per policy rule).
+#[pyclass(name = "Masker", module = "gateway._masker", frozen)]
+struct PyMasker {
+    inner: Arc<Masker>,
+}
+
+#[pymethods]
+impl PyMasker {
+    #[new]
+    #[pyo3(signature = (entities, *, style = "tag", hash_key = None, custom = Vec::new(), paths = Vec::new()))]
+    fn new(
+        entities: Vec<String>,
+        style: &str,
+        hash_key: Option<Vec<u8>>,
+        custom: Vec<(String, String, Option<String>)>,
+        paths: Vec<String>,
+    ) -> PyResult<Self> {
+        let cfg = Config {
+            entities,
+            style: style.to_owned(),
+            hash_key,
+            custom: custom.into_iter().map(|(name, pattern, validator)| Custom { name, pattern, validator }).collect(),
+            paths,
+        };
+        Ok(PyMasker { inner: Arc::new(Masker::new(&cfg)?) })
+    }
+
+    /// Masked text and findings `(entity, start, end)`, byte offsets in the original UTF-8.
+    fn mask_text(&self, py: Python<'_>, text: &str) -> (String, Vec<(String, usize, usize)>) {
+        let run = |t: &str| {
+            let (out, f) = self.inner.mask_text(t);
+            (out, f.into_iter().map(|f| (f.entity.to_owned(), f.start, f.end)).collect())
+        };
+        if text.len() >= DETACH_AT {
+            py.detach(|| run(text))
+        } else {
+            run(text)
+        }
+    }
+
+    /// Masked JSON body and counts by entity.
+    fn mask_json<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<(Bound<'py, PyBytes>, PyCounts)> {
+        let (out, counts) = if body.len() >= DETACH_AT {
+            py.detach(|| self.inner.mask_json(body))?
+        } else {
+            self.inner.mask_json(body)?
+        };
+        Ok((PyBytes::new(py, &out), counts))
+    }
+
+    /// A stream masker for plain text.
+    fn text_stream(&self) -> PyTextStream {
+        PyTextStream { inner: self.inner.text_stream() }
+    }
+
+    /// A stream masker for `text/event-stream` bytes.
+    fn sse_stream(&self) -> PySseStream {
+        PySseStream { inner: self.inner.sse_stream() }
+    }
+
+    /// Enabled detector ids.
+    #[getter]
+    fn entities(&self) -> Vec<String> {
+        self.inner.entities().map(str::to_owned).collect()
+    }
+
+    /// The JSONPath expressions as given.
+    #[getter]
+    fn paths(&self) -> Vec<String> {
+        self.inner.paths().sources().to_vec()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Masker(entities={:?})", self.entities())
+    }
+}
+
+/// Plain text masked as one stream.
+#[pyclass(name = "TextStream", module = "gateway._masker")]
+struct PyTextStream {
+    inner: crate::TextStream,
+}
+
+#[pymethods]
+impl PyTextStream {
+    fn push<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let out = if chunk.len() >= DETACH_AT {
+            let inner = &mut self.inner;
+            py.detach(|| inner.push(chunk))?
+        } else {
+            self.inner.push(chunk)?
+        };
+        Ok(PyBytes::new(py, out.as_bytes()))
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let out = self.inner.finish()?;
+        Ok(PyBytes::new(py, out.as_bytes()))
+    }
+
+    #[getter]
+    fn counts(&self) -> PyCounts {
+        self.inner.counts()
+    }
+}
+
+/// A `text/event-stream` body masked event by event.
+#[pyclass(name = "SseStream", module = "gateway._masker")]
+struct PySseStream {
+    inner: crate::SseStream,
+}
+
+#[pymethods]
+impl PySseStream {
+    fn push<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let out = if chunk.len() >= DETACH_AT {
+            let inner = &mut self.inner;
+            py.detach(|| inner.push(chunk))?
+        } else {
+            self.inner.push(chunk)?
+        };
+        Ok(PyBytes::new(py, &out))
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let out = self.inner.finish()?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    #[getter]
+    fn counts(&self) -> PyCounts {
+        self.inner.counts()
+    }
+
+    #[getter]
+    fn model(&self) -> Option<String> {
+        self.inner.model().map(str::to_owned)
+    }
+}
+
+#[pymodule]
+fn _masker(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", crate::version())?;
+    m.add("DETECTORS", crate::builtin_ids())?;
+    m.add("DEFAULT_RESPONSE_PATHS", crate::DEFAULT_RESPONSE_PATHS.to_vec())?;
+    m.add("DEFAULT_REQUEST_PATHS", crate::DEFAULT_REQUEST_PATHS.to_vec())?;
+    m.add("HOLD_BACK", crate::HOLD_BACK)?;
+    m.add_class::<PyMasker>()?;
+    m.add_class::<PyTextStream>()?;
+    m.add_class::<PySseStream>()?;
+    Ok(())
+}
