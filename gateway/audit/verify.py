@@ -21,15 +21,15 @@ from pathlib import Path
 import orjson
 
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
-from gateway.audit.merkle import HASH_SIZE, build_levels, levels_getter
+from gateway.audit.merkle import HASH_SIZE, LEAF_PREFIX, build_levels, levels_getter
 from gateway.audit.merkle import root as tree_root
 from gateway.audit.note import NoteError, Verifier
-from gateway.audit.recovery import leaf_hashes
 from gateway.audit.store import (
     CHECKPOINT,
     CHECKPOINTS,
     ENTRIES,
     INDEX,
+    LEN,
     OFFSET,
     SEALED,
     TREE,
@@ -147,14 +147,17 @@ def verify_log(directory: Path, verifier: str | Verifier | None = None) -> Verif
 def _check_entries(
     data: bytes | mmap.mmap, report: VerifyReport
 ) -> tuple[list[bytes], list, array]:
+    """One pass over `entries`: parse, canonical and seq checks, leaf hashes."""
     scan = scan_frames(data)
     view = memoryview(data)
-    records = list(iter_records(view, scan))
     rec: memoryview | bytes = b""
     refs: list[tuple[int, str, dict]] = []
-    loads, dumps = orjson.loads, orjson.dumps
+    leaves: list[bytes] = []
+    loads, dumps, unpack = orjson.loads, orjson.dumps, LEN.unpack_from
+    base = hashlib.sha256(LEAF_PREFIX)
     try:
-        for i, rec in enumerate(records):
+        for i, off in enumerate(scan.offsets):
+            rec = view[off + 4 : off + 4 + unpack(view, off)[0]]
             try:
                 entry = loads(rec)
             except orjson.JSONDecodeError:
@@ -166,10 +169,11 @@ def _check_entries(
             sealed = entry.get("sealed")
             if sealed:
                 refs.extend((i, name, ref) for name, ref in sealed.items())
-        leaves = leaf_hashes(records)
-    finally:  # drop every slice so the caller can unmap `entries`, even on failure
+            h = base.copy()
+            h.update(rec)
+            leaves.append(h.digest())
+    finally:  # drop the last slice so the caller can unmap `entries`, even on failure
         rec = b""
-        records.clear()
         view.release()
     n = len(leaves)
     if scan.bad_length:
@@ -264,29 +268,44 @@ def _check_sealed(directory: Path, refs: list, report: VerifyReport) -> None:
     files: dict[str, object] = {}
     try:
         for seq, name, ref in refs:
-            label = f"sealed blob {name!r} of entry {seq}"
             try:
                 rel, off, length = ref["file"], ref["offset"], ref["length"]
                 want = ref["sha256_ciphertext"]
             except (KeyError, TypeError):
                 raise _Failed("entry", seq, f"entry {seq}: malformed sealed reference") from None
-            path = (directory / rel).resolve()
-            if path.parent != sealed_dir:
-                raise _Failed("sealed", seq, f"{label}: {rel!r} is outside sealed/")
             if rel not in files:
+                path = (directory / rel).resolve()
+                if path.parent != sealed_dir:
+                    raise _Failed(
+                        "sealed",
+                        seq,
+                        f"sealed blob {name!r} of entry {seq}: {rel!r} is outside sealed/",
+                    )
                 try:
                     files[rel] = _open_map(path)
                 except FileNotFoundError:
-                    raise _Failed("sealed", seq, f"{label}: {rel} is missing") from None
+                    raise _Failed(
+                        "sealed", seq, f"sealed blob {name!r} of entry {seq}: {rel} is missing"
+                    ) from None
             blob = files[rel][off : off + length]
             if len(blob) != length:
-                raise _Failed("sealed", seq, f"{label}: {rel} is truncated")
+                raise _Failed(
+                    "sealed", seq, f"sealed blob {name!r} of entry {seq}: {rel} is truncated"
+                )
             if hashlib.sha256(blob).hexdigest() != want:
-                raise _Failed("sealed", seq, f"{label} ({rel} at {off}): SHA-256 does not match")
+                raise _Failed(
+                    "sealed",
+                    seq,
+                    f"sealed blob {name!r} of entry {seq} ({rel} at {off}): SHA-256 does not match",
+                )
             report.sealed_blobs += 1
     finally:
         for m in files.values():
             m.close()
+
+
+def _blob(seq: int, name: str, what: str) -> _Failed:
+    return _Failed("sealed", seq, f"sealed blob {name!r} of entry {seq}: {what}")
 
 
 def _open_map(path: Path):
