@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         args.join(" ")
     };
-    let masker = Masker::new(&Config { entities: vec!["all".into()], ..Config::default() })?;
+    let masker = Masker::new(&Config {
+        entities: vec!["all".into()],
+        ..Config::default()
+    })?;
     let (masked, findings) = masker.mask_text(&input);
     println!("{masked}");
     for f in findings {

@@ -83,13 +83,20 @@ impl std::error::Error for Error {}
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         // serde_json's messages carry a category, line and column, never the offending text.
-        Error::InvalidJson(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()))
+        Error::InvalidJson(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
     }
 }
 
 impl From<std::str::Utf8Error> for Error {
     fn from(e: std::str::Utf8Error) -> Self {
-        Error::InvalidUtf8 { offset: e.valid_up_to() }
+        Error::InvalidUtf8 {
+            offset: e.valid_up_to(),
+        }
     }
 }
 

@@ -18,7 +18,10 @@
     clippy::module_name_repetitions,
     clippy::missing_panics_doc,
     clippy::must_use_candidate,
-    clippy::similar_names
+    clippy::similar_names,
+    clippy::doc_markdown,
+    clippy::many_single_char_names,
+    clippy::too_many_lines
 )]
 
 mod detectors;

@@ -73,13 +73,27 @@ impl Masker {
     /// A bad entity id, custom detector, style, missing hash key or JSONPath, named in the
     /// error.
     pub fn new(cfg: &Config) -> Result<Masker> {
-        let style = Style::parse(if cfg.style.is_empty() { "tag" } else { &cfg.style }, cfg.hash_key.as_deref())?;
+        let style = Style::parse(
+            if cfg.style.is_empty() {
+                "tag"
+            } else {
+                &cfg.style
+            },
+            cfg.hash_key.as_deref(),
+        )?;
         let mut customs = Vec::with_capacity(cfg.custom.len());
         for c in &cfg.custom {
             if customs.iter().any(|d: &Detector| d.id == c.name) {
-                return Err(Error::InvalidCustom { name: c.name.clone(), reason: "duplicate name".into() });
+                return Err(Error::InvalidCustom {
+                    name: c.name.clone(),
+                    reason: "duplicate name".into(),
+                });
             }
-            customs.push(Detector::custom(&c.name, &c.pattern, c.validator.as_deref())?);
+            customs.push(Detector::custom(
+                &c.name,
+                &c.pattern,
+                c.validator.as_deref(),
+            )?);
         }
         let mut wanted: Vec<String> = Vec::new();
         for e in &cfg.entities {
@@ -104,8 +118,16 @@ impl Masker {
         let probe = DFA::builder()
             .configure(DFA::config().cache_capacity(4 << 20))
             .build_many(&pats)
-            .map_err(|e| Error::InvalidCustom { name: "(all)".into(), reason: e.to_string() })?;
-        Ok(Masker { detectors, style, paths: Paths::new(&cfg.paths)?, probe })
+            .map_err(|e| Error::InvalidCustom {
+                name: "(all)".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Masker {
+            detectors,
+            style,
+            paths: Paths::new(&cfg.paths)?,
+            probe,
+        })
     }
 
     /// Ids of the enabled detectors, in priority order.
@@ -135,7 +157,11 @@ impl Masker {
         let out = self.mask_into(text, &mut hits);
         let findings = hits
             .into_iter()
-            .map(|h: Hit| Finding { entity: &self.detectors[h.det].id, start: h.start, end: h.end })
+            .map(|h: Hit| Finding {
+                entity: &self.detectors[h.det].id,
+                start: h.start,
+                end: h.end,
+            })
             .collect();
         (out, findings)
     }

@@ -42,17 +42,31 @@ impl PyMasker {
             entities,
             style: style.to_owned(),
             hash_key,
-            custom: custom.into_iter().map(|(name, pattern, validator)| Custom { name, pattern, validator }).collect(),
+            custom: custom
+                .into_iter()
+                .map(|(name, pattern, validator)| Custom {
+                    name,
+                    pattern,
+                    validator,
+                })
+                .collect(),
             paths,
         };
-        Ok(PyMasker { inner: Arc::new(Masker::new(&cfg)?) })
+        Ok(PyMasker {
+            inner: Arc::new(Masker::new(&cfg)?),
+        })
     }
 
     /// Masked text and findings `(entity, start, end)`, byte offsets in the original UTF-8.
     fn mask_text(&self, py: Python<'_>, text: &str) -> (String, Vec<(String, usize, usize)>) {
         let run = |t: &str| {
             let (out, f) = self.inner.mask_text(t);
-            (out, f.into_iter().map(|f| (f.entity.to_owned(), f.start, f.end)).collect())
+            (
+                out,
+                f.into_iter()
+                    .map(|f| (f.entity.to_owned(), f.start, f.end))
+                    .collect(),
+            )
         };
         if text.len() >= DETACH_AT {
             py.detach(|| run(text))
@@ -62,7 +76,11 @@ impl PyMasker {
     }
 
     /// Masked JSON body and counts by entity.
-    fn mask_json<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<(Bound<'py, PyBytes>, PyCounts)> {
+    fn mask_json<'py>(
+        &self,
+        py: Python<'py>,
+        body: &[u8],
+    ) -> PyResult<(Bound<'py, PyBytes>, PyCounts)> {
         let (out, counts) = if body.len() >= DETACH_AT {
             py.detach(|| self.inner.mask_json(body))?
         } else {
@@ -73,12 +91,16 @@ impl PyMasker {
 
     /// A stream masker for plain text.
     fn text_stream(&self) -> PyTextStream {
-        PyTextStream { inner: self.inner.text_stream() }
+        PyTextStream {
+            inner: self.inner.text_stream(),
+        }
     }
 
     /// A stream masker for `text/event-stream` bytes.
     fn sse_stream(&self) -> PySseStream {
-        PySseStream { inner: self.inner.sse_stream() }
+        PySseStream {
+            inner: self.inner.sse_stream(),
+        }
     }
 
     /// Enabled detector ids.
@@ -165,8 +187,14 @@ impl PySseStream {
 fn _masker(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::version())?;
     m.add("DETECTORS", crate::builtin_ids())?;
-    m.add("DEFAULT_RESPONSE_PATHS", crate::DEFAULT_RESPONSE_PATHS.to_vec())?;
-    m.add("DEFAULT_REQUEST_PATHS", crate::DEFAULT_REQUEST_PATHS.to_vec())?;
+    m.add(
+        "DEFAULT_RESPONSE_PATHS",
+        crate::DEFAULT_RESPONSE_PATHS.to_vec(),
+    )?;
+    m.add(
+        "DEFAULT_REQUEST_PATHS",
+        crate::DEFAULT_REQUEST_PATHS.to_vec(),
+    )?;
     m.add("HOLD_BACK", crate::HOLD_BACK)?;
     m.add_class::<PyMasker>()?;
     m.add_class::<PyTextStream>()?;

@@ -21,7 +21,7 @@ use crate::masker::{Counts, Masker};
 use crate::text::Core;
 
 struct Loc {
-    loc: Location,
+    path: Location,
     core: Core,
     /// Data of the last event that carried this location (skeleton for a flush event).
     template: String,
@@ -43,7 +43,9 @@ pub struct SseStream {
 
 impl std::fmt::Debug for SseStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SseStream").field("events", &self.events).finish_non_exhaustive()
+        f.debug_struct("SseStream")
+            .field("events", &self.events)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,9 +60,10 @@ fn finishing(doc: &Value, loc: &[Seg]) -> bool {
 /// path only the next step plus `index`/`type` members (so SDKs merge it into the right
 /// choice or tool call without repeating names or ids).
 fn flush_event(template: &str, loc: &[Seg], text: String) -> Option<String> {
-    let tpl: Value = serde_json::from_str(template).ok()?;
     fn build(node: &Value, loc: &[Seg], text: String, top: bool) -> Value {
-        let Some((first, rest)) = loc.split_first() else { return Value::String(text) };
+        let Some((first, rest)) = loc.split_first() else {
+            return Value::String(text);
+        };
         match (first, node) {
             (Seg::Name(n), Value::Object(o)) => {
                 let mut out = Map::new();
@@ -73,12 +76,15 @@ fn flush_event(template: &str, loc: &[Seg], text: String) -> Option<String> {
                 }
                 Value::Object(out)
             }
-            (Seg::Index(i), Value::Array(a)) => {
-                Value::Array(a.get(*i).map(|v| vec![build(v, rest, text, false)]).unwrap_or_default())
-            }
+            (Seg::Index(i), Value::Array(a)) => Value::Array(
+                a.get(*i)
+                    .map(|v| vec![build(v, rest, text, false)])
+                    .unwrap_or_default(),
+            ),
             _ => Value::Null,
         }
     }
+    let tpl: Value = serde_json::from_str(template).ok()?;
     let v = build(&tpl, loc, text, true);
     let mut s = String::from("data: ");
     s.push_str(&serde_json::to_string(&v).ok()?);
@@ -145,7 +151,9 @@ impl SseStream {
         let mut out = self.drain(true)?;
         if !self.buf.is_empty() {
             self.failed = true;
-            return Err(Error::InvalidSse("stream ended inside an event (no blank line)".into()));
+            return Err(Error::InvalidSse(
+                "stream ended inside an event (no blank line)".into(),
+            ));
         }
         self.flush_all(&mut out)?;
         Ok(out)
@@ -189,16 +197,19 @@ impl SseStream {
     fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.events += 1;
         let n = self.events;
-        let text = std::str::from_utf8(raw).map_err(|_| Error::InvalidSse(format!("event {n}: invalid UTF-8")))?;
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| Error::InvalidSse(format!("event {n}: invalid UTF-8")))?;
         let mut data: Option<String> = None;
         for line in lines(text) {
             if line.starts_with(':') {
                 continue;
             }
-            let (field, value) = match line.find(':') {
-                Some(p) => (&line[..p], line[p + 1..].strip_prefix(' ').unwrap_or(&line[p + 1..])),
-                None => (line, ""),
-            };
+            let (field, value) = line.find(':').map_or((line, ""), |p| {
+                (
+                    &line[..p],
+                    line[p + 1..].strip_prefix(' ').unwrap_or(&line[p + 1..]),
+                )
+            });
             if field == "data" {
                 match &mut data {
                     Some(d) => {
@@ -219,7 +230,11 @@ impl SseStream {
             return Ok(());
         }
         let mut doc: Value = serde_json::from_str(&data).map_err(|e| {
-            Error::InvalidSse(format!("event {n}: data is not valid JSON ({:?} error at column {})", e.classify(), e.column()))
+            Error::InvalidSse(format!(
+                "event {n}: data is not valid JSON ({:?} error at column {})",
+                e.classify(),
+                e.column()
+            ))
         })?;
         if self.model.is_none() {
             if let Some(Value::String(m)) = doc.get("model") {
@@ -231,8 +246,9 @@ impl SseStream {
         let mut k = 0;
         while k < self.locs.len() {
             let l = &self.locs[k];
-            let here = present.contains(&l.loc) && matches!(get(&doc, &l.loc), Some(Value::String(_)));
-            if !here && finishing(&doc, &l.loc) {
+            let here =
+                present.contains(&l.path) && matches!(get(&doc, &l.path), Some(Value::String(_)));
+            if !here && finishing(&doc, &l.path) {
                 let l = self.locs.remove(k);
                 self.retire(l, out)?;
             } else {
@@ -245,18 +261,23 @@ impl SseStream {
                 continue;
             }
             let fin = finishing(&doc, &loc);
-            let idx = match self.locs.iter().position(|l| l.loc == loc) {
-                Some(i) => i,
-                None => {
-                    self.locs.push(Loc { loc: loc.clone(), core: Core::new(&self.masker), template: String::new() });
-                    self.locs.len() - 1
-                }
+            let idx = if let Some(i) = self.locs.iter().position(|l| l.path == loc) {
+                i
+            } else {
+                self.locs.push(Loc {
+                    path: loc.clone(),
+                    core: Core::new(&self.masker),
+                    template: String::new(),
+                });
+                self.locs.len() - 1
             };
             let m = Arc::clone(&self.masker);
             let l = &mut self.locs[idx];
             l.template.clear();
             l.template.push_str(&data);
-            let Some(Value::String(s)) = get_mut(&mut doc, &loc) else { continue };
+            let Some(Value::String(s)) = get_mut(&mut doc, &loc) else {
+                continue;
+            };
             let mut released = String::new();
             l.core.push(&m, s, &mut released, None)?;
             if fin {
@@ -304,7 +325,7 @@ impl SseStream {
             *a += b;
         }
         if !rem.is_empty() {
-            let ev = flush_event(&l.template, &l.loc, rem)
+            let ev = flush_event(&l.template, &l.path, rem)
                 .ok_or_else(|| Error::InvalidSse("cannot build flush event".into()))?;
             out.extend_from_slice(ev.as_bytes());
         }
@@ -321,7 +342,9 @@ impl SseStream {
 
 /// Lines of an event (terminators removed; the final blank line excluded).
 fn lines(text: &str) -> impl Iterator<Item = &str> {
-    lines_with_terms(text).map(|(l, _)| l).filter(|l| !l.is_empty())
+    lines_with_terms(text)
+        .map(|(l, _)| l)
+        .filter(|l| !l.is_empty())
 }
 
 /// Lines with their terminators (`\n`, `\r\n` or `\r`).
@@ -332,7 +355,10 @@ fn lines_with_terms(text: &str) -> impl Iterator<Item = (&str, &str)> {
             return None;
         }
         let b = rest.as_bytes();
-        let p = b.iter().position(|&c| c == b'\n' || c == b'\r').unwrap_or(b.len());
+        let p = b
+            .iter()
+            .position(|&c| c == b'\n' || c == b'\r')
+            .unwrap_or(b.len());
         let tl = if p == b.len() {
             0
         } else if b[p] == b'\r' && b.get(p + 1) == Some(&b'\n') {

@@ -32,7 +32,11 @@ impl Utf8Carry {
                 // SAFETY-free: the prefix was just validated.
                 (std::str::from_utf8(a).expect("valid prefix"), b)
             }
-            Err(e) => return Err(Error::InvalidUtf8 { offset: self.seen + e.valid_up_to() }),
+            Err(e) => {
+                return Err(Error::InvalidUtf8 {
+                    offset: self.seen + e.valid_up_to(),
+                })
+            }
         };
         self.seen += text.len();
         let r = f(text);
@@ -68,7 +72,12 @@ impl std::fmt::Debug for TextStream {
 impl TextStream {
     pub(crate) fn new(masker: Arc<Masker>) -> TextStream {
         let core = Core::new(&masker);
-        TextStream { masker, core, utf8: Utf8Carry::default(), failed: false }
+        TextStream {
+            masker,
+            core,
+            utf8: Utf8Carry::default(),
+            failed: false,
+        }
     }
 
     fn guard(&self) -> Result<()> {
@@ -88,7 +97,10 @@ impl TextStream {
         self.guard()?;
         let mut out = String::new();
         let (m, core) = (&self.masker, &mut self.core);
-        let r = self.utf8.decode(chunk, |t| core.push(m, t, &mut out, None)).and_then(|r| r);
+        let r = self
+            .utf8
+            .decode(chunk, |t| core.push(m, t, &mut out, None))
+            .and_then(|r| r);
         self.failed = r.is_err();
         r.map(|()| out)
     }

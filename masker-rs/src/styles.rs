@@ -46,7 +46,9 @@ impl Style {
             "partial" => Style::Partial,
             "redact" => Style::Redact,
             "hash" => {
-                let key = hash_key.filter(|k| !k.is_empty()).ok_or(Error::MissingHashKey)?;
+                let key = hash_key
+                    .filter(|k| !k.is_empty())
+                    .ok_or(Error::MissingHashKey)?;
                 let mac = HashState::new_from_slice(key).map_err(|_| Error::MissingHashKey)?;
                 Style::Hash(Box::new(mac))
             }
@@ -70,7 +72,6 @@ impl Style {
     /// Append the replacement for `value` (entity `id`, tag `tag`) to `out`.
     pub(crate) fn render(&self, id: &str, tag: &str, partial: bool, value: &str, out: &mut String) {
         match self {
-            Style::Tag => push_tag(tag, out),
             Style::Redact => {}
             Style::Partial if partial => {
                 let keep_from = value
@@ -81,10 +82,14 @@ impl Style {
                     .nth(3)
                     .unwrap_or(0);
                 for (i, c) in value.char_indices() {
-                    out.push(if i < keep_from && c.is_ascii_alphanumeric() { '*' } else { c });
+                    out.push(if i < keep_from && c.is_ascii_alphanumeric() {
+                        '*'
+                    } else {
+                        c
+                    });
                 }
             }
-            Style::Partial => push_tag(tag, out),
+            Style::Tag | Style::Partial => push_tag(tag, out),
             Style::Hash(_) => {
                 let mut h = self.hasher(id).expect("hash style");
                 h.update(value.as_bytes());

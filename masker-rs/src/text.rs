@@ -111,7 +111,14 @@ impl Core {
         let mut hits = hits;
         let mut text = text;
         if let Some(ab) = &mut self.absorb {
-            let Absorb { state, hash, len, tail, maybe, .. } = ab;
+            let Absorb {
+                state,
+                hash,
+                len,
+                tail,
+                maybe,
+                ..
+            } = ab;
             let fed = state.feed(text.as_bytes(), maybe, |b| {
                 if let Some(h) = hash.as_mut() {
                     hmac::Mac::update(h, b);
@@ -131,10 +138,15 @@ impl Core {
                     return Ok(());
                 }
                 Fed::Ended { at, carried_back } => {
-                    let carried = if carried_back { std::mem::take(maybe) } else { Vec::new() };
+                    let carried = if carried_back {
+                        std::mem::take(maybe)
+                    } else {
+                        Vec::new()
+                    };
                     self.end_absorb(m, out, hits.as_deref_mut());
                     // Tentative bytes (ASCII '.') go back in front of the rest.
-                    self.buf.push_str(std::str::from_utf8(&carried).unwrap_or_default());
+                    self.buf
+                        .push_str(std::str::from_utf8(&carried).unwrap_or_default());
                     text = &text[at..];
                 }
             }
@@ -144,19 +156,31 @@ impl Core {
     }
 
     /// Whole input in one go (no hold-back, cannot fail).
-    pub(crate) fn push_final(&mut self, m: &Masker, text: &str, out: &mut String, hits: Option<&mut Vec<Hit>>) {
+    pub(crate) fn push_final(
+        &mut self,
+        m: &Masker,
+        text: &str,
+        out: &mut String,
+        hits: Option<&mut Vec<Hit>>,
+    ) {
         self.buf.push_str(text);
         // `last = true` never returns an error.
         let _ = self.process(m, true, out, hits);
     }
 
     /// End of input: release everything.
-    pub(crate) fn finish(&mut self, m: &Masker, out: &mut String, hits: Option<&mut Vec<Hit>>) -> Result<()> {
+    pub(crate) fn finish(
+        &mut self,
+        m: &Masker,
+        out: &mut String,
+        hits: Option<&mut Vec<Hit>>,
+    ) -> Result<()> {
         let mut hits = hits;
         if let Some(ab) = &mut self.absorb {
             let carried = std::mem::take(&mut ab.maybe);
             self.end_absorb(m, out, hits.as_deref_mut());
-            self.buf.push_str(std::str::from_utf8(&carried).unwrap_or_default());
+            self.buf
+                .push_str(std::str::from_utf8(&carried).unwrap_or_default());
         }
         self.process(m, true, out, hits)
     }
@@ -170,10 +194,15 @@ impl Core {
         }
         self.counts[ab.det] += 1;
         if let Some(hits) = hits {
-            hits.push(Hit { det: ab.det, start: ab.start, end: ab.start + ab.len });
+            hits.push(Hit {
+                det: ab.det,
+                start: ab.start,
+                end: ab.start + ab.len,
+            });
         }
         self.buf.clear();
-        self.buf.push_str(std::str::from_utf8(&ab.tail).unwrap_or_default());
+        self.buf
+            .push_str(std::str::from_utf8(&ab.tail).unwrap_or_default());
         self.ctx = self.buf.len();
         self.base = ab.start + ab.len;
     }
@@ -185,10 +214,14 @@ impl Core {
         for (di, d) in m.detectors.iter().enumerate() {
             let mut pos = self.ctx;
             while pos < hay.len() {
-                let Some(mt) = d.regex.find_at(hay, pos) else { break };
+                let Some(mt) = d.regex.find_at(hay, pos) else {
+                    break;
+                };
                 self.raw.push((mt.start(), mt.end()));
                 pos = mt.end().max(mt.start() + 1);
-                let Some(end) = d.validator.check(hay, mt.start(), mt.end()) else { continue };
+                let Some(end) = d.validator.check(hay, mt.start(), mt.end()) else {
+                    continue;
+                };
                 let run = d.run.map(|kind| {
                     let mut st = RunState::new(kind);
                     match st.feed(&hay.as_bytes()[end..], &[], |_| {}) {
@@ -197,12 +230,23 @@ impl Core {
                     }
                 });
                 match run {
-                    Some((e, open, st)) => self.cands.push(Cand { det: di, start: mt.start(), end: e, run: Some((open, st)) }),
-                    None => self.cands.push(Cand { det: di, start: mt.start(), end, run: None }),
+                    Some((e, open, st)) => self.cands.push(Cand {
+                        det: di,
+                        start: mt.start(),
+                        end: e,
+                        run: Some((open, st)),
+                    }),
+                    None => self.cands.push(Cand {
+                        det: di,
+                        start: mt.start(),
+                        end,
+                        run: None,
+                    }),
                 }
             }
         }
-        self.cands.sort_by_key(|c| (c.start, c.run.is_none(), std::cmp::Reverse(c.end), c.det));
+        self.cands
+            .sort_by_key(|c| (c.start, c.run.is_none(), std::cmp::Reverse(c.end), c.det));
         self.sel.clear();
         let mut last_end = 0;
         for (i, c) in self.cands.iter().enumerate() {
@@ -223,9 +267,13 @@ impl Core {
                 continue;
             }
             let input = Input::new(hay).range(p..).anchored(Anchored::Yes);
-            let Ok(mut sid) = dfa.start_state_forward(cache, &input) else { return p };
+            let Ok(mut sid) = dfa.start_state_forward(cache, &input) else {
+                return p;
+            };
             for (i, &b) in hay[p..].iter().enumerate() {
-                let Ok(next) = dfa.next_state(cache, sid, b) else { return p };
+                let Ok(next) = dfa.next_state(cache, sid, b) else {
+                    return p;
+                };
                 sid = next;
                 if sid.is_quit() {
                     return p;
@@ -242,7 +290,13 @@ impl Core {
         len
     }
 
-    fn process(&mut self, m: &Masker, last: bool, out: &mut String, hits: Option<&mut Vec<Hit>>) -> Result<()> {
+    fn process(
+        &mut self,
+        m: &Masker,
+        last: bool,
+        out: &mut String,
+        hits: Option<&mut Vec<Hit>>,
+    ) -> Result<()> {
         let mut hits = hits;
         loop {
             let len = self.buf.len();
@@ -285,7 +339,9 @@ impl Core {
                         start: self.base + c.start - self.ctx,
                         len: body_end - c.start,
                         maybe: self.buf.as_bytes()[body_end..].to_vec(),
-                        tail: self.buf.as_bytes()[body_end.saturating_sub(CONTEXT).max(c.start)..body_end].to_vec(),
+                        tail: self.buf.as_bytes()
+                            [body_end.saturating_sub(CONTEXT).max(c.start)..body_end]
+                            .to_vec(),
                     });
                     self.buf.clear();
                     self.ctx = 0;
@@ -296,7 +352,11 @@ impl Core {
                 self.counts[c.det] += 1;
                 let abs = self.base + c.start - self.ctx;
                 if let Some(h) = hits.as_deref_mut() {
-                    h.push(Hit { det: c.det, start: abs, end: abs + (c.end - c.start) });
+                    h.push(Hit {
+                        det: c.det,
+                        start: abs,
+                        end: abs + (c.end - c.start),
+                    });
                 }
                 self.shift(c.end);
                 continue;
@@ -304,7 +364,13 @@ impl Core {
             let mut r = limit;
             loop {
                 let mut moved = false;
-                for &(s, e) in self.raw.iter().chain(self.sel.iter().map(|&i| (self.cands[i].start, self.cands[i].end)).collect::<Vec<_>>().iter()) {
+                for &(s, e) in self.raw.iter().chain(
+                    self.sel
+                        .iter()
+                        .map(|&i| (self.cands[i].start, self.cands[i].end))
+                        .collect::<Vec<_>>()
+                        .iter(),
+                ) {
                     if s < r && e > r {
                         r = s;
                         moved = true;
@@ -335,11 +401,16 @@ impl Core {
             }
             out.push_str(&self.buf[at..c.start]);
             let d = &m.detectors[c.det];
-            m.style.render(&d.id, &d.tag, d.partial, &self.buf[c.start..c.end], out);
+            m.style
+                .render(&d.id, &d.tag, d.partial, &self.buf[c.start..c.end], out);
             self.counts[c.det] += 1;
             if let Some(h) = hits.as_deref_mut() {
                 let abs = self.base + c.start - self.ctx;
-                h.push(Hit { det: c.det, start: abs, end: abs + (c.end - c.start) });
+                h.push(Hit {
+                    det: c.det,
+                    start: abs,
+                    end: abs + (c.end - c.start),
+                });
             }
             at = c.end;
         }

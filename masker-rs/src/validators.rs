@@ -57,7 +57,7 @@ pub fn luhn(s: &str) -> bool {
     let mut n = 0usize;
     for b in s.bytes().rev().filter(u8::is_ascii_digit) {
         let mut d = u32::from(b - b'0');
-        if n % 2 == 1 {
+        if !n.is_multiple_of(2) {
             d *= 2;
             if d > 9 {
                 d -= 9;
@@ -66,7 +66,7 @@ pub fn luhn(s: &str) -> bool {
         sum += d;
         n += 1;
     }
-    n >= 2 && sum % 10 == 0
+    n >= 2 && sum.is_multiple_of(10)
 }
 
 /// ISO 7064 mod 97-10 over the ASCII alphanumerics of `s`, with the first four moved to the
@@ -85,7 +85,11 @@ pub fn mod97(s: &str) -> bool {
             b'a'..=b'z' => u32::from(b - b'a') + 10,
             _ => return false,
         };
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     rem == 1
 }
@@ -134,11 +138,14 @@ fn boundary_digits(hay: &str, s: usize, e: usize) -> Option<usize> {
         return None;
     }
     // "1234-5678..." glued to a longer digit run through a separator: "12-4111..." is not a card.
-    let before = hay[..s].as_bytes();
-    if before.len() >= 2 && matches!(p, Some('-' | '.')) && before[before.len() - 2].is_ascii_digit() {
+    let before = &hay.as_bytes()[..s];
+    if before.len() >= 2
+        && matches!(p, Some('-' | '.'))
+        && before[before.len() - 2].is_ascii_digit()
+    {
         return None;
     }
-    let after = hay[e..].as_bytes();
+    let after = &hay.as_bytes()[e..];
     if after.len() >= 2 && matches!(n, Some('-' | '.')) && after[1].is_ascii_digit() {
         return None;
     }
@@ -171,7 +178,7 @@ fn iban(hay: &str, s: usize, e: usize) -> Option<usize> {
 }
 
 fn ssn(hay: &str, s: usize, e: usize) -> Option<usize> {
-    let m = hay[s..e].as_bytes();
+    let m = &hay.as_bytes()[s..e];
     // ddd?dd?dddd with the same separator twice
     if m.len() != 11 || m[3] != m[6] {
         return None;
@@ -187,7 +194,9 @@ fn ssn(hay: &str, s: usize, e: usize) -> Option<usize> {
 }
 
 fn ipv4(hay: &str, s: usize, e: usize) -> Option<usize> {
-    let ok = hay[s..e].split('.').all(|o| o.parse::<u16>().is_ok_and(|v| v <= 255));
+    let ok = hay[s..e]
+        .split('.')
+        .all(|o| o.parse::<u16>().is_ok_and(|v| v <= 255));
     let p = prev_char(hay, s);
     let n = next_char(hay, e);
     if !ok || is_word(p) || is_word(n) || p == Some('.') {
@@ -320,7 +329,14 @@ mod tests {
     #[test]
     fn ssn_rules() {
         assert!(ssn("123-45-6789", 0, 11).is_some());
-        for bad in ["000-45-6789", "666-45-6789", "923-45-6789", "123-00-6789", "123-45-0000", "123-45 6789"] {
+        for bad in [
+            "000-45-6789",
+            "666-45-6789",
+            "923-45-6789",
+            "123-00-6789",
+            "123-45-0000",
+            "123-45 6789",
+        ] {
             assert!(ssn(bad, 0, 11).is_none(), "{bad}");
         }
     }

@@ -55,7 +55,10 @@ fn masker(style: &str) -> Arc<Masker> {
             entities: vec!["all".into()],
             style: style.into(),
             hash_key: Some(b"k".to_vec()),
-            paths: masker::DEFAULT_RESPONSE_PATHS.iter().map(|s| (*s).to_owned()).collect(),
+            paths: masker::DEFAULT_RESPONSE_PATHS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             ..Config::default()
         })
         .unwrap(),

@@ -15,26 +15,107 @@ pub(crate) struct Builtin {
 }
 
 const fn row(id: &'static str, pattern: &'static str, validator: Validator) -> Builtin {
-    Builtin { id, pattern, validator, run: None, partial: false }
+    Builtin {
+        id,
+        pattern,
+        validator,
+        run: None,
+        partial: false,
+    }
 }
 
 /// Built-in detectors, in priority order (earlier wins a tie between equal spans).
 pub(crate) const BUILTINS: &[Builtin] = &[
-    Builtin { run: Some(RunKind::Pem), ..row("private_key", r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----", Validator::None) },
-    Builtin { run: Some(RunKind::Jwt), ..row("jwt", r"eyJ[A-Za-z0-9_-]{4,160}\.eyJ", Validator::Token) },
-    row("anthropic_key", r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,200}", Validator::Token),
-    row("openai_key", r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,200}", Validator::OpenAi),
-    row("stripe_key", r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,200}", Validator::Token),
-    row("aws_access_key", r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?-u:\b)", Validator::Token),
-    row("github_token", r"(?:gh[pousr]_[A-Za-z0-9]{36,200}|github_pat_[A-Za-z0-9_]{22,200})", Validator::Token),
-    row("slack_token", r"xox[abposre]-[A-Za-z0-9-]{10,200}", Validator::Token),
+    Builtin {
+        run: Some(RunKind::Pem),
+        ..row(
+            "private_key",
+            r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----",
+            Validator::None,
+        )
+    },
+    Builtin {
+        run: Some(RunKind::Jwt),
+        ..row("jwt", r"eyJ[A-Za-z0-9_-]{4,160}\.eyJ", Validator::Token)
+    },
+    row(
+        "anthropic_key",
+        r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,200}",
+        Validator::Token,
+    ),
+    row(
+        "openai_key",
+        r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,200}",
+        Validator::OpenAi,
+    ),
+    row(
+        "stripe_key",
+        r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,200}",
+        Validator::Token,
+    ),
+    row(
+        "aws_access_key",
+        r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?-u:\b)",
+        Validator::Token,
+    ),
+    row(
+        "github_token",
+        r"(?:gh[pousr]_[A-Za-z0-9]{36,200}|github_pat_[A-Za-z0-9_]{22,200})",
+        Validator::Token,
+    ),
+    row(
+        "slack_token",
+        r"xox[abposre]-[A-Za-z0-9-]{10,200}",
+        Validator::Token,
+    ),
     row("gcp_api_key", r"AIza[0-9A-Za-z_-]{35}", Validator::Token),
-    row("email", r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,150}[A-Za-z0-9])?\.[A-Za-z]{2,24}", Validator::Email),
-    Builtin { partial: true, ..row("iban", r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?", Validator::Iban) },
-    Builtin { partial: true, ..row("credit_card", r"(?-u:\b)(?:[0-9]{13,19}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}|[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{3})?)(?-u:\b)", Validator::Card) },
-    row("us_ssn", r"(?-u:\b)[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?-u:\b)", Validator::Ssn),
-    Builtin { partial: true, ..row("phone", r"(?:\+[1-9][0-9]{7,14}|\+[1-9][0-9]{0,2}(?:[ .-]\(?[0-9]{1,4}\)?){2,5}|(?:\+?1[ .-]?|001[ .-])?(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}(?:x[0-9]{1,5})?)(?-u:\b)", Validator::Phone) },
-    row("ipv4", r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)", Validator::Ipv4),
-    row("mac", r"(?-u:\b)(?:[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?-u:\b)", Validator::Mac),
-    row("ipv6", r"(?:[0-9A-Fa-f]{1,4}:|::?){1,7}(?:[0-9A-Fa-f]{1,4}|:|[0-9]{1,3}(?:\.[0-9]{1,3}){3})", Validator::Ipv6),
+    row(
+        "email",
+        r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,150}[A-Za-z0-9])?\.[A-Za-z]{2,24}",
+        Validator::Email,
+    ),
+    Builtin {
+        partial: true,
+        ..row(
+            "iban",
+            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?",
+            Validator::Iban,
+        )
+    },
+    Builtin {
+        partial: true,
+        ..row(
+            "credit_card",
+            r"(?-u:\b)(?:[0-9]{13,19}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}|[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{3})?)(?-u:\b)",
+            Validator::Card,
+        )
+    },
+    row(
+        "us_ssn",
+        r"(?-u:\b)[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?-u:\b)",
+        Validator::Ssn,
+    ),
+    Builtin {
+        partial: true,
+        ..row(
+            "phone",
+            r"(?:\+[1-9][0-9]{7,14}|\+[1-9][0-9]{0,2}(?:[ .-]\(?[0-9]{1,4}\)?){2,5}|(?:\+?1[ .-]?|001[ .-])?(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}(?:x[0-9]{1,5})?)(?-u:\b)",
+            Validator::Phone,
+        )
+    },
+    row(
+        "ipv4",
+        r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+        Validator::Ipv4,
+    ),
+    row(
+        "mac",
+        r"(?-u:\b)(?:[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?-u:\b)",
+        Validator::Mac,
+    ),
+    row(
+        "ipv6",
+        r"(?:[0-9A-Fa-f]{1,4}:|::?){1,7}(?:[0-9A-Fa-f]{1,4}|:|[0-9]{1,3}(?:\.[0-9]{1,3}){3})",
+        Validator::Ipv6,
+    ),
 ];

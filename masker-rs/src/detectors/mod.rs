@@ -60,7 +60,11 @@ impl Detector {
     pub(crate) fn builtin(id: &str) -> Option<Detector> {
         let b = builtin::BUILTINS.iter().find(|b| b.id == id)?;
         let (regex, max, _) = compile(b.id, b.pattern).expect("built-in patterns compile");
-        debug_assert!(max.is_some_and(|m| m <= MAX_ENTITY_LEN), "{} too long", b.id);
+        debug_assert!(
+            max.is_some_and(|m| m <= MAX_ENTITY_LEN),
+            "{} too long",
+            b.id
+        );
         Some(Detector {
             id: b.id.to_owned(),
             tag: b.id.to_ascii_uppercase(),
@@ -75,11 +79,18 @@ impl Detector {
     /// longest match must be bounded by [`MAX_ENTITY_LEN`] (that is what keeps the stream
     /// hold-back bounded).
     pub(crate) fn custom(name: &str, pattern: &str, validator: Option<&str>) -> Result<Detector> {
-        let bad = |reason: &str| Error::InvalidCustom { name: name.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| Error::InvalidCustom {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
         if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            return Err(bad("name must be non-empty lower-case letters, digits and '_'"));
+            return Err(bad(
+                "name must be non-empty lower-case letters, digits and '_'",
+            ));
         }
         if name == "all" || name == "ssn" || builtin::BUILTINS.iter().any(|b| b.id == name) {
             return Err(bad("name clashes with a built-in detector"));
@@ -89,7 +100,10 @@ impl Detector {
             Some("luhn") => Validator::Luhn,
             Some("mod97") => Validator::Mod97,
             Some(v) => {
-                return Err(Error::UnknownValidator { name: name.to_owned(), validator: v.to_owned() })
+                return Err(Error::UnknownValidator {
+                    name: name.to_owned(),
+                    validator: v.to_owned(),
+                })
             }
         };
         let (regex, max, min) = compile(name, pattern)?;

@@ -30,7 +30,11 @@ fn b64url(b: u8) -> bool {
 }
 
 fn pem_body(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b':' | b',' | b'-' | b' ' | b'\t' | b'\r' | b'\n')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'+' | b'/' | b'=' | b':' | b',' | b'-' | b' ' | b'\t' | b'\r' | b'\n'
+        )
 }
 
 /// Resumable state of one open-ended entity.
@@ -64,7 +68,12 @@ const END_MARK: u64 = u64::from_be_bytes(*b"-----END");
 
 impl RunState {
     pub(crate) fn new(kind: RunKind) -> Self {
-        RunState { kind, phase: 0, window: 0, maybe: 0 }
+        RunState {
+            kind,
+            phase: 0,
+            window: 0,
+            maybe: 0,
+        }
     }
 
     fn step(&mut self, b: u8) -> Step {
@@ -113,7 +122,12 @@ impl RunState {
     /// entity (for hashing). `carried` are tentative bytes left over from the previous feed
     /// (`self.maybe` of them); if the entity ends right after them they are not part of it and
     /// [`Fed::Ended`] reports `carried_back = true`.
-    pub(crate) fn feed(&mut self, bytes: &[u8], carried: &[u8], mut take: impl FnMut(&[u8])) -> Fed {
+    pub(crate) fn feed(
+        &mut self,
+        bytes: &[u8],
+        carried: &[u8],
+        mut take: impl FnMut(&[u8]),
+    ) -> Fed {
         let mut from = 0; // bytes[from..] not yet reported
         let mut maybe_here = false; // tentative bytes lie in this slice, at bytes[from..]
         for (i, &b) in bytes.iter().enumerate() {
@@ -137,16 +151,25 @@ impl RunState {
                     let carried_back = self.maybe > 0 && !maybe_here;
                     if maybe_here {
                         self.maybe = 0;
-                        return Fed::Ended { at: from, carried_back };
+                        return Fed::Ended {
+                            at: from,
+                            carried_back,
+                        };
                     }
                     take(&bytes[from..i]);
                     self.maybe = 0;
-                    return Fed::Ended { at: i, carried_back };
+                    return Fed::Ended {
+                        at: i,
+                        carried_back,
+                    };
                 }
                 Step::EndAfter => {
                     take(&bytes[from..=i]);
                     self.maybe = 0;
-                    return Fed::Ended { at: i + 1, carried_back: false };
+                    return Fed::Ended {
+                        at: i + 1,
+                        carried_back: false,
+                    };
                 }
             }
         }

@@ -3,6 +3,8 @@
 //! filters and functions); this module turns its normalized paths into owned locations so the
 //! selected string values can be replaced in place.
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 use serde_json_path::{JsonPath, PathElement};
 
@@ -42,7 +44,10 @@ impl Paths {
             })?;
             compiled.push(p);
         }
-        Ok(Paths { compiled, sources: exprs.iter().map(|s| s.as_ref().to_owned()).collect() })
+        Ok(Paths {
+            compiled,
+            sources: exprs.iter().map(|s| s.as_ref().to_owned()).collect(),
+        })
     }
 
     /// The expressions as given.
@@ -139,7 +144,9 @@ pub fn normalized(loc: &[Seg]) -> String {
                         '\n' => s.push_str("\\n"),
                         '\r' => s.push_str("\\r"),
                         '\t' => s.push_str("\\t"),
-                        c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
+                        c if (c as u32) < 0x20 => {
+                            let _ = write!(s, "\\u{:04x}", c as u32);
+                        }
                         c => s.push(c),
                     }
                 }
