@@ -102,7 +102,9 @@ async def big(d: Path, keys: Path, n: int, sealed: bool) -> None:
     """Build an n-entry log, then time verify, open (recovery scan) and proofs."""
     t = time.perf_counter()
     rate, _ = await throughput(d, keys, "batch", n, 1000, sealed=sealed)
-    print(f"built {n} entries{' with 2 sealed blobs each' if sealed else ''} in {time.perf_counter() - t:.1f}s ({rate:,.0f}/s batch)")
+    blobs = " with 2 sealed blobs each" if sealed else ""
+    took = time.perf_counter() - t
+    print(f"built {n} entries{blobs} in {took:.1f}s ({rate:,.0f}/s batch)")
     t = time.perf_counter()
     report = verify_log(d)
     print(f"audit verify {n}: {time.perf_counter() - t:.2f}s -> {report.summary()[:60]}")
