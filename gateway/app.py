@@ -9,13 +9,15 @@ import signal
 import sys
 from pathlib import Path
 
+from gateway import __version__, logs
 from gateway import config as config_module
-from gateway import logs
+from gateway.audit import AuditOpenError, KeyFileError
+from gateway.auditing import Auditor
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
 from gateway.identity import JwksCache, TokenVerifier
 from gateway.metrics import Metrics
-from gateway.ops import PREFIX, Ops
+from gateway.ops import PREFIX, AuditReaders, Ops
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime
 from gateway.server import IncomingRequest, ResponseWriter, ServerState, drain, serve
@@ -30,8 +32,14 @@ class Gateway:
         self.metrics = Metrics()
         self.jwks = JwksCache(config.identity, self.metrics.jwks_refreshes_inc)
         self.verifier = TokenVerifier(config.identity, self.jwks)
-        self.proxy = Proxy(Runtime(config), self.verifier, self.metrics)
-        self.ops = Ops(lambda: self.proxy.runtime, lambda: self.jwks.ready, self.metrics.render)
+        self.auditor = Auditor(None)  # opened in start()
+        self.proxy = Proxy(Runtime(config), self.verifier, self.metrics, self.auditor)
+        self.ops = Ops(
+            lambda: self.proxy.runtime,
+            lambda: self.jwks.ready,
+            self.metrics.render,
+            AuditReaders(self.verifier, self.auditor, config.audit),
+        )
         self.state = ServerState(self.handle, config.server)
         self.state.on_open = self.metrics.open_connections.set
         self.server: asyncio.Server | None = None
@@ -48,6 +56,13 @@ class Gateway:
             await self.proxy.handle(request, writer)
 
     async def start(self) -> tuple[str, int]:
+        """Open the audit log first: nothing is served that could not be recorded."""
+        self.auditor.log = (await Auditor.open(self.config.audit)).log
+        if not self.auditor.enabled:
+            log.warning("no [audit] section: exchanges are NOT recorded in an audit log")
+        self.state.on_refused = self.auditor.refused_later
+        await self.auditor.lifecycle("gateway.started", self.config, version=__version__)
+        await self._policy_loaded(self.config)
         await self.jwks.start()
         if not self.jwks.ready:
             log.warning("no signing keys yet: every call gets 401 until the IdP answers")
@@ -73,7 +88,22 @@ class Gateway:
         for pool in runtime.retired_pools(old):
             pool.close()
         log.info("policy loaded", extra={"sha256": new.sha256, "rules": len(new.rules)})
+        task = asyncio.get_running_loop().create_task(self._policy_loaded(new))
+        self.auditor.background.add(task)
+        task.add_done_callback(self.auditor.background.discard)
         return True
+
+    async def _policy_loaded(self, config: Config) -> None:
+        """CM-3: every policy in force is on the record with its file's SHA-256."""
+        try:
+            await self.auditor.lifecycle(
+                "policy.loaded",
+                config,
+                rules=[r.id for r in config.rules],
+                connections=[c.name for c in config.connections],
+            )
+        except GatewayError as exc:
+            log.error("audit: policy.loaded not recorded: %s", exc.message)
 
     async def watch_file(self) -> None:
         """Reload when the config file changes on disk (polled: works on every filesystem)."""
@@ -104,6 +134,11 @@ class Gateway:
         for route in self.proxy.runtime.routes.values():
             route.pool.close()
         await self.jwks.close()
+        try:
+            await self.auditor.lifecycle("gateway.stopped", self.config)
+        except GatewayError as exc:
+            log.error("audit: gateway.stopped not recorded: %s", exc.message)
+        await self.auditor.close()
         log.info("stopped")
 
 
@@ -120,10 +155,16 @@ def run(config_path: Path) -> int:
     import uvloop
 
     logs.configure()
+    # A file size limit must surface as a write error (and a 503), not kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         gateway = Gateway(config_module.load(config_path))
     except ConfigError as exc:
         print(f"gateway: bad config: {exc}", file=sys.stderr)
         return 2
-    uvloop.run(gateway.run())
+    try:
+        uvloop.run(gateway.run())
+    except (AuditOpenError, KeyFileError, GatewayError) as exc:
+        print(f"gateway: cannot open the audit log: {exc}", file=sys.stderr)
+        return 3
     return 0

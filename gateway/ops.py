@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qs
 
 import orjson
 
+from gateway import headers
+from gateway.auditing import Auditor
+from gateway.config import AuditConfig
 from gateway.errors import GatewayError
+from gateway.identity import TokenVerifier, bearer_token
 from gateway.runtime import Runtime
 from gateway.server import IncomingRequest, ResponseWriter
 
@@ -16,6 +21,7 @@ PREFIX = "/_gateway/"
 PROBE_TTL_S = 5.0  # how long an upstream reachability probe result is reused
 PROBE_TIMEOUT_S = 1.0
 JSON = [(b"content-type", b"application/json")]
+TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 PROMETHEUS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
 
 
@@ -41,16 +47,48 @@ class UpstreamProbe:
         return ok
 
 
+class AuditReaders:
+    """Checkpoints and proofs over HTTP, for callers in the `[audit] readers` groups."""
+
+    def __init__(self, verifier: TokenVerifier, auditor: Auditor, config: AuditConfig | None):
+        self.verifier = verifier
+        self.auditor = auditor
+        self.readers = frozenset(config.readers) if config else frozenset()
+
+    async def handle(self, name: str, request: IncomingRequest, writer: ResponseWriter) -> None:
+        log = self.auditor.log
+        if log is None:
+            raise GatewayError(404, "not_found", "this gateway has no audit log configured")
+        identity = await self.verifier.verify(
+            bearer_token(headers.get(request.headers, b"authorization"))
+        )
+        if self.readers.isdisjoint(identity.groups):
+            raise GatewayError(403, "forbidden", "audit endpoints are for [audit] readers groups")
+        if name == "checkpoint":
+            await writer.send_full(200, TEXT, log.checkpoint())
+            return
+        params = parse_qs(request.query)
+        try:
+            index = int(params["index"][0])
+            size = int(params["size"][0]) if "size" in params else None
+            proof = log.inclusion_proof(index, size)
+        except (KeyError, ValueError) as exc:
+            raise GatewayError(400, "bad_request", f"proof needs index (and size): {exc}") from None
+        await writer.send_full(200, JSON, orjson.dumps(proof))
+
+
 class Ops:
     def __init__(
         self,
         runtime: Callable[[], Runtime],
         keys_ready: Callable[[], bool],
         render_metrics: Callable[[], bytes],
+        audit: AuditReaders,
     ) -> None:
         self.runtime = runtime
         self.keys_ready = keys_ready
         self.render_metrics = render_metrics
+        self.audit = audit
         self.probe = UpstreamProbe()
 
     async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
@@ -61,6 +99,8 @@ class Ops:
             await self._health(writer, live_only=request.query == "live")
         elif name == "metrics":
             await writer.send_full(200, PROMETHEUS, self.render_metrics())
+        elif name in ("audit/checkpoint", "audit/proof"):
+            await self.audit.handle(name.removeprefix("audit/"), request, writer)
         else:
             raise GatewayError(404, "not_found", f"no gateway endpoint {request.path!r}")
 

@@ -1,7 +1,8 @@
-"""The request path: authenticate, route, decide, forward, relay.
+"""The request path: authenticate, route, decide, record, forward, relay, record.
 
 Each step either passes a request on or raises a GatewayError that becomes an OpenAI-shaped JSON
-error. The response is relayed chunk by chunk as the upstream sends it.
+error (and a `denied` audit entry). The response is relayed chunk by chunk as the upstream sends
+it; only its last byte waits for the exchange's audit entry to be durable.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway import headers as hdr
+from gateway.auditing import Auditor
 from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
 from gateway.metrics import Metrics
@@ -28,7 +30,7 @@ access_log = logging.getLogger("gateway.access")
 # Dot segments, empty segments and encoded slashes or dots would let a path mean one thing to the
 # policy and another to the upstream; refuse them rather than guess how the upstream normalises.
 AMBIGUOUS_PATH = re.compile(r"(^|/)\.{1,2}(/|$)|//|%2[eEfF]|%5[cC]|\\")
-# A response up to this size with a Content-Length is sent with its head in one write.
+# A response up to this size with a Content-Length is read whole, then sent in one write.
 COALESCE_MAX = 64 * 1024
 
 
@@ -38,15 +40,24 @@ class Exchange:
 
     request: IncomingRequest
     connection: str | None = None
+    upstream_path: str = "/"
     identity: Identity | None = None
     model: str | None = None
     decision: Decision | None = None
+    decision_seq: int | None = None
     status: int = 0
+    served_model: str | None = None
+    model_version: str | None = None
+    bytes_out: int = 0
     upstream_started: float = 0.0
     upstream_ttfb: float = 0.0
     upstream_time: float = 0.0
+    masked: dict[str, int] = field(default_factory=dict)
     error: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    recorded: bool = False  # the `inference` entry was written
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.request.started
 
 
 def split_route(path: str) -> tuple[str, str]:
@@ -56,10 +67,9 @@ def split_route(path: str) -> tuple[str, str]:
     return name, slash + tail if slash else "/"
 
 
-def requested_model(request: IncomingRequest) -> str | None:
-    """The JSON body's top-level `model`, which policy matches on."""
-    body = request.body
-    if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
+def json_model(body: bytes) -> str | None:
+    """A JSON object's top-level `model`, if the body is one."""
+    if not body or body.lstrip()[:1] != b"{":
         return None
     try:
         document = orjson.loads(body)
@@ -69,19 +79,35 @@ def requested_model(request: IncomingRequest) -> str | None:
     return model if isinstance(model, str) else None
 
 
+def sse_model(body: bytes) -> str | None:
+    """The `model` of the first JSON event in an event stream."""
+    for line in body.split(b"\n", 64)[:64]:
+        if line.startswith(b"data:") and b"{" in line:
+            return json_model(line[5:].strip())
+    return None
+
+
 class Proxy:
     """Serves every path under `/{connection}/`."""
 
-    def __init__(self, runtime: Runtime, verifier: TokenVerifier, metrics: Metrics) -> None:
+    def __init__(
+        self, runtime: Runtime, verifier: TokenVerifier, metrics: Metrics, auditor: Auditor
+    ) -> None:
         self.runtime = runtime
         self.verifier = verifier
         self.metrics = metrics
+        self.auditor = auditor
 
     async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
         runtime = self.runtime  # one consistent view for the whole exchange
         exchange = Exchange(request)
         try:
-            route = await self._admit(runtime, exchange)
+            try:
+                route = await self._admit(runtime, exchange)
+            except GatewayError as refusal:
+                await self.auditor.denied(exchange, refusal)
+                raise
+            exchange.decision_seq = await self.auditor.allowed(exchange)
             await self._forward(route, exchange, writer)
         except GatewayError as exc:
             exchange.status, exchange.error = exc.status, exc.message
@@ -93,6 +119,8 @@ class Proxy:
             exchange.error = "client disconnected"
             raise
         finally:
+            if exchange.error and exchange.decision_seq is not None and not exchange.recorded:
+                self.auditor.failed_later(exchange)
             self._record(exchange, writer)
 
     async def _admit(self, runtime: Runtime, exchange: Exchange) -> Route:
@@ -101,31 +129,30 @@ class Proxy:
         exchange.identity = identity = await self.verifier.verify(token)
         if not request.target.startswith("/") or AMBIGUOUS_PATH.search(request.path):
             raise GatewayError(400, "bad_path", "path has dot segments, '//' or encoded '/' or '.'")
-        name, upstream_path = split_route(request.path)
+        name, exchange.upstream_path = split_route(request.path)
         exchange.connection = name
         route = runtime.routes.get(name)
         if route is None:
             raise GatewayError(404, "unknown_connection", f"no connection named {name!r}")
-        exchange.model = requested_model(request)
+        exchange.model = json_model(request.body)
         decision = runtime.policy.decide(
             Request(
                 subject=identity.subject,
                 groups=identity.groups,
                 connection=name,
                 model=exchange.model,
-                path=upstream_path,
+                path=exchange.upstream_path,
                 method=request.method,
             )
         )
         exchange.decision = decision
         if not decision.allowed:
             raise GatewayError(403, "forbidden", f"denied by policy: {decision.reason}")
-        exchange.extra["upstream_path"] = upstream_path
         return route
 
     async def _forward(self, route: Route, exchange: Exchange, writer: ResponseWriter) -> None:
         request = exchange.request
-        target = route.connection.base_path + str(exchange.extra["upstream_path"])
+        target = route.connection.base_path + exchange.upstream_path
         if request.query:
             target += "?" + request.query
         headers = hdr.request_headers_for_upstream(
@@ -139,31 +166,58 @@ class Proxy:
         response = await route.pool.request(request.method, target, headers, request.body)
         exchange.upstream_ttfb = time.perf_counter() - exchange.upstream_started
         exchange.status = response.status
+        version_header = route.connection.model_version_header
+        if version_header:
+            version = hdr.get(response.headers, version_header.encode())
+            exchange.model_version = version.decode("latin-1") if version else None
         try:
-            await self._relay(response, writer)
+            await self._relay(response, exchange, writer)
         finally:
             response.discard()  # no-op once the body was read to the end
             exchange.upstream_time = time.perf_counter() - exchange.upstream_started
 
-    async def _relay(self, response: UpstreamResponse, writer: ResponseWriter) -> None:
-        length = hdr.get(response.headers, b"content-length")
-        if length is not None and int(length) <= COALESCE_MAX:
-            # Small and framed by length: read it all and answer in one write.
-            body = bytearray()
+    async def _relay(
+        self, response: UpstreamResponse, exchange: Exchange, writer: ResponseWriter
+    ) -> None:
+        length_header = hdr.get(response.headers, b"content-length")
+        length = int(length_header) if length_header is not None else None
+        original = bytearray()
+        keep = self.auditor.enabled  # the original body is kept only to be sealed
+        if length is not None and length <= COALESCE_MAX:
+            # Small and framed by length: read it all, record it, answer in one write.
             while (chunk := await response.read()) is not None:
-                body += chunk
+                original += chunk
+            exchange.served_model = json_model(original)
+            exchange.bytes_out = len(original)
+            await self._completed(exchange, original)
             out = hdr.response_headers_for_client(response.headers, keep_length=False)
-            await writer.send_full(response.status, out, bytes(body))
+            await writer.send_full(response.status, out, bytes(original))
             return
         out = hdr.response_headers_for_client(response.headers, keep_length=True)
         await writer.start(response.status, out)
+        held = b""
+        received = 0
         while (chunk := await response.read()) is not None:
+            received += len(chunk)
+            if keep:
+                original += chunk
+            if length is not None and received == length:
+                chunk, held = chunk[:-1], chunk[-1:]  # the last byte waits for the audit entry
             await writer.write(chunk)
-        await writer.end()
+        exchange.served_model = sse_model(original)
+        exchange.bytes_out = writer.bytes_sent + len(held)
+        await self._completed(exchange, original)
+        await writer.end(held)
+
+    async def _completed(self, exchange: Exchange, original: bytearray) -> None:
+        if self.auditor.enabled:
+            # Queued the moment append starts: written even if the client leaves while we wait.
+            exchange.recorded = True
+            await self.auditor.completed(exchange, bytes(original))
 
     def _record(self, exchange: Exchange, writer: ResponseWriter) -> None:
         request = exchange.request
-        total = time.perf_counter() - request.started
+        total = exchange.elapsed()
         status = exchange.status or writer.status
         decision = exchange.decision.action if exchange.decision else "none"
         label = exchange.connection or "-"

@@ -19,6 +19,7 @@ from http import HTTPStatus
 
 import h11
 
+from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body
 from gateway.headers import Headers
@@ -53,6 +54,7 @@ class IncomingRequest:
     client: str
     request_id: str
     started: float = field(default_factory=time.perf_counter)
+    received_at: str = field(default_factory=now_rfc3339)
 
 
 Handler = Callable[[IncomingRequest, "ResponseWriter"], Awaitable[None]]
@@ -116,6 +118,8 @@ class ServerState:
         self.connections: set[HttpConnection] = set()
         self.draining = False
         self.on_open: Callable[[int], None] = lambda n: None
+        # (client, status, code, reason) of requests refused before reaching the handler.
+        self.on_refused: Callable[[str, int, str, str], None] = lambda *a: None
 
 
 class HttpConnection(asyncio.Protocol):
@@ -310,6 +314,7 @@ class HttpConnection(asyncio.Protocol):
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer a request we will not read any further, then close."""
         self._disarm()
+        self.state.on_refused(self.client, status, code, message)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
             body = error_body(code, message)
             headers = [

@@ -1,0 +1,163 @@
+"""What the request path writes to the audit log, and when.
+
+- `denied`: every refusal (401, 403, 404, 4xx with its reason), with the request body sealed.
+- `decision`: an allowed call, durable (in sync mode) before anything is sent upstream; it seals
+  the original request body.
+- `inference`: the completed exchange, durable before the response's last byte is released; it
+  seals the original (unmasked) response body and links to its `decision` entry.
+- `gateway.started`, `policy.loaded`, `gateway.stopped` around the process's life.
+
+If the log cannot be written the caller gets 503 and nothing is forwarded (fail closed).
+Entries never hold a token, a credential or an unmasked value: bodies go only into `sealed/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.audit import AuditLog, AuditUnavailable
+from gateway.config import AuditConfig, Config
+from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.proxy import Exchange
+
+log = logging.getLogger("gateway.audit")
+
+
+def unavailable(exc: AuditUnavailable) -> GatewayError:
+    return GatewayError(503, "audit_unavailable", f"refused: {exc}; nothing was forwarded")
+
+
+class Auditor:
+    """The gateway's handle on its audit log; a no-op when `[audit]` is not configured."""
+
+    def __init__(self, log: AuditLog | None) -> None:
+        self.log = log
+        self.background: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def open(cls, config: AuditConfig | None) -> Auditor:
+        if config is None:
+            return cls(None)
+        log = await AuditLog.open(
+            Path(config.dir),
+            origin=config.origin,
+            signing_key=Path(config.signing_key),
+            sealing_key=Path(config.sealing_key),
+            durability=config.durability,  # type: ignore[arg-type]
+        )
+        return cls(log)
+
+    @property
+    def enabled(self) -> bool:
+        return self.log is not None
+
+    async def append(self, entry: dict[str, Any], sealed: dict[str, bytes] | None = None) -> int:
+        """Append or raise the 503 that refuses the request."""
+        if self.log is None:
+            return -1
+        entry = {k: v for k, v in entry.items() if v is not None}  # absent, never null
+        try:
+            return await self.log.append(entry, {k: v for k, v in (sealed or {}).items() if v})
+        except AuditUnavailable as exc:
+            raise unavailable(exc) from None
+
+    async def lifecycle(self, kind: str, config: Config, **fields: Any) -> None:
+        await self.append(
+            {"type": kind, "config": config.path, "config_sha256": config.sha256, **fields}
+        )
+
+    async def close(self) -> None:
+        if self.background:
+            await asyncio.wait(self.background)
+        if self.log is not None:
+            await self.log.close()
+
+    # -- per-request entries --------------------------------------------------------------
+
+    def refused_later(self, client: str, status: int, code: str, reason: str) -> None:
+        """A request the server refused before it could be parsed (malformed, too large...)."""
+        entry = {"type": "denied", "client": client, "status": status, "code": code}
+        self._later({**entry, "reason": reason})
+
+    def _later(self, entry: dict[str, Any]) -> None:
+        """Append off the request path (nothing waits on it); a failure is logged."""
+        if self.log is None:
+            return
+
+        async def write() -> None:
+            try:
+                await self.append(entry)
+            except GatewayError:
+                log.error("audit: could not record %s entry", entry["type"])
+
+        task = asyncio.get_running_loop().create_task(write())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def denied(self, exchange: Exchange, error: GatewayError) -> None:
+        entry = _request_fields(exchange)
+        entry.update(type="denied", status=error.status, code=error.code, reason=error.message)
+        await self.append(entry, {"request": exchange.request.body})
+
+    async def allowed(self, exchange: Exchange) -> int:
+        entry = _request_fields(exchange)
+        entry["type"] = "decision"
+        return await self.append(entry, {"request": exchange.request.body})
+
+    async def completed(self, exchange: Exchange, response_body: bytes) -> int:
+        return await self.append(
+            _exchange_fields(exchange, response_body), {"response": response_body}
+        )
+
+    def failed_later(self, exchange: Exchange) -> None:
+        """An allowed exchange that broke off (upstream or client gone): record it off-path."""
+        entry = _exchange_fields(exchange, b"")
+        entry["error"] = exchange.error
+        for unknown in ("bytes_upstream", "response_sha256"):
+            del entry[unknown]
+        self._later(entry)
+
+
+def _exchange_fields(exchange: Exchange, response_body: bytes) -> dict[str, Any]:
+    entry = _request_fields(exchange)
+    entry.update(
+        type="inference",
+        decision_seq=exchange.decision_seq,
+        status=exchange.status,
+        served_model=exchange.served_model,
+        model_version=exchange.model_version,
+        bytes_in=len(exchange.request.body),
+        bytes_upstream=len(response_body),
+        bytes_out=exchange.bytes_out,
+        upstream_ttfb_ms=round(exchange.upstream_ttfb * 1000, 3),
+        total_ms=round(exchange.elapsed() * 1000, 3),
+        masked=exchange.masked,
+        response_sha256=hashlib.sha256(response_body).hexdigest(),
+    )
+    return entry
+
+
+def _request_fields(exchange: Exchange) -> dict[str, Any]:
+    request = exchange.request
+    identity = exchange.identity
+    decision = exchange.decision
+    return {
+        "request_id": request.request_id,
+        "received": request.received_at,
+        "client": request.client,
+        "method": request.method,
+        "path": request.path,
+        "subject": identity.subject if identity else None,
+        "groups": sorted(identity.groups) if identity else [],
+        "connection": exchange.connection,
+        "model": exchange.model,
+        "decision": decision.action if decision else None,
+        "rule": decision.rule_id if decision else None,
+        "request_sha256": hashlib.sha256(request.body).hexdigest(),
+    }

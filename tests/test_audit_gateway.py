@@ -1,0 +1,157 @@
+"""The audit log as the gateway writes it: real gateway process, real clients, then verify."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import peers
+import pytest
+from conftest import gateway_config
+
+from gateway.audit import LogReader, verify_inclusion, verify_log
+from gateway.demo import pii
+
+
+def audited_config(issuer: str, upstream: str, tmp: Path, durability: str = "sync") -> str:
+    keys = tmp / "keys"
+    subprocess.run(["gateway", "keys", "init", "--dir", str(keys)], check=True, capture_output=True)
+    return (
+        gateway_config(issuer, upstream)
+        + f"""
+[audit]
+dir = "{tmp / "audit"}"
+origin = "test.gateway/audit"
+durability = "{durability}"
+signing_key = "{keys / "signing.key"}"
+sealing_key = "{keys / "sealing.key"}"
+readers = ["auditors"]
+"""
+    )
+
+
+def entries(audit_dir: Path) -> list[dict]:
+    reader = LogReader(audit_dir)
+    return [reader.read_entry(i) for i in range(reader.size)]
+
+
+@pytest.fixture
+def audited(start_gateway, issuer, upstream, tmp_path):
+    gateway = start_gateway(audited_config(issuer.url, upstream.url, tmp_path))
+    return gateway, tmp_path / "audit", tmp_path / "keys"
+
+
+def test_exchanges_decisions_and_refusals_are_recorded(audited, issuer, analyst_token) -> None:
+    gateway, audit_dir, keys = audited
+    sdk = openai.OpenAI(base_url=f"{gateway.url}/llama/v1", api_key=analyst_token, max_retries=0)
+    answer = sdk.chat.completions.create(
+        model="llama-3-8b", messages=[{"role": "user", "content": "give me pii"}]
+    )
+    assert pii.EMAIL in answer.choices[0].message.content  # no masking rule in this config
+    chunks = list(
+        sdk.chat.completions.create(
+            model="llama-3-8b", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    )
+    assert chunks
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk.chat.completions.create(model="gpt-4o", messages=[])
+    assert httpx.post(f"{gateway.url}/llama/v1/chat/completions", json={}).status_code == 401
+    gateway.stop()
+
+    report = verify_log(audit_dir)
+    assert report.problem is None, report.problem
+    log = entries(audit_dir)
+    types = [e["type"] for e in log]
+    assert types[:2] == ["gateway.started", "policy.loaded"]
+    assert types[-1] == "gateway.stopped"
+    assert types[2:-1] == ["decision", "inference", "decision", "inference", "denied", "denied"]
+
+    decision, inference = log[2], log[3]
+    assert decision["subject"] == "alice@example.com" and decision["rule"] == "analysts-chat"
+    assert inference["decision_seq"] == decision["seq"]
+    assert inference["served_model"] == "llama-3-8b"
+    assert inference["model_version"] == "2026-11-01"
+    assert inference["status"] == 200 and inference["bytes_out"] > 0
+    assert log[5]["served_model"] == "llama-3-8b"  # from the stream's first event
+    forbidden, anonymous = log[6], log[7]
+    assert (forbidden["status"], forbidden["code"]) == (403, "forbidden")
+    assert (anonymous["status"], anonymous["reason"]) == (401, "missing bearer token")
+    assert "subject" not in anonymous  # absent, never null
+
+    # Unmasked values and tokens exist only inside sealed/, encrypted.
+    raw = (audit_dir / "entries").read_bytes()
+    for secret in [*pii.VALUES.values(), analyst_token, "sk-upstream-connection-secret"]:
+        assert secret.encode() not in raw
+    for blob in (audit_dir / "sealed").iterdir():
+        assert pii.EMAIL.encode() not in blob.read_bytes()
+    unsealed = subprocess.run(
+        [
+            "gateway",
+            "audit",
+            "unseal",
+            str(inference["seq"]),
+            "--dir",
+            str(audit_dir),
+            "--key",
+            str(keys / "sealing.key"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert pii.EMAIL in unsealed
+
+
+def test_checkpoint_and_proof_endpoints_for_readers(audited, issuer, analyst_token) -> None:
+    gateway, _, _ = audited
+    auditor = peers.mint(issuer.url, "audrey", ["auditors"])
+    url = f"{gateway.url}/_gateway/audit"
+    assert httpx.get(f"{url}/checkpoint").status_code == 401
+    denied = httpx.get(f"{url}/checkpoint", headers={"authorization": f"Bearer {analyst_token}"})
+    assert denied.status_code == 403
+    auth = {"authorization": f"Bearer {auditor}"}
+    note = httpx.get(f"{url}/checkpoint", headers=auth).text
+    origin, size, root = note.split("\n")[:3]
+    assert origin == "test.gateway/audit" and int(size) >= 2
+    proof = httpx.get(f"{url}/proof?index=1&size={size}", headers=auth).json()
+    assert proof["root"] == base64.b64decode(root).hex()
+    verify_inclusion(
+        1,
+        int(size),
+        bytes.fromhex(proof["leaf_hash"]),
+        [bytes.fromhex(p) for p in proof["path"]],
+        base64.b64decode(root),
+    )
+    assert httpx.get(f"{url}/proof?index=x", headers=auth).status_code == 400
+
+
+def test_full_disk_gives_503_and_nothing_unaudited_is_forwarded(
+    start_gateway, issuer, upstream, tmp_path, analyst_token
+) -> None:
+    gateway = start_gateway(audited_config(issuer.url, upstream.url, tmp_path))
+    pid = gateway.proc.pid
+    body = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    auth = {"authorization": f"Bearer {analyst_token}"}
+    size = (tmp_path / "audit" / "entries").stat().st_size
+    # The gateway may grow no file beyond its current entries file: the next append fails.
+    subprocess.run(["prlimit", f"--pid={pid}", f"--fsize={size + 16}:unlimited"], check=True)
+    peers.upstream_reset(upstream.url)
+    response = httpx.post(f"{gateway.url}/llama/v1/chat/completions", json=body, headers=auth)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "audit_unavailable"
+    assert peers.upstream_requests(upstream.url) == []  # nothing reached the model
+    subprocess.run(["prlimit", f"--pid={pid}", "--fsize=unlimited:unlimited"], check=True)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        response = httpx.post(f"{gateway.url}/llama/v1/chat/completions", json=body, headers=auth)
+        if response.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert response.status_code == 200  # it recovered by itself
+    gateway.stop()
+    assert verify_log(tmp_path / "audit").problem is None
