@@ -72,8 +72,16 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomDetector:
+    name: str
+    regex: str
+    validator: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MaskingConfig:
     hash_key: str | None = None
+    detectors: tuple[CustomDetector, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +343,19 @@ def _audit(s: _Section) -> AuditConfig:
 
 
 def _masking(s: _Section) -> MaskingConfig:
-    config = MaskingConfig(hash_key=s.str("hash_key"))
+    raw = s._get("detectors", [], False)
+    if not isinstance(raw, list):
+        raise s.fail("detectors", "must be an array of tables ([[masking.detectors]])")
+    detectors = []
+    for i, table in enumerate(raw):
+        d = _Section(s.path, f"masking.detectors[{i}]", table)
+        detector = CustomDetector(d.str("name", required=True), d.str("regex", required=True))
+        validator = d.str("validator")
+        if validator not in (None, "luhn", "mod97"):
+            raise d.fail("validator", "must be luhn or mod97")
+        d.done()
+        detectors.append(CustomDetector(detector.name, detector.regex, validator))
+    config = MaskingConfig(hash_key=s.str("hash_key"), detectors=tuple(detectors))
     s.done()
     return config
 
@@ -428,5 +448,7 @@ def _rules(file: Path, raw: Any, connection_names: set[str]) -> tuple[RuleConfig
                 raise s.fail("connections", f"no connection named {name!r}")
         if rule.mask_style not in ("tag", "partial", "hash", "redact"):
             raise s.fail("mask_style", "must be tag, partial, hash or redact")
+        if (rule.mask_paths or rule.mask_request) and not rule.mask:
+            raise s.fail("mask", "mask_paths and mask_request need a mask list")
         out.append(rule)
     return tuple(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config import Config, ConfigError, ConnectionConfig
+from gateway.masking import compile_masking
 from gateway.policy import Policy
 from gateway.upstream import UpstreamPool
 
@@ -24,6 +25,7 @@ class Runtime:
     def __init__(self, config: Config, previous: Runtime | None = None) -> None:
         self.config = config
         self.policy = Policy(config.rules)
+        self.masking = compile_masking(config)
         self.routes: dict[str, Route] = {}
         for conn in config.connections:
             self.routes[conn.name] = Route(

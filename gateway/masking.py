@@ -1,0 +1,126 @@
+"""PII masking per policy rule, on top of the Rust masker (`gateway._masker`).
+
+Maskers are compiled once per rule when a policy loads. For a response the body's media type
+picks the method: JSON is masked whole at the rule's JSONPath expressions, `text/event-stream`
+event by event (values split across events are still caught), other `text/*` as one stream.
+Bodies of other types are not text the masker can read; they pass unchanged and the audit entry
+says so. Anything the masker cannot parse fails closed: the caller gets a 502, never the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway._masker import DEFAULT_REQUEST_PATHS, DEFAULT_RESPONSE_PATHS, Masker
+from gateway.config import Config, ConfigError, RuleConfig
+from gateway.errors import GatewayError
+
+
+def masking_failed(what: str) -> GatewayError:
+    return GatewayError(502, "masking_failed", f"{what} could not be masked, so it was withheld")
+
+
+def media_type(content_type: bytes | None) -> str:
+    if not content_type:
+        return ""
+    return content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+def is_json(kind: str) -> bool:
+    return kind == "application/json" or kind.endswith("+json")
+
+
+@dataclass(slots=True)
+class StreamTransform:
+    """A masking stream for one response: push chunks, then finish."""
+
+    push: Callable[[bytes], bytes]
+    finish: Callable[[], bytes]
+    counts: Callable[[], dict[str, int]]
+    model: Callable[[], str | None] = lambda: None
+
+
+@dataclass(slots=True)
+class RuleMasking:
+    rule_id: str
+    response: Masker
+    request: Masker | None = None
+    entities: tuple[str, ...] = field(default_factory=tuple)
+
+    def mask_request(self, body: bytes) -> tuple[bytes, dict[str, int]]:
+        """The request as the upstream will see it (`mask_request = true`)."""
+        if self.request is None or not body:
+            return body, {}
+        try:
+            return self.request.mask_json(body)
+        except ValueError:
+            raise GatewayError(
+                400, "masking_failed", "request body is not JSON, so it could not be masked"
+            ) from None
+
+    def stream_for(self, kind: str) -> StreamTransform | None:
+        """A stream masker for a response of media type `kind`; None when it is not text."""
+        if kind == "text/event-stream":
+            sse = self.response.sse_stream()
+            return StreamTransform(sse.push, sse.finish, lambda: sse.counts, lambda: sse.model)
+        if kind.startswith("text/"):
+            text = self.response.text_stream()
+            return StreamTransform(text.push, text.finish, lambda: text.counts)
+        return None
+
+    def mask_body(self, kind: str, body: bytes) -> tuple[bytes, dict[str, int]]:
+        """A whole response body masked at once. Raises GatewayError 502 if it cannot be."""
+        try:
+            if is_json(kind):
+                return self.response.mask_json(body)
+            stream = self.stream_for(kind)
+            if stream is None:
+                return body, {}
+            return stream.push(body) + stream.finish(), stream.counts()
+        except ValueError:
+            raise masking_failed("the upstream response") from None
+
+
+def compile_masking(config: Config) -> dict[str, RuleMasking]:
+    """One RuleMasking per rule that masks, built at policy load (bad settings refuse it)."""
+    hash_key = _hash_key(config)
+    out = {}
+    for index, rule in enumerate(config.rules):
+        if rule.mask:
+            out[rule.id] = _compile_rule(config, index, rule, hash_key)
+    return out
+
+
+def _compile_rule(config: Config, index: int, rule: RuleConfig, key: bytes | None) -> RuleMasking:
+    if rule.mask_style == "hash" and key is None:
+        raise ConfigError(
+            config.path, f"rules[{index}].mask_style", "hash needs [masking] hash_key"
+        )
+    custom = [(d.name, d.regex, d.validator) for d in config.masking.detectors]
+    common = {"style": rule.mask_style, "hash_key": key, "custom": custom}
+    try:
+        response = Masker(
+            list(rule.mask), paths=list(rule.mask_paths or DEFAULT_RESPONSE_PATHS), **common
+        )
+        request = (
+            Masker(list(rule.mask), paths=list(DEFAULT_REQUEST_PATHS), **common)
+            if rule.mask_request
+            else None
+        )
+    except ValueError as exc:
+        raise ConfigError(config.path, f"rules[{index}].mask", str(exc)) from None
+    return RuleMasking(rule.id, response, request, rule.mask)
+
+
+def _hash_key(config: Config) -> bytes | None:
+    path = config.masking.hash_key
+    if path is None:
+        return None
+    from gateway.audit import KeyFileError, read_secret_key
+
+    try:
+        return read_secret_key(Path(path))
+    except KeyFileError as exc:
+        raise ConfigError(config.path, "masking.hash_key", str(exc)) from None
