@@ -40,6 +40,7 @@ class StreamTransform:
     finish: Callable[[], bytes]
     counts: Callable[[], dict[str, int]]
     model: Callable[[], str | None] = lambda: None
+    sse: bool = False
 
 
 @dataclass(slots=True)
@@ -64,7 +65,9 @@ class RuleMasking:
         """A stream masker for a response of media type `kind`; None when it is not text."""
         if kind == "text/event-stream":
             sse = self.response.sse_stream()
-            return StreamTransform(sse.push, sse.finish, lambda: sse.counts, lambda: sse.model)
+            return StreamTransform(
+                sse.push, sse.finish, lambda: sse.counts, lambda: sse.model, sse=True
+            )
         if kind.startswith("text/"):
             text = self.response.text_stream()
             return StreamTransform(text.push, text.finish, lambda: text.counts)

@@ -19,6 +19,7 @@ from gateway import headers as hdr
 from gateway.auditing import Auditor
 from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
+from gateway.masking import RuleMasking, StreamTransform, is_json, masking_failed, media_type
 from gateway.metrics import Metrics
 from gateway.policy import Decision, Request
 from gateway.runtime import Route, Runtime
@@ -32,6 +33,13 @@ access_log = logging.getLogger("gateway.access")
 AMBIGUOUS_PATH = re.compile(r"(^|/)\.{1,2}(/|$)|//|%2[eEfF]|%5[cC]|\\")
 # A response up to this size with a Content-Length is read whole, then sent in one write.
 COALESCE_MAX = 64 * 1024
+# A JSON response is masked whole; past this size it is refused rather than held in memory.
+MASK_WHOLE_MAX = 64 * 1024 * 1024
+# Ends an event stream whose rest could not be masked, in the OpenAI error shape SDKs raise on.
+MASKING_FAILED_EVENT = (
+    b'data: {"error":{"message":"the rest of this response could not be masked, so it was '
+    b'withheld","type":"gateway_error","code":"masking_failed"}}\n\n'
+)
 
 
 @dataclass(slots=True)
@@ -52,7 +60,10 @@ class Exchange:
     upstream_started: float = 0.0
     upstream_ttfb: float = 0.0
     upstream_time: float = 0.0
+    masking: RuleMasking | None = None
     masked: dict[str, int] = field(default_factory=dict)
+    masked_request: dict[str, int] = field(default_factory=dict)
+    masking_skipped: str | None = None  # media type the masker cannot read
     error: str | None = None
     recorded: bool = False  # the `inference` entry was written
 
@@ -148,6 +159,7 @@ class Proxy:
         exchange.decision = decision
         if not decision.allowed:
             raise GatewayError(403, "forbidden", f"denied by policy: {decision.reason}")
+        exchange.masking = runtime.masking.get(decision.rule_id or "")
         return route
 
     async def _forward(self, route: Route, exchange: Exchange, writer: ResponseWriter) -> None:
@@ -155,15 +167,18 @@ class Proxy:
         target = route.connection.base_path + exchange.upstream_path
         if request.query:
             target += "?" + request.query
+        body = request.body
+        if exchange.masking is not None:
+            body, exchange.masked_request = exchange.masking.mask_request(body)
         headers = hdr.request_headers_for_upstream(
             request.headers,
             route.pool.host_header,
             route.credential,
             request.request_id.encode(),
-            len(request.body),
+            len(body),
         )
         exchange.upstream_started = time.perf_counter()
-        response = await route.pool.request(request.method, target, headers, request.body)
+        response = await route.pool.request(request.method, target, headers, body)
         exchange.upstream_ttfb = time.perf_counter() - exchange.upstream_started
         exchange.status = response.status
         version_header = route.connection.model_version_header
@@ -179,35 +194,106 @@ class Proxy:
     async def _relay(
         self, response: UpstreamResponse, exchange: Exchange, writer: ResponseWriter
     ) -> None:
+        kind = media_type(hdr.get(response.headers, b"content-type"))
         length_header = hdr.get(response.headers, b"content-length")
         length = int(length_header) if length_header is not None else None
-        original = bytearray()
-        keep = self.auditor.enabled  # the original body is kept only to be sealed
-        if length is not None and length <= COALESCE_MAX:
-            # Small and framed by length: read it all, record it, answer in one write.
-            while (chunk := await response.read()) is not None:
-                original += chunk
-            exchange.served_model = json_model(original)
-            exchange.bytes_out = len(original)
-            await self._completed(exchange, original)
-            out = hdr.response_headers_for_client(response.headers, keep_length=False)
-            await writer.send_full(response.status, out, bytes(original))
+        masking = exchange.masking
+        if (masking is not None and is_json(kind)) or (
+            length is not None and length <= COALESCE_MAX
+        ):
+            await self._relay_whole(response, exchange, writer, kind)
             return
-        out = hdr.response_headers_for_client(response.headers, keep_length=True)
-        await writer.start(response.status, out)
-        held = b""
-        received = 0
+        stream = masking.stream_for(kind) if masking is not None else None
+        if masking is not None and stream is None:
+            exchange.masking_skipped = kind
+        await self._relay_stream(response, exchange, writer, stream, length)
+
+    async def _relay_whole(
+        self, response: UpstreamResponse, exchange: Exchange, writer: ResponseWriter, kind: str
+    ) -> None:
+        """Read the body, mask it whole, record it, answer in one write."""
+        original = bytearray()
         while (chunk := await response.read()) is not None:
-            received += len(chunk)
-            if keep:
-                original += chunk
-            if length is not None and received == length:
-                chunk, held = chunk[:-1], chunk[-1:]  # the last byte waits for the audit entry
-            await writer.write(chunk)
-        exchange.served_model = sse_model(original)
+            original += chunk
+            if len(original) > MASK_WHOLE_MAX:
+                raise masking_failed(f"a response over {MASK_WHOLE_MAX} bytes")
+        body = bytes(original)
+        exchange.served_model = json_model(body)
+        if exchange.masking is not None:
+            if not (is_json(kind) or kind.startswith("text/")):
+                exchange.masking_skipped = kind
+            body, exchange.masked = exchange.masking.mask_body(kind, body)
+        self._count_masked(exchange.masked)
+        exchange.bytes_out = len(body)
+        await self._completed(exchange, original)
+        out = hdr.response_headers_for_client(response.headers, keep_length=False)
+        await writer.send_full(response.status, out, body)
+
+    async def _relay_stream(
+        self,
+        response: UpstreamResponse,
+        exchange: Exchange,
+        writer: ResponseWriter,
+        stream: StreamTransform | None,
+        length: int | None,
+    ) -> None:
+        """Relay chunks as they arrive, masked on the way when the rule says so.
+
+        The head waits for the first chunk to pass the masker, so a body the masker rejects
+        from the start is a clean 502. Only the end of the body waits for the audit entry.
+        """
+        keep = self.auditor.enabled  # the original body is kept only to be sealed
+        original = bytearray()
+        received = 0
+        held = b""
+        started = False
+        out = hdr.response_headers_for_client(response.headers, keep_length=stream is None)
+        try:
+            while (chunk := await response.read()) is not None:
+                received += len(chunk)
+                if keep:
+                    original += chunk
+                if stream is not None:
+                    chunk = stream.push(chunk)
+                elif length is not None and received == length:
+                    chunk, held = chunk[:-1], chunk[-1:]  # the last byte waits for the audit
+                if not started:
+                    await writer.start(response.status, out)
+                    started = True
+                await writer.write(chunk)
+            if stream is not None:
+                tail = stream.finish()
+                if not started:
+                    await writer.start(response.status, out)
+                    started = True
+                await writer.write(tail)
+        except ValueError:
+            if not started:
+                raise masking_failed("the upstream response") from None
+            # Mid-stream: the status is sent already. An event stream ends with an error event
+            # (SDKs raise it); other text has no in-band signal, so the connection is cut.
+            exchange.error = "masking failed mid-stream; the rest was withheld"
+            assert stream is not None
+            if not stream.sse:
+                await self._completed(exchange, original)
+                writer.abort()
+                return
+            await writer.write(MASKING_FAILED_EVENT)
+        if not started:
+            await writer.start(response.status, out)
+        if stream is not None:
+            exchange.masked = stream.counts()
+            exchange.served_model = stream.model()
+            self._count_masked(exchange.masked)
+        else:
+            exchange.served_model = sse_model(original)
         exchange.bytes_out = writer.bytes_sent + len(held)
         await self._completed(exchange, original)
         await writer.end(held)
+
+    def _count_masked(self, counts: dict[str, int]) -> None:
+        for entity, n in counts.items():
+            self.metrics.masked.labels(entity).inc(n)
 
     async def _completed(self, exchange: Exchange, original: bytearray) -> None:
         if self.auditor.enabled:
