@@ -13,4 +13,7 @@ def test_gateway_demo_runs_end_to_end() -> None:
     assert "first token after" in out.stdout
     assert "403: denied by policy" in out.stdout
     assert "401: malformed token" in out.stdout
+    masked = out.stdout.split("PII is masked inline")[1].split("==")[0]
+    assert "[EMAIL]" in masked and "[CREDIT_CARD]" in masked and "@example.com" not in masked
+    assert "   OK " in out.stdout and " entries, " in out.stdout
     assert out.stdout.rstrip().endswith("demo finished")

@@ -36,13 +36,40 @@ groups = ["analysts"]
 connections = ["llama"]
 models = ["llama-3*"]
 action = "allow"
+mask = ["all"]
+
+[[rules]]
+id = "analysts-list-models"
+groups = ["analysts"]
+connections = ["llama"]
+methods = ["GET"]
+paths = ["/v1/models"]
+action = "allow"
+
+[audit]
+dir = "{work}/audit"
+origin = "demo.gateway/audit"
+durability = "sync"
+signing_key = "{work}/keys/signing.key"
+sealing_key = "{work}/keys/sealing.key"
+readers = ["auditors"]
+
+[masking]
+hash_key = "{work}/keys/masking.key"
 """
 
 
-def demo_config_text(issuer: str, upstream: str) -> str:
-    return TEMPLATE.format(issuer=issuer, upstream=upstream, credential_env=UPSTREAM_KEY_ENV)
+def demo_config_text(issuer: str, upstream: str, work: Path) -> str:
+    return TEMPLATE.format(
+        issuer=issuer, upstream=upstream, credential_env=UPSTREAM_KEY_ENV, work=work
+    )
 
 
-def demo_config(issuer: str, upstream: str) -> Config:
-    text = demo_config_text(issuer, upstream)
+def demo_config(issuer: str, upstream: str, work: Path) -> Config:
+    """The demo config; `work` holds its keys and audit log (keys are created if missing)."""
+    from gateway.audit import init_keys
+
+    if not (work / "keys" / "signing.key").exists():
+        init_keys(work / "keys", "demo.gateway")
+    text = demo_config_text(issuer, upstream, work)
     return parse(tomllib.loads(text), Path("<embedded demo config>"))

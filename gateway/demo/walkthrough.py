@@ -11,11 +11,14 @@ import asyncio
 import os
 import secrets
 import signal
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.app import Gateway
+from gateway.audit import verify_log
 from gateway.demo.config import UPSTREAM_KEY_ENV, demo_config, demo_config_text
 from gateway.demo.issuer import DemoIssuer, start_issuer
 from gateway.demo.upstream import start_upstream
@@ -27,11 +30,12 @@ ALLOWED_MODEL = "llama-3-8b-instruct"
 FORBIDDEN_MODEL = "gpt-4o"
 
 
-def run_demo(*, serve: bool, verbose: bool) -> int:
+def run_demo(*, serve: bool, verbose: bool, work: Path | None) -> int:
     import uvloop
 
     logs.configure("INFO" if verbose else "WARNING")
-    return uvloop.run(_run(serve=serve))
+    work = work or Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    return uvloop.run(_run(serve=serve, work=work))
 
 
 class Stack:
@@ -41,6 +45,9 @@ class Stack:
     gateway: Gateway
     url: str
 
+    def __init__(self, work: Path) -> None:
+        self.work = work
+
     async def start(self) -> None:
         upstream_key = "sk-demo-" + secrets.token_hex(8)
         os.environ[UPSTREAM_KEY_ENV] = upstream_key
@@ -48,7 +55,7 @@ class Stack:
         self.upstream_runner, self.upstream_url = await start_upstream(
             "127.0.0.1", 0, api_key=upstream_key, token_delay_ms=15
         )
-        self.gateway = Gateway(demo_config(self.issuer_url, self.upstream_url))
+        self.gateway = Gateway(demo_config(self.issuer_url, self.upstream_url, self.work))
         host, port = await self.gateway.start()
         self.url = f"http://{host}:{port}"
 
@@ -63,19 +70,33 @@ class Stack:
         return openai.AsyncOpenAI(base_url=f"{self.url}/llama/v1", api_key=token, max_retries=0)
 
 
-async def _run(*, serve: bool) -> int:
-    stack = Stack()
+async def _run(*, serve: bool, work: Path) -> int:
+    stack = Stack(work)
     await stack.start()
     try:
         print(f"demo issuer   {stack.issuer_url}")
         print(f"demo model    {stack.upstream_url}  (needs a key only the gateway holds)")
-        print(f"gateway       {stack.url}\n")
+        print(f"gateway       {stack.url}")
+        print(f"work dir      {work}  (keys and the audit log)\n")
         if serve:
             await _serve_forever(stack)
             return 0
-        return await _walkthrough(stack)
+        failures = await _walkthrough(stack)
     finally:
         await stack.stop()
+    failures += _verify_audit(work / "audit")
+    print("demo finished" + (f" with {failures} unexpected results" if failures else ""))
+    return 1 if failures else 0
+
+
+def _verify_audit(audit_dir: Path) -> int:
+    """The walk-through's own record, checked the way an auditor would."""
+    step("the audit log: every decision and exchange, verified after the gateway stopped")
+    report = verify_log(audit_dir, (audit_dir / "verifier").read_text().strip())
+    print(f"   {report.summary()}")
+    print(f"   explore: gateway audit tail --dir {audit_dir}")
+    print(f"            gateway audit verify --dir {audit_dir}\n")
+    return 0 if report.ok else 1
 
 
 def step(title: str) -> None:
@@ -119,6 +140,19 @@ async def _walkthrough(stack: Stack) -> int:
         )
         print(f"   answer: {text.strip()}\n")
 
+        step("alice asks for a customer record: PII is masked inline, even split across events")
+        text = ""
+        stream = await sdk.chat.completions.create(
+            model=ALLOWED_MODEL,
+            messages=[{"role": "user", "content": "Show me the customer's pii."}],
+            stream=True,
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+        print(f"   answer: {text.strip()}")
+        print("   (the originals are kept only encrypted, in the audit log's sealed/)\n")
+
         step(f"alice asks {FORBIDDEN_MODEL}: no rule allows it, so the default deny applies")
         failures += await _expect(
             sdk.chat.completions.create(model=FORBIDDEN_MODEL, messages=[]),
@@ -131,8 +165,7 @@ async def _walkthrough(stack: Stack) -> int:
             anonymous.chat.completions.create(model=ALLOWED_MODEL, messages=[]),
             openai.AuthenticationError,
         )
-    print("demo finished" + (f" with {failures} unexpected results" if failures else ""))
-    return 1 if failures else 0
+    return failures
 
 
 async def _expect(call, error: type[openai.APIStatusError]) -> int:
@@ -150,7 +183,7 @@ async def _serve_forever(stack: Stack) -> None:
     ivan = stack.issuer.mint("ivan@example.com", ["interns"], ttl_s=8 * 3600)
     body = '{"model":"llama-3-8b-instruct","messages":[{"role":"user","content":"hello"}]}'
     url = f"{stack.url}/llama/v1/chat/completions"
-    print("Config in use:\n" + demo_config_text(stack.issuer_url, stack.upstream_url))
+    print("Config in use:\n" + demo_config_text(stack.issuer_url, stack.upstream_url, stack.work))
     print("Try (tokens valid for 8 hours):\n")
     print(f"  curl -s {url} -H 'authorization: Bearer {alice}' -d '{body}'\n")
     stream_body = body.replace('"hello"}]', '"tell me pii"}],"stream":true')
