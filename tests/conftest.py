@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import peers
 import pytest
+
+from gateway.audit import LogReader
 
 UPSTREAM_KEY = "sk-upstream-connection-secret"
 
@@ -75,6 +79,30 @@ methods = ["GET"]
 paths = ["/v1/models"]
 action = "allow"
 """
+
+
+def audited_config(issuer: str, upstream: str, tmp: Path, durability: str = "sync") -> str:
+    """gateway_config plus an [audit] section; keys made by `gateway keys init` under tmp."""
+    keys = tmp / "keys"
+    subprocess.run(["gateway", "keys", "init", "--dir", str(keys)], check=True, capture_output=True)
+    return (
+        gateway_config(issuer, upstream)
+        + f"""
+[audit]
+dir = "{tmp / "audit"}"
+origin = "test.gateway/audit"
+durability = "{durability}"
+signing_key = "{keys / "signing.key"}"
+sealing_key = "{keys / "sealing.key"}"
+readers = ["auditors"]
+"""
+    )
+
+
+def entries(audit_dir: Path) -> list[dict]:
+    """Every entry of an audit directory, in order."""
+    reader = LogReader(audit_dir)
+    return [reader.read_entry(i) for i in range(reader.size)]
 
 
 @pytest.fixture(scope="session")

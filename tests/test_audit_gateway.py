@@ -5,38 +5,15 @@ from __future__ import annotations
 import base64
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import peers
 import pytest
-from conftest import gateway_config
+from conftest import audited_config, entries
 
-from gateway.audit import LogReader, verify_inclusion, verify_log
+from gateway.audit import verify_inclusion, verify_log
 from gateway.demo import pii
-
-
-def audited_config(issuer: str, upstream: str, tmp: Path, durability: str = "sync") -> str:
-    keys = tmp / "keys"
-    subprocess.run(["gateway", "keys", "init", "--dir", str(keys)], check=True, capture_output=True)
-    return (
-        gateway_config(issuer, upstream)
-        + f"""
-[audit]
-dir = "{tmp / "audit"}"
-origin = "test.gateway/audit"
-durability = "{durability}"
-signing_key = "{keys / "signing.key"}"
-sealing_key = "{keys / "sealing.key"}"
-readers = ["auditors"]
-"""
-    )
-
-
-def entries(audit_dir: Path) -> list[dict]:
-    reader = LogReader(audit_dir)
-    return [reader.read_entry(i) for i in range(reader.size)]
 
 
 @pytest.fixture
