@@ -18,9 +18,17 @@ def _registrars() -> list[Registrar]:
     """Verb groups, imported lazily so `gateway --version` stays fast."""
     from gateway.audit.cli import register_audit, register_keys
     from gateway.demo.cli import register_demo
+    from gateway.replay_cli import register_replay
     from gateway.verbs import register_policy, register_serve
 
-    return [register_serve, register_demo, register_policy, register_keys, register_audit]
+    return [
+        register_serve,
+        register_demo,
+        register_policy,
+        register_keys,
+        register_audit,
+        register_replay,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,11 @@
-"""The reserved `/_gateway/` endpoints for operators: health and metrics."""
+"""The reserved `/_gateway/` endpoints: health, metrics, and audit access for readers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import orjson
@@ -13,7 +14,8 @@ from gateway import headers
 from gateway.auditing import Auditor
 from gateway.config import AuditConfig
 from gateway.errors import GatewayError
-from gateway.identity import TokenVerifier, bearer_token
+from gateway.identity import Identity, TokenVerifier, bearer_token
+from gateway.replay import Investigator, replay
 from gateway.runtime import Runtime
 from gateway.server import IncomingRequest, ResponseWriter
 
@@ -48,22 +50,28 @@ class UpstreamProbe:
 
 
 class AuditReaders:
-    """Checkpoints and proofs over HTTP, for callers in the `[audit] readers` groups."""
+    """Checkpoints, proofs and replays over HTTP, for callers in the `[audit] readers` groups."""
 
     def __init__(self, verifier: TokenVerifier, auditor: Auditor, config: AuditConfig | None):
         self.verifier = verifier
         self.auditor = auditor
         self.readers = frozenset(config.readers) if config else frozenset()
+        self.sealing_key = Path(config.sealing_key) if config else None
 
-    async def handle(self, name: str, request: IncomingRequest, writer: ResponseWriter) -> None:
-        log = self.auditor.log
-        if log is None:
+    async def _reader(self, request: IncomingRequest) -> Identity:
+        if self.auditor.log is None:
             raise GatewayError(404, "not_found", "this gateway has no audit log configured")
         identity = await self.verifier.verify(
             bearer_token(headers.get(request.headers, b"authorization"))
         )
         if self.readers.isdisjoint(identity.groups):
             raise GatewayError(403, "forbidden", "audit endpoints are for [audit] readers groups")
+        return identity
+
+    async def handle(self, name: str, request: IncomingRequest, writer: ResponseWriter) -> None:
+        await self._reader(request)
+        log = self.auditor.log
+        assert log is not None  # checked by _reader
         if name == "checkpoint":
             await writer.send_full(200, TEXT, log.checkpoint())
             return
@@ -75,6 +83,27 @@ class AuditReaders:
         except (KeyError, ValueError) as exc:
             raise GatewayError(400, "bad_request", f"proof needs index (and size): {exc}") from None
         await writer.send_full(200, JSON, orjson.dumps(proof))
+
+    async def replay(
+        self, seq: str, request: IncomingRequest, writer: ResponseWriter, runtime: Runtime
+    ) -> None:
+        """`POST audit/replay/{seq}`, optional body `{"connection": NAME}` (see replay.py)."""
+        identity = await self._reader(request)
+        assert self.sealing_key is not None  # a log is only opened with [audit]
+        try:
+            options = orjson.loads(request.body) if request.body else {}
+            connection = options.get("connection")
+            if not (seq.isdigit() and (connection is None or isinstance(connection, str))):
+                raise ValueError
+        except (orjson.JSONDecodeError, AttributeError, ValueError):
+            raise GatewayError(
+                400, "bad_request", 'replay takes a decimal seq and {"connection": NAME}'
+            ) from None
+        who = Investigator(identity, request.request_id, request.client)
+        result = await replay(
+            runtime, self.auditor, self.sealing_key, int(seq), who, connection or None
+        )
+        await writer.send_full(200, JSON, orjson.dumps(result))
 
 
 class Ops:
@@ -93,6 +122,13 @@ class Ops:
 
     async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
         name = request.path[len(PREFIX) :]
+        if name.startswith("audit/replay/"):
+            if request.method != "POST":
+                raise GatewayError(405, "method_not_allowed", "replay takes POST")
+            await self.audit.replay(
+                name.removeprefix("audit/replay/"), request, writer, self.runtime()
+            )
+            return
         if request.method not in ("GET", "HEAD"):
             raise GatewayError(405, "method_not_allowed", f"{request.method} not allowed here")
         if name == "health":
