@@ -105,6 +105,12 @@ def entries(audit_dir: Path) -> list[dict]:
     return [reader.read_entry(i) for i in range(reader.size)]
 
 
+def launch_gateway(config_path: Path) -> peers.Peer:
+    """`gateway serve -c config_path` with the upstream credential in its environment."""
+    env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    return peers.launch(["gateway", "serve", "-c", str(config_path)], env=env)
+
+
 @pytest.fixture(scope="session")
 def start_gateway(
     tmp_path_factory: pytest.TempPathFactory,
@@ -115,8 +121,7 @@ def start_gateway(
     def start(config_text: str) -> peers.Peer:
         path = tmp_path_factory.mktemp("gw") / "gateway.toml"
         path.write_text(config_text)
-        env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-        peer = peers.launch(["gateway", "serve", "-c", str(path)], env=env)
+        peer = launch_gateway(path)
         peer.config_path = path  # type: ignore[attr-defined]
         started.append(peer)
         return peer
