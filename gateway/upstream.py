@@ -114,6 +114,13 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.resume_reading()
             await self._wait(idle_s)
 
+    def poll_event(self) -> h11.Event | type[h11.NEED_DATA]:
+        """The next event if it is already buffered; NEED_DATA otherwise (never waits)."""
+        try:
+            return self.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise _bad_gateway(f"upstream sent a malformed response: {exc}") from None
+
     async def _wait(self, idle_s: float) -> None:
         loop = asyncio.get_running_loop()
         self.waiter = waiter = loop.create_future()
@@ -145,19 +152,26 @@ class UpstreamResponse:
     done: bool = False
 
     async def read(self) -> bytes | None:
-        """The next body chunk as it arrives, or None at the end of the body."""
+        """The body bytes that have arrived (waiting for some if none have), or None at the end.
+
+        Everything already received is returned at once, so a burst of small chunks (a fast
+        token stream) costs one write to the client rather than one per chunk.
+        """
         if self.done:
             return None
+        data = b""
         while True:
-            event = await self.conn.next_event(self.timeout)
+            event = await self.conn.next_event(self.timeout) if not data else self.conn.poll_event()
             if isinstance(event, h11.Data):
-                return bytes(event.data)
-            if isinstance(event, h11.EndOfMessage):
+                data += event.data
+            elif isinstance(event, h11.EndOfMessage):
                 self.done = True
                 self.pool.release(self.conn)
-                return None
-            if isinstance(event, h11.ConnectionClosed):
+                return data or None
+            elif isinstance(event, h11.ConnectionClosed):
                 raise _bad_gateway("upstream closed the connection before the body ended")
+            elif event is h11.NEED_DATA:
+                return data
 
     def discard(self) -> None:
         """Give up on the rest of the body: the connection cannot be reused."""
