@@ -220,3 +220,25 @@ def test_caller_secrets_and_hop_by_hop_never_cross(headers, listed) -> None:
     assert [v for n, v in out if n == b"authorization"] == [b"Bearer connection-secret"]
     assert names_out.count(b"host") == 1 and (b"host", b"up:80") in out
     assert UPSTREAM_KEY not in str(out)
+
+
+def test_slow_client_slows_the_upstream(gateway, upstream, analyst_token) -> None:
+    """Backpressure crosses the gateway: while the client reads nothing, the upstream stalls."""
+    peers.upstream_reset(upstream.url)
+    body = {**BODY, "stream": True, "max_tokens": 100_000}  # ~20 MB of events, no delay
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/llama/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {analyst_token}", "x-demo-token-delay-ms": "0"},
+        timeout=30,
+    ) as response:
+        chunks = response.iter_raw()
+        next(chunks)
+        time.sleep(2.0)  # read nothing: socket buffers and the gateway's marks fill up
+        stats = peers.upstream_stats(upstream.url)
+        assert stats["streams_started"] == 1
+        assert stats["streams_completed"] == 0, "upstream finished: nothing held it back"
+        received = sum(len(c) for c in chunks)  # now drain it all
+    assert received > 10_000_000
+    assert peers.upstream_stats(upstream.url)["streams_completed"] == 1
