@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import subprocess
 import time
 
 import httpx
@@ -127,3 +129,46 @@ def test_masked_counts_in_metrics(masking_gateway, token) -> None:
     sdk(masking_gateway, token).chat.completions.create(model="llama-3-8b", messages=PROMPT)
     metrics = httpx.get(f"{masking_gateway.url}/_gateway/metrics").text
     assert 'gateway_masked_entities_total{entity="email"}' in metrics
+
+
+STYLED = """
+[[rules]]
+id = "hashed"
+groups = ["hashers"]
+connections = ["llama"]
+action = "allow"
+mask = ["email", "credit_card"]
+mask_style = "hash"
+
+[[rules]]
+id = "partial"
+groups = ["partials"]
+connections = ["llama"]
+action = "allow"
+mask = ["email", "credit_card"]
+mask_style = "partial"
+
+[masking]
+hash_key = "{key}"
+"""
+
+
+def test_hash_and_partial_styles_through_the_gateway(start_gateway, issuer, upstream, tmp_path):
+    subprocess.run(["gateway", "keys", "init", "--dir", str(tmp_path)], check=True)
+    config = gateway_config(issuer.url, upstream.url) + STYLED.format(key=tmp_path / "masking.key")
+    gateway = start_gateway(config)
+    hashed = peers.mint(issuer.url, "h@example.com", ["hashers"])
+    answers = [
+        sdk(gateway, hashed)
+        .chat.completions.create(model="m", messages=PROMPT)
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
+    tokens = [re.findall(r"\[EMAIL:[0-9a-f]{8}\]", a) for a in answers]
+    assert tokens[0] and tokens[0] == tokens[1]  # same value, same pseudonym
+    assert pii.EMAIL not in answers[0]
+    partial = peers.mint(issuer.url, "p@example.com", ["partials"])
+    text = sdk(gateway, partial).chat.completions.create(model="m", messages=PROMPT)
+    content = text.choices[0].message.content
+    assert pii.CREDIT_CARD not in content and "6467" in content
