@@ -10,6 +10,7 @@ investigator and sealing the new unmasked answer. The investigator sees masked t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ async def replay(
     log = auditor.log
     if log is None:
         raise GatewayError(404, "not_found", "this gateway has no audit log configured")
-    recorded = load(log, seq, sealing_key)
+    # Reading entries and unsealing is file I/O (a decision's exchange may be far behind it).
+    recorded = await asyncio.to_thread(load, log, seq, sealing_key)
     decision = recorded.decision
     name = connection or decision["connection"]
     route = runtime.routes.get(name)
