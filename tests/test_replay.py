@@ -176,3 +176,13 @@ def test_refusals(replaying, analyst_token, investigator) -> None:
     assert unreachable.returncode == 1 and "unreachable" in unreachable.stderr
     half = cli(gateway, seq, investigator, "--unmasked")
     assert half.returncode == 2 and "--key" in half.stderr
+
+
+def test_failed_replay_is_recorded(replaying, analyst_token, investigator) -> None:
+    gateway, audit_dir, _ = replaying
+    seq = inference_of(audit_dir, chat(gateway, analyst_token, "x").headers["x-request-id"])["seq"]
+    failed = post_replay(gateway, investigator, seq, connection="down")  # nothing listens there
+    assert (failed.status_code, failed.json()["error"]["code"]) == (502, "upstream_error")
+    entry = entries(audit_dir)[-1]
+    assert (entry["type"], entry["replayed_seq"], entry["connection"]) == ("replay", seq, "down")
+    assert entry["code"] == "upstream_error" and "sealed" not in entry
