@@ -64,6 +64,8 @@ pub struct Masker {
     pub(crate) paths: Paths,
     /// Anchored multi-pattern lazy DFA over all detectors: "could an entity start here?"
     pub(crate) probe: DFA,
+    /// Some detector uses the shared prefilter pass.
+    pub(crate) anchored: bool,
 }
 
 impl Masker {
@@ -122,7 +124,9 @@ impl Masker {
                 name: "(all)".into(),
                 reason: e.to_string(),
             })?;
+        let anchored = detectors.iter().any(|d| d.anchor.is_some());
         Ok(Masker {
+            anchored,
             detectors,
             style,
             paths: Paths::new(&cfg.paths)?,

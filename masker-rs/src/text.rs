@@ -16,6 +16,7 @@
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::{Anchored, Input};
 
+use crate::detectors::prefilter::Anchors;
 use crate::detectors::run::{Fed, RunState};
 use crate::detectors::MAX_ENTITY_LEN;
 use crate::error::{Error, Result};
@@ -83,6 +84,9 @@ pub(crate) struct Core {
     cands: Vec<Cand>,
     raw: Vec<(usize, usize)>,
     sel: Vec<usize>,
+    /// Prefilter anchors of the current scan, and window scratch space.
+    anchors: Anchors,
+    win: Vec<(usize, usize)>,
 }
 
 impl Core {
@@ -97,6 +101,8 @@ impl Core {
             cands: Vec::new(),
             raw: Vec::new(),
             sel: Vec::new(),
+            anchors: Anchors::default(),
+            win: Vec::new(),
         }
     }
 
@@ -211,16 +217,15 @@ impl Core {
         self.cands.clear();
         self.raw.clear();
         let hay = self.buf.as_str();
+        if m.anchored {
+            self.anchors.scan(hay.as_bytes(), self.ctx);
+        }
         for (di, d) in m.detectors.iter().enumerate() {
-            let mut pos = self.ctx;
-            while pos < hay.len() {
-                let Some(mt) = d.regex.find_at(hay, pos) else {
-                    break;
-                };
-                self.raw.push((mt.start(), mt.end()));
-                pos = mt.end().max(mt.start() + 1);
-                let Some(end) = d.validator.check(hay, mt.start(), mt.end()) else {
-                    continue;
+            let (raw, cands) = (&mut self.raw, &mut self.cands);
+            d.find_each(hay, self.ctx, &self.anchors, &mut self.win, |s, e| {
+                raw.push((s, e));
+                let Some(end) = d.validator.check(hay, s, e) else {
+                    return;
                 };
                 let run = d.run.map(|kind| {
                     let mut st = RunState::new(kind);
@@ -230,20 +235,20 @@ impl Core {
                     }
                 });
                 match run {
-                    Some((e, open, st)) => self.cands.push(Cand {
+                    Some((e, open, st)) => cands.push(Cand {
                         det: di,
-                        start: mt.start(),
+                        start: s,
                         end: e,
                         run: Some((open, st)),
                     }),
-                    None => self.cands.push(Cand {
+                    None => cands.push(Cand {
                         det: di,
-                        start: mt.start(),
+                        start: s,
                         end,
                         run: None,
                     }),
                 }
-            }
+            });
         }
         self.cands
             .sort_by_key(|c| (c.start, c.run.is_none(), std::cmp::Reverse(c.end), c.det));

@@ -1,6 +1,7 @@
 //! The built-in detector table. Every pattern has a bounded match length (see
 //! [`super::MAX_ENTITY_LEN`]); open-ended entities use a bounded head plus a run automaton.
 
+use super::prefilter::Anchor;
 use super::run::RunKind;
 use crate::validators::Validator;
 
@@ -12,6 +13,9 @@ pub(crate) struct Builtin {
     pub run: Option<RunKind>,
     /// Style `partial` keeps the last four characters.
     pub partial: bool,
+    /// What every match contains, for the shared prefilter; `None`: the regex's own literal
+    /// prefilter finds the candidates (token prefixes, PEM header).
+    pub anchor: Option<Anchor>,
 }
 
 const fn row(id: &'static str, pattern: &'static str, validator: Validator) -> Builtin {
@@ -21,6 +25,7 @@ const fn row(id: &'static str, pattern: &'static str, validator: Validator) -> B
         validator,
         run: None,
         partial: false,
+        anchor: None,
     }
 }
 
@@ -69,12 +74,16 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         Validator::Token,
     ),
     row("gcp_api_key", r"AIza[0-9A-Za-z_-]{35}", Validator::Token),
-    row(
-        "email",
-        r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,150}[A-Za-z0-9])?\.[A-Za-z]{2,24}",
-        Validator::Email,
-    ),
     Builtin {
+        anchor: Some(Anchor::Email),
+        ..row(
+            "email",
+            r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,150}[A-Za-z0-9])?\.[A-Za-z]{2,24}",
+            Validator::Email,
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Iban),
         partial: true,
         ..row(
             "iban",
@@ -83,6 +92,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         )
     },
     Builtin {
+        anchor: Some(Anchor::Card),
         partial: true,
         ..row(
             "credit_card",
@@ -90,12 +100,16 @@ pub(crate) const BUILTINS: &[Builtin] = &[
             Validator::Card,
         )
     },
-    row(
-        "us_ssn",
-        r"(?-u:\b)[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?-u:\b)",
-        Validator::Ssn,
-    ),
     Builtin {
+        anchor: Some(Anchor::Ssn),
+        ..row(
+            "us_ssn",
+            r"(?-u:\b)[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?-u:\b)",
+            Validator::Ssn,
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Phone),
         partial: true,
         ..row(
             "phone",
@@ -103,19 +117,28 @@ pub(crate) const BUILTINS: &[Builtin] = &[
             Validator::Phone,
         )
     },
-    row(
-        "ipv4",
-        r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
-        Validator::Ipv4,
-    ),
-    row(
-        "mac",
-        r"(?-u:\b)(?:[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?-u:\b)",
-        Validator::Mac,
-    ),
-    row(
-        "ipv6",
-        r"(?:[0-9A-Fa-f]{1,4}:|::?){1,7}(?:[0-9A-Fa-f]{1,4}|:|[0-9]{1,3}(?:\.[0-9]{1,3}){3})",
-        Validator::Ipv6,
-    ),
+    Builtin {
+        anchor: Some(Anchor::Ipv4),
+        ..row(
+            "ipv4",
+            r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+            Validator::Ipv4,
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Mac),
+        ..row(
+            "mac",
+            r"(?-u:\b)(?:[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?-u:\b)",
+            Validator::Mac,
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Ipv6),
+        ..row(
+            "ipv6",
+            r"(?:[0-9A-Fa-f]{1,4}:|::?){1,7}(?:[0-9A-Fa-f]{1,4}|:|[0-9]{1,3}(?:\.[0-9]{1,3}){3})",
+            Validator::Ipv6,
+        )
+    },
 ];

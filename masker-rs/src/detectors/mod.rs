@@ -2,12 +2,15 @@
 //! run automaton. Built-ins live in [`builtin`]; custom ones come from config.
 
 mod builtin;
+pub(crate) mod prefilter;
 pub(crate) mod run;
 
 use regex::Regex;
+use regex_automata::{meta, Anchored, Input};
 
 use crate::error::{Error, Result};
 use crate::validators::Validator;
+use prefilter::{Anchor, Anchors};
 use run::RunKind;
 
 /// Longest match any bounded pattern (built-in or custom) may produce, in bytes. The stream
@@ -30,6 +33,11 @@ pub(crate) struct Detector {
     pub validator: Validator,
     pub run: Option<RunKind>,
     pub partial: bool,
+    /// Built-ins with a character-class start: the prefilter anchor (see [`prefilter`]) and
+    /// the same pattern compiled for window searches (no literal prefilter of its own).
+    pub anchor: Option<(Anchor, meta::Regex)>,
+    /// Longest possible match, in bytes (bounded for every detector).
+    pub max_len: usize,
 }
 
 fn compile(id: &str, pattern: &str) -> Result<(Regex, Option<usize>, usize)> {
@@ -49,6 +57,23 @@ fn compile(id: &str, pattern: &str) -> Result<(Regex, Option<usize>, usize)> {
             reason: format!("regex does not compile: {}", first_line(&e.to_string())),
         })?;
     Ok((regex, max, min))
+}
+
+/// The pattern as `regex::Regex` builds it (leftmost-first, UTF-8), minus the literal
+/// prefilter, which costs more than it saves on a window of a few bytes.
+fn window_regex(pattern: &str) -> meta::Regex {
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                .utf8_empty(true)
+                .nfa_size_limit(Some(1 << 24))
+                .hybrid_cache_capacity(1 << 24)
+                .auto_prefilter(false),
+        )
+        .syntax(regex_automata::util::syntax::Config::new().utf8(true))
+        .build(pattern)
+        .expect("built-in patterns compile")
 }
 
 fn first_line(s: &str) -> String {
@@ -72,6 +97,8 @@ impl Detector {
             validator: b.validator,
             run: b.run,
             partial: b.partial,
+            anchor: b.anchor.map(|a| (a, window_regex(b.pattern))),
+            max_len: max.unwrap_or(MAX_ENTITY_LEN),
         })
     }
 
@@ -110,14 +137,14 @@ impl Detector {
         if min == 0 {
             return Err(bad("pattern can match the empty string"));
         }
-        match max {
-            Some(m) if m <= MAX_ENTITY_LEN => {}
+        let max_len = match max {
+            Some(m) if m <= MAX_ENTITY_LEN => m,
             _ => {
                 return Err(bad(&format!(
                     "pattern may match more than {MAX_ENTITY_LEN} bytes; bound its repetitions (e.g. {{1,64}} instead of +)"
                 )))
             }
-        }
+        };
         Ok(Detector {
             id: name.to_owned(),
             tag: name.to_ascii_uppercase(),
@@ -125,7 +152,60 @@ impl Detector {
             validator,
             run: None,
             partial: validator != Validator::None,
+            anchor: None,
+            max_len,
         })
+    }
+
+    /// Every match in `hay[from..]`, leftmost-first and non-overlapping (each search resumes at
+    /// the previous match's end), as one pass of `find_at` would give them. Anchored detectors
+    /// search only the windows `anchors` allow; `win` is scratch space.
+    pub(crate) fn find_each(
+        &self,
+        hay: &str,
+        from: usize,
+        anchors: &Anchors,
+        win: &mut Vec<(usize, usize)>,
+        mut f: impl FnMut(usize, usize),
+    ) {
+        let Some((anchor, re)) = &self.anchor else {
+            let mut pos = from;
+            while pos < hay.len() {
+                let Some(mt) = self.regex.find_at(hay, pos) else {
+                    break;
+                };
+                f(mt.start(), mt.end());
+                pos = mt.end().max(mt.start() + 1);
+            }
+            return;
+        };
+        anchors.windows(*anchor, hay.as_bytes(), from, win);
+        let mut pos = from;
+        for &(a, b) in win.iter() {
+            // Every match starting before `b` ends before `cut`; the search cannot see past
+            // `cut` (look-around still does), so a match it finds starting at `b` or later may
+            // be cut short: it is dropped here and found in a later window (see `prefilter`).
+            let cut = (b + self.max_len).min(hay.len());
+            let mut p = a.max(pos);
+            while p < b {
+                let input = Input::new(hay).range(p..cut);
+                let (s, e) = if b - p == 1 {
+                    // One possible start: an anchored forward search gives the end.
+                    match re.search_half(&input.anchored(Anchored::Yes)) {
+                        Some(hm) => (p, hm.offset()),
+                        None => break,
+                    }
+                } else {
+                    match re.search(&input) {
+                        Some(mt) if mt.start() < b => (mt.start(), mt.end()),
+                        _ => break,
+                    }
+                };
+                f(s, e);
+                pos = e.max(s + 1);
+                p = pos;
+            }
+        }
     }
 }
 
@@ -139,6 +219,120 @@ mod tests {
             let (_, max, min) = compile(b.id, b.pattern).unwrap();
             assert!(min > 0, "{}", b.id);
             assert!(max.unwrap() <= MAX_ENTITY_LEN, "{} max {:?}", b.id, max);
+        }
+    }
+
+    /// Every match of `d` in `hay[from..]` by one plain `find_at` pass.
+    fn one_pass(d: &Detector, hay: &str, from: usize) -> Vec<(usize, usize)> {
+        let mut v = Vec::new();
+        let mut pos = from;
+        while let Some(m) = d.regex.find_at(hay, pos) {
+            v.push((m.start(), m.end()));
+            pos = m.end().max(m.start() + 1);
+        }
+        v
+    }
+
+    fn windowed(d: &Detector, hay: &str, from: usize) -> Vec<(usize, usize)> {
+        let mut anchors = Anchors::default();
+        anchors.scan(hay.as_bytes(), from);
+        let mut v = Vec::new();
+        d.find_each(hay, from, &anchors, &mut Vec::new(), |s, e| v.push((s, e)));
+        v
+    }
+
+    fn anchored() -> &'static [Detector] {
+        static DETS: std::sync::OnceLock<Vec<Detector>> = std::sync::OnceLock::new();
+        DETS.get_or_init(|| {
+            builtin::BUILTINS
+                .iter()
+                .filter(|b| b.anchor.is_some())
+                .map(|b| Detector::builtin(b.id).unwrap())
+                .collect()
+        })
+    }
+
+    /// Entity samples, near misses and the bytes the anchors and patterns care about.
+    const PIECES: &[&str] = &[
+        "bob.smith+tag@mail.example.co.uk",
+        "a@b.cd",
+        "x@-y.com",
+        "@",
+        "@@",
+        ".@a.bc",
+        "4111 1111 1111 1111",
+        "378282246310005",
+        "4111-111111-11111",
+        "1234 5678",
+        "123-45-6789",
+        "123 45 6789",
+        "(415) 555-0132",
+        "+1-415-555-0132x123",
+        "001 415 555 0132",
+        "21-415-555-0132",
+        "1(415)555-0132",
+        "+44 20 7946 0958",
+        "+14155550132",
+        "+1 (20) 7",
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "XGB82",
+        "192.168.10.254",
+        "1.2.3.4.5",
+        "2001:db8:85a3::8a2e:370:7334",
+        "fe80::1",
+        "::",
+        ":",
+        "::ffff:1.2.3.4",
+        "00:1A:2B:3C:4D:5E",
+        "00-1a-2b-3c-4d-5e",
+        "001a.2b3c.4d5e",
+        "dead.beef.cafe",
+        "ab:cd-",
+        "0",
+        "1",
+        "00",
+        "001",
+        "12",
+        "+",
+        "(",
+        ")",
+        " ",
+        "-",
+        ".",
+        "x",
+        "_",
+        "A",
+        "Z",
+        "a",
+        "f",
+        "é",
+        "日本",
+        "\n",
+        "word ",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 10_000, ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The prefilter windows find exactly what one pass over the text finds.
+        #[test]
+        fn windows_find_what_one_pass_finds(
+            parts in proptest::collection::vec(proptest::sample::select(PIECES), 0..24),
+            from_raw in 0usize..64,
+        ) {
+            let hay = parts.concat();
+            let mut from = from_raw % (hay.len() + 1);
+            while !hay.is_char_boundary(from) {
+                from -= 1;
+            }
+            for d in anchored() {
+                proptest::prop_assert_eq!(
+                    windowed(d, &hay, from), one_pass(d, &hay, from), "{} in {:?} from {}", d.id, hay, from
+                );
+            }
         }
     }
 
