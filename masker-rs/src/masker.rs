@@ -170,6 +170,14 @@ impl Masker {
         (out, findings)
     }
 
+    /// [`Masker::mask_text`] with detector indexes instead of ids (for the Python binding).
+    #[cfg(feature = "python")]
+    pub(crate) fn mask_text_hits(&self, text: &str) -> (String, Vec<Hit>) {
+        let mut hits = Vec::new();
+        let out = self.mask_into(text, &mut hits);
+        (out, hits)
+    }
+
     fn mask_into(&self, text: &str, hits: &mut Vec<Hit>) -> String {
         let mut core = Core::new(self);
         let mut out = String::with_capacity(text.len() + 16);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use crate::{Config, Custom, Error, Masker};
 
@@ -25,6 +25,9 @@ type PyCounts = BTreeMap<String, u64>;
 #[pyclass(name = "Masker", module = "gateway._masker", frozen)]
 struct PyMasker {
     inner: Arc<Masker>,
+    /// Entity ids as Python strings, by detector index: findings share them instead of
+    /// building a new `str` per finding.
+    names: Vec<Py<PyString>>,
 }
 
 #[pymethods]
@@ -32,6 +35,7 @@ impl PyMasker {
     #[new]
     #[pyo3(signature = (entities, *, style = "tag", hash_key = None, custom = Vec::new(), paths = Vec::new()))]
     fn new(
+        py: Python<'_>,
         entities: Vec<String>,
         style: &str,
         hash_key: Option<Vec<u8>>,
@@ -52,27 +56,26 @@ impl PyMasker {
                 .collect(),
             paths,
         };
-        Ok(PyMasker {
-            inner: Arc::new(Masker::new(&cfg)?),
-        })
+        let inner = Arc::new(Masker::new(&cfg)?);
+        let names = inner
+            .entities()
+            .map(|id| PyString::new(py, id).unbind())
+            .collect();
+        Ok(PyMasker { inner, names })
     }
 
     /// Masked text and findings `(entity, start, end)`, byte offsets in the original UTF-8.
-    fn mask_text(&self, py: Python<'_>, text: &str) -> (String, Vec<(String, usize, usize)>) {
-        let run = |t: &str| {
-            let (out, f) = self.inner.mask_text(t);
-            (
-                out,
-                f.into_iter()
-                    .map(|f| (f.entity.to_owned(), f.start, f.end))
-                    .collect(),
-            )
-        };
-        if text.len() >= DETACH_AT {
-            py.detach(|| run(text))
+    fn mask_text(&self, py: Python<'_>, text: &str) -> (String, Vec<(Py<PyString>, usize, usize)>) {
+        let (out, hits) = if text.len() >= DETACH_AT {
+            py.detach(|| self.inner.mask_text_hits(text))
         } else {
-            run(text)
-        }
+            self.inner.mask_text_hits(text)
+        };
+        let findings = hits
+            .into_iter()
+            .map(|h| (self.names[h.det].clone_ref(py), h.start, h.end))
+            .collect();
+        (out, findings)
     }
 
     /// Masked JSON body and counts by entity.
