@@ -90,26 +90,37 @@ async def replay(
         "rule": decision.get("rule"),
         "request_sha256": hashlib.sha256(recorded.request).hexdigest(),
     }
+    # Like any request: on the record (durable) before anything reaches the upstream.
+    replay_seq = await auditor.append(entry)
+    result: dict[str, Any] = {
+        "type": "replay.result",
+        "replay_seq": replay_seq,
+        "replayed_seq": seq,
+        "request_id": investigator.request_id,
+        "subject": identity.subject,
+        "connection": name,
+    }
     masking = runtime.masking.get(decision.get("rule", ""))
     body, shown, recorded_shown, status, failure = b"", b"", None, 0, None
     try:
         status, kind, body = await _send(route, decision, recorded.request, investigator)
-        entry.update(
+        result.update(
             status=status,
             bytes_upstream=len(body),
             response_sha256=hashlib.sha256(body).hexdigest(),
         )
-        shown, entry["masked"] = mask(masking, kind, body)
+        shown, result["masked"] = mask(masking, kind, body)
         if recorded.response is not None:
             recorded_shown, _ = mask(masking, kind, recorded.response)
     except GatewayError as exc:
         failure = exc
-        entry.update(error=exc.message, code=exc.code)
-    replay_seq = await auditor.append(entry, {"response": body})
+        result.update(error=exc.message, code=exc.code)
+    result_seq = await auditor.append(result, {"response": body})
     if failure is not None:
         raise failure
     return {
         "replay_seq": replay_seq,
+        "result_seq": result_seq,
         "replayed_seq": seq,
         "recorded_seq": recorded.inference_seq,
         "connection": name,

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
 def _header(result: dict[str, Any]) -> str:
     return (
         f"replayed entry {result['replayed_seq']} on {result['connection']!r}: "
-        f"status {result['status']}, recorded as entry {result['replay_seq']}"
+        f"status {result['status']}, "
+        f"recorded as entries {result['replay_seq']} and {result['result_seq']}"
     )
 
 
@@ -140,7 +141,7 @@ def _message(body: bytes) -> str:
 def _unsealed(directory: Path, result: dict[str, Any], key: Path) -> tuple[str, str | None]:
     """Both responses from the sealed originals: the replay's and the recorded exchange's."""
     try:
-        new = _sealed_response(directory, result["replay_seq"], key)
+        new = _sealed_response(directory, result["result_seq"], key)
         recorded_seq = result["recorded_seq"]
         old = None if recorded_seq is None else _sealed_response(directory, recorded_seq, key)
     except (KeyFileError, SealError, OSError) as exc:

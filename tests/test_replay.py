@@ -97,13 +97,19 @@ def test_replay_returns_the_recorded_answer_and_is_recorded(
     assert json.loads(replayed["response"])["choices"] == answer.json()["choices"]
     assert replayed["recorded"] == answer.text
 
-    entry = entries(audit_dir)[replayed["replay_seq"]]
-    assert entry["type"] == "replay"
+    log = entries(audit_dir)
+    entry, outcome = log[replayed["replay_seq"]], log[replayed["result_seq"]]
+    assert entry["type"] == "replay" and replayed["replay_seq"] < replayed["result_seq"]
     assert (entry["subject"], entry["groups"]) == ("audrey@example.com", ["auditors"])
     assert entry["decision_seq"] == inference["decision_seq"]
-    assert (entry["connection"], entry["rule"], entry["status"]) == ("llama", "analysts-chat", 200)
-    assert entry["response_sha256"] == hashlib.sha256(replayed["response"].encode()).hexdigest()
+    assert (entry["connection"], entry["rule"]) == ("llama", "analysts-chat")
     assert entry["request_id"] == result.headers["x-request-id"]
+    assert (outcome["type"], outcome["replay_seq"], outcome["status"]) == (
+        "replay.result",
+        entry["seq"],
+        200,
+    )
+    assert outcome["response_sha256"] == hashlib.sha256(replayed["response"].encode()).hexdigest()
 
     # The decision entry replays the same exchange.
     by_decision = post_replay(gateway, investigator, inference["decision_seq"]).json()
@@ -133,7 +139,7 @@ def test_masked_rule_masks_both_answers_and_unmasked_needs_the_key(
     replayed = post_replay(gateway, investigator, seq).json()
     for body in (replayed["response"], replayed["recorded"]):
         assert pii.EMAIL not in body
-    entry = entries(audit_dir)[replayed["replay_seq"]]
+    entry = entries(audit_dir)[replayed["result_seq"]]
     assert entry["masked"]["email"] >= 1
     assert pii.EMAIL.encode() not in (audit_dir / "entries").read_bytes()
     assert pii.EMAIL.encode() in unseal(audit_dir, entry, "response", sealing_key)
@@ -184,5 +190,10 @@ def test_failed_replay_is_recorded(replaying, analyst_token, investigator) -> No
     failed = post_replay(gateway, investigator, seq, connection="down")  # nothing listens there
     assert (failed.status_code, failed.json()["error"]["code"]) == (502, "upstream_error")
     entry = entries(audit_dir)[-1]
-    assert (entry["type"], entry["replayed_seq"], entry["connection"]) == ("replay", seq, "down")
+    assert (entry["type"], entry["replayed_seq"], entry["connection"]) == (
+        "replay.result",
+        seq,
+        "down",
+    )
     assert entry["code"] == "upstream_error" and "sealed" not in entry
+    assert entries(audit_dir)[entry["replay_seq"]]["type"] == "replay"  # recorded before sending
