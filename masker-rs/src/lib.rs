@@ -9,8 +9,10 @@
 //! assert_eq!((findings[0].entity, findings[0].start, findings[0].end), ("email", 5, 20));
 //! ```
 //!
-//! Matching uses the `regex` crate only (finite automata, linear time in the input), with
-//! checksums and boundary rules in [`validators`]. Streams hold back at most [`HOLD_BACK`]
+//! Matching uses the `regex` crate and its engine `regex-automata` only (finite automata,
+//! linear time in the input), with checksums and boundary rules in [`validators`]. One shared
+//! byte pass finds the anchors (`@`, digit runs, `:`) the character-class detectors need, so
+//! text without them is not searched by those detectors at all. Streams hold back at most [`HOLD_BACK`]
 //! bytes. The Python module `gateway._masker` sits behind the `python` feature.
 
 #![warn(clippy::pedantic, missing_docs)]
