@@ -11,6 +11,9 @@ from pathlib import Path
 
 from gateway import __version__, logs
 from gateway import config as config_module
+from gateway.approvals import Approvals
+from gateway.approvals.api import ApprovalsApi
+from gateway.approvals.store import StoreUnavailable
 from gateway.audit import AuditOpenError, KeyFileError
 from gateway.auditing import Auditor
 from gateway.config import Config, ConfigError
@@ -23,7 +26,7 @@ from gateway.runtime import Runtime
 from gateway.server import IncomingRequest, ResponseWriter, ServerState, drain, serve
 
 log = logging.getLogger("gateway")
-RESTART_ONLY = ("server", "identity", "audit", "masking")
+RESTART_ONLY = ("server", "identity", "audit", "masking", "approvals")
 
 
 class Gateway:
@@ -33,12 +36,16 @@ class Gateway:
         self.jwks = JwksCache(config.identity, self.metrics.jwks_refreshes_inc)
         self.verifier = TokenVerifier(config.identity, self.jwks)
         self.auditor = Auditor(None)  # opened in start()
-        self.proxy = Proxy(Runtime(config), self.verifier, self.metrics, self.auditor)
+        self.approvals = Approvals(config.approvals, self.auditor)  # opened in start()
+        self.proxy = Proxy(
+            Runtime(config), self.verifier, self.metrics, self.auditor, self.approvals
+        )
         self.ops = Ops(
             lambda: self.proxy.runtime,
             lambda: self.jwks.ready,
             self.metrics.render,
             AuditReaders(self.verifier, self.auditor, config.audit),
+            ApprovalsApi(self.verifier, self.approvals),
         )
         self.state = ServerState(self.handle, config.server)
         self.state.on_open = self.metrics.open_connections.set
@@ -63,6 +70,7 @@ class Gateway:
         self.state.on_refused = self.auditor.refused_later
         await self.auditor.lifecycle("gateway.started", self.config, version=__version__)
         await self._policy_loaded(self.config)
+        await self.approvals.open()
         await self.jwks.start()
         if not self.jwks.ready:
             log.warning("no signing keys yet: every call gets 401 until the IdP answers")
@@ -134,6 +142,7 @@ class Gateway:
         for route in self.proxy.runtime.routes.values():
             route.pool.close()
         await self.jwks.close()
+        await self.approvals.close()
         try:
             await self.auditor.lifecycle("gateway.stopped", self.config)
         except GatewayError as exc:
@@ -166,5 +175,8 @@ def run(config_path: Path) -> int:
         uvloop.run(gateway.run())
     except (AuditOpenError, KeyFileError, GatewayError) as exc:
         print(f"gateway: cannot open the audit log: {exc}", file=sys.stderr)
+        return 3
+    except StoreUnavailable as exc:
+        print(f"gateway: cannot open the approval store: {exc}", file=sys.stderr)
         return 3
     return 0

@@ -5,6 +5,8 @@
   the original request body.
 - `inference`: the completed exchange, durable before the response's last byte is released; it
   seals the original (unmasked) response body and links to its `decision` entry.
+- Requests under an `approve` rule also carry `approval_id` (and `approved_by` once approved);
+  the `approval.*` entries are written by gateway/approvals/service.py.
 - `gateway.started`, `policy.loaded`, `gateway.stopped` around the process's life.
 
 If the log cannot be written the caller gets 503 and nothing is forwarded (fail closed).
@@ -101,12 +103,12 @@ class Auditor:
         task.add_done_callback(self.background.discard)
 
     async def denied(self, exchange: Exchange, error: GatewayError) -> None:
-        entry = _request_fields(exchange)
+        entry = request_fields(exchange)
         entry.update(type="denied", status=error.status, code=error.code, reason=error.message)
         await self.append(entry, {"request": exchange.request.body})
 
     async def allowed(self, exchange: Exchange) -> int:
-        entry = _request_fields(exchange)
+        entry = request_fields(exchange)
         entry["type"] = "decision"
         return await self.append(entry, {"request": exchange.request.body})
 
@@ -125,7 +127,7 @@ class Auditor:
 
 
 def _exchange_fields(exchange: Exchange, response_body: bytes) -> dict[str, Any]:
-    entry = _request_fields(exchange)
+    entry = request_fields(exchange)
     entry.update(
         type="inference",
         decision_seq=exchange.decision_seq,
@@ -143,10 +145,11 @@ def _exchange_fields(exchange: Exchange, response_body: bytes) -> dict[str, Any]
     return entry
 
 
-def _request_fields(exchange: Exchange) -> dict[str, Any]:
+def request_fields(exchange: Exchange) -> dict[str, Any]:
     request = exchange.request
     identity = exchange.identity
     decision = exchange.decision
+    approval = exchange.approval
     return {
         "request_id": request.request_id,
         "received": request.received_at,
@@ -160,4 +163,6 @@ def _request_fields(exchange: Exchange) -> dict[str, Any]:
         "decision": decision.action if decision else None,
         "rule": decision.rule_id if decision else None,
         "request_sha256": hashlib.sha256(request.body).hexdigest(),
+        "approval_id": approval.id if approval else None,
+        "approved_by": approval.approved_by or None if approval else None,
     }

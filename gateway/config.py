@@ -85,6 +85,14 @@ class MaskingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalsConfig:
+    store: str  # sqlite:///path
+    timeout_s: float = 900.0
+    hold_max_s: float = 60.0
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionConfig:
     name: str
     upstream: str
@@ -138,6 +146,9 @@ class RuleConfig:
     mask_style: str = "tag"
     mask_request: bool = False
     approvers: tuple[str, ...] = ()
+    min_approvals: int = 1
+    timeout_s: float | None = None  # [approvals] timeout_s when unset
+    reason_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +161,7 @@ class Config:
     rules: tuple[RuleConfig, ...]
     audit: AuditConfig | None = None
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    approvals: ApprovalsConfig | None = None
 
     def connection(self, name: str) -> ConnectionConfig | None:
         return next((c for c in self.connections if c.name == name), None)
@@ -238,17 +250,18 @@ def parse(raw: dict[str, Any], file: Path, sha256: str = "") -> Config:
     for key in raw:
         if key not in known:
             raise ConfigError(file, key, "unknown section (misspelt?)")
-    if "approvals" in raw:
-        raise ConfigError(file, "approvals", "approvals are not supported by this version yet")
     server = _server(_Section(file, "server", raw.get("server", {})))
     if "identity" not in raw:
         raise ConfigError(file, "identity", "is required: the gateway authenticates every call")
     identity = _identity(_Section(file, "identity", raw["identity"]))
     audit = _audit(_Section(file, "audit", raw["audit"])) if "audit" in raw else None
     masking = _masking(_Section(file, "masking", raw.get("masking", {})))
+    approvals = (
+        _approvals(_Section(file, "approvals", raw["approvals"])) if "approvals" in raw else None
+    )
     connections = _connections(file, raw.get("connections", []))
     names = {c.name for c in connections}
-    rules = _rules(file, raw.get("rules", []), names)
+    rules = _rules(file, raw.get("rules", []), names, approvals is not None)
     return Config(
         path=str(file),
         sha256=sha256,
@@ -258,6 +271,7 @@ def parse(raw: dict[str, Any], file: Path, sha256: str = "") -> Config:
         rules=rules,
         audit=audit,
         masking=masking,
+        approvals=approvals,
     )
 
 
@@ -360,6 +374,28 @@ def _masking(s: _Section) -> MaskingConfig:
     return config
 
 
+def _approvals(s: _Section) -> ApprovalsConfig:
+    config = ApprovalsConfig(
+        store=s.str("store", required=True),
+        timeout_s=s.number("timeout_s", 900.0, minimum=1.0),
+        hold_max_s=s.number("hold_max_s", 60.0),
+        webhook_url=s.str("webhook_url"),
+    )
+    store = urlsplit(config.store)
+    if store.scheme != "sqlite" or store.netloc or store.path in ("", "/"):
+        raise s.fail(
+            "store",
+            f"must be sqlite:///PATH, e.g. sqlite:///var/lib/gateway/approvals.db; "
+            f"got {config.store!r}",
+        )
+    if config.webhook_url is not None:
+        hook = urlsplit(config.webhook_url)
+        if hook.scheme not in ("http", "https") or not hook.hostname:
+            raise s.fail("webhook_url", "must be an http(s) URL")
+    s.done()
+    return config
+
+
 def _connections(file: Path, raw: Any) -> tuple[ConnectionConfig, ...]:
     if not isinstance(raw, list):
         raise ConfigError(file, "connections", "must be an array of tables ([[connections]])")
@@ -405,11 +441,28 @@ def _connections(file: Path, raw: Any) -> tuple[ConnectionConfig, ...]:
     return tuple(out)
 
 
+APPROVAL_KEYS = ("approvers", "min_approvals", "timeout_s", "reason_required")
+
+
+def _approval_keys(s: _Section, rule: RuleConfig, approvals: bool) -> None:
+    if rule.action != "approve":
+        for key in APPROVAL_KEYS:
+            if key in s.table:
+                raise s.fail(key, "applies only to rules with action = 'approve'")
+        return
+    if not approvals:
+        raise s.fail("action", "'approve' needs an [approvals] section (where approvals are kept)")
+    if not rule.approvers:
+        raise s.fail("approvers", "an 'approve' rule must name the groups that may approve")
+
+
 def _lower(value: str | None) -> str | None:
     return value.lower() if value else None
 
 
-def _rules(file: Path, raw: Any, connection_names: set[str]) -> tuple[RuleConfig, ...]:
+def _rules(
+    file: Path, raw: Any, connection_names: set[str], approvals: bool
+) -> tuple[RuleConfig, ...]:
     if not isinstance(raw, list):
         raise ConfigError(file, "rules", "must be an array of tables ([[rules]])")
     seen: set[str] = set()
@@ -430,17 +483,17 @@ def _rules(file: Path, raw: Any, connection_names: set[str]) -> tuple[RuleConfig
             mask_style=s.str("mask_style", "tag"),
             mask_request=s.boolean("mask_request", False),
             approvers=s.strings("approvers"),
+            min_approvals=s.integer("min_approvals", 1),
+            timeout_s=s.number("timeout_s", 1.0, minimum=1.0) if "timeout_s" in table else None,
+            reason_required=s.boolean("reason_required", False),
         )
         s.done()
         if rule.id in seen:
             raise s.fail("id", f"duplicate rule id {rule.id!r}")
         seen.add(rule.id)
-        if rule.action == "approve":
-            raise s.fail(
-                "action", "'approve' is not supported by this version yet; use allow or deny"
-            )
-        if rule.action not in ("allow", "deny"):
-            raise s.fail("action", f"must be allow or deny, got {rule.action!r}")
+        if rule.action not in ("allow", "deny", "approve"):
+            raise s.fail("action", f"must be allow, deny or approve, got {rule.action!r}")
+        _approval_keys(s, rule, approvals)
         if not rule.groups and not rule.subjects:
             raise s.fail("groups", "a rule must name groups or subjects it applies to")
         for name in rule.connections:

@@ -1,4 +1,4 @@
-"""The reserved `/_gateway/` endpoints: health, metrics, and audit access for readers."""
+"""The reserved `/_gateway/` endpoints: health, metrics, audit access for readers, approvals."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from gateway import headers
+from gateway.approvals.api import ApprovalsApi
 from gateway.auditing import Auditor
 from gateway.config import AuditConfig
 from gateway.errors import GatewayError
@@ -113,15 +114,20 @@ class Ops:
         keys_ready: Callable[[], bool],
         render_metrics: Callable[[], bytes],
         audit: AuditReaders,
+        approvals: ApprovalsApi,
     ) -> None:
         self.runtime = runtime
         self.keys_ready = keys_ready
         self.render_metrics = render_metrics
         self.audit = audit
+        self.approvals = approvals
         self.probe = UpstreamProbe()
 
     async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
         name = request.path[len(PREFIX) :]
+        if name == "approvals" or name.startswith("approvals/"):
+            await self.approvals.handle(name, request, writer)
+            return
         if name.startswith("audit/replay/"):
             if request.method != "POST":
                 raise GatewayError(405, "method_not_allowed", "replay takes POST")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway import headers as hdr
+from gateway.approvals import Approval, Approvals, gate
 from gateway.auditing import Auditor
 from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
@@ -53,6 +54,7 @@ class Exchange:
     model: str | None = None
     decision: Decision | None = None
     decision_seq: int | None = None
+    approval: Approval | None = None  # under an `approve` rule: the approval it asked for or used
     status: int = 0
     served_model: str | None = None
     model_version: str | None = None
@@ -102,12 +104,18 @@ class Proxy:
     """Serves every path under `/{connection}/`."""
 
     def __init__(
-        self, runtime: Runtime, verifier: TokenVerifier, metrics: Metrics, auditor: Auditor
+        self,
+        runtime: Runtime,
+        verifier: TokenVerifier,
+        metrics: Metrics,
+        auditor: Auditor,
+        approvals: Approvals,
     ) -> None:
         self.runtime = runtime
         self.verifier = verifier
         self.metrics = metrics
         self.auditor = auditor
+        self.approvals = approvals
 
     async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
         runtime = self.runtime  # one consistent view for the whole exchange
@@ -115,6 +123,14 @@ class Proxy:
         try:
             try:
                 route = await self._admit(runtime, exchange)
+                if exchange.decision and exchange.decision.action == "approve":
+                    settings = runtime.config.approvals
+                    assert settings is not None  # config.py: approve rules need [approvals]
+                    ticket = await gate(self.approvals, exchange, settings.hold_max_s)
+                    if ticket is not None:
+                        exchange.status = 202
+                        await writer.send_full(202, ticket.headers(), ticket.body())
+                        return
             except GatewayError as refusal:
                 await self.auditor.denied(exchange, refusal)
                 raise
@@ -157,7 +173,7 @@ class Proxy:
             )
         )
         exchange.decision = decision
-        if not decision.allowed:
+        if decision.action not in ("allow", "approve"):
             raise GatewayError(403, "forbidden", f"denied by policy: {decision.reason}")
         exchange.masking = runtime.masking.get(decision.rule_id or "")
         return route

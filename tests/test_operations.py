@@ -70,7 +70,7 @@ def test_reload_on_file_change_and_bad_file_keeps_old_policy(
 
     gateway.config_path.write_text(base + RISK_RULE.replace('"allow"', '"sometimes"'))
     assert wait_for(lambda: "reload refused" in gateway.stderr())
-    assert "rules[3].action: must be allow or deny" in gateway.stderr()
+    assert "rules[3].action: must be allow, deny or approve" in gateway.stderr()
     assert chat(gateway, risk) == 200  # the old policy stays in force
 
     gateway.config_path.write_text(base)

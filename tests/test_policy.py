@@ -145,6 +145,10 @@ action = "allow"
 """
 
 
+# An [approvals] table written after a rule's keys (TOML: a new table ends the rule).
+APPROVALS = '\n[approvals]\nstore = "sqlite:///tmp/approvals-never-opened.db"\n'
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(text)
@@ -154,8 +158,32 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("change", "key", "problem"),
     [
-        (('action = "allow"', 'action = "maybe"'), "rules[0].action", "must be allow or deny"),
-        (('action = "allow"', 'action = "approve"'), "rules[0].action", "not supported"),
+        (('action = "allow"', 'action = "maybe"'), "rules[0].action", "allow, deny or approve"),
+        (('action = "allow"', 'action = "approve"'), "rules[0].action", "[approvals] section"),
+        (('action = "allow"', 'action = "approve"\n' + APPROVALS), "rules[0].approvers", "name"),
+        (
+            ('action = "allow"', 'action = "allow"\nmin_approvals = 2'),
+            "rules[0].min_approvals",
+            "only",
+        ),
+        (
+            (
+                'action = "allow"',
+                'action = "approve"\napprovers = ["r"]\nmin_approvals = 0\n' + APPROVALS,
+            ),
+            "rules[0].min_approvals",
+            "at least 1",
+        ),
+        (
+            ("[identity]", '[approvals]\nstore = "postgres://db/x"\n[identity]'),
+            "approvals.store",
+            "sqlite:///PATH",
+        ),
+        (
+            ("[identity]", '[approvals]\nstore = "sqlite:///x"\nhold_max = 1\n[identity]'),
+            "approvals.hold_max",
+            "unknown key",
+        ),
         (("models =", "modles ="), "rules[0].modles", "unknown key"),
         (('connections = ["llama"]', 'connections = ["x"]'), "rules[0].connections", "'x'"),
         (('audience = "inference-gateway"', ""), "identity.audience", "is required"),

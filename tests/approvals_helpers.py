@@ -1,0 +1,153 @@
+"""What the approval tests share: the config, identities, request helpers, a webhook receiver."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from conftest import audited_config
+
+MODEL = "credit-risk-v1"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "score jane.doe@example.com"}]}
+
+
+def approvals_config(
+    issuer: str, upstream: str, tmp: Path, *, webhook_url: str | None = None
+) -> str:
+    """audited_config plus [approvals] and three approve rules:
+
+    - credit-risk (credit-risk-*): one risk officer, reason required;
+    - dual-control (dual-*): two distinct risk officers;
+    - short-lived (short-*): expires after 1 s.
+    """
+    hook = f'webhook_url = "{webhook_url}"' if webhook_url else ""
+    return (
+        audited_config(issuer, upstream, tmp)
+        + f"""
+[approvals]
+store = "sqlite://{tmp}/approvals.db"
+timeout_s = 600
+hold_max_s = 30
+{hook}
+
+[[rules]]
+id = "credit-risk"
+groups = ["analysts"]
+connections = ["llama"]
+models = ["credit-risk-*"]
+action = "approve"
+approvers = ["risk-officers"]
+reason_required = true
+
+[[rules]]
+id = "dual-control"
+groups = ["analysts"]
+connections = ["llama"]
+models = ["dual-*"]
+action = "approve"
+approvers = ["risk-officers"]
+min_approvals = 2
+
+[[rules]]
+id = "short-lived"
+groups = ["analysts"]
+connections = ["llama"]
+models = ["short-*"]
+action = "approve"
+approvers = ["risk-officers"]
+timeout_s = 1
+"""
+    )
+
+
+class Client:
+    """One identity talking to one gateway."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.auth = {"authorization": f"Bearer {token}"}
+
+    def infer(
+        self,
+        body: dict[str, Any] | None = None,
+        *,
+        wait: int | None = None,
+        approval_id: str | None = None,
+        reason: str | None = "monthly credit review",
+        timeout: float = 40.0,
+    ) -> httpx.Response:
+        headers = dict(self.auth)
+        if wait is not None:
+            headers["prefer"] = f"wait={wait}"
+        if approval_id is not None:
+            headers["x-approval-id"] = approval_id
+        if reason is not None:
+            headers["x-approval-reason"] = reason
+        return httpx.post(
+            f"{self.url}/llama/v1/chat/completions",
+            json=body or BODY,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    def ticket(self, body: dict[str, Any] | None = None, **kw: Any) -> str:
+        response = self.infer(body, **kw)
+        assert response.status_code == 202, response.text
+        return response.json()["approval"]["id"]
+
+    def decide(self, approval_id: str, verb: str, reason: str | None = None) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/_gateway/approvals/{approval_id}/{verb}",
+            json={"reason": reason},
+            headers=self.auth,
+            timeout=10.0,
+        )
+
+    def get(self, path: str = "") -> httpx.Response:
+        return httpx.get(f"{self.url}/_gateway/approvals{path}", headers=self.auth, timeout=10.0)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> Any:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class WebhookReceiver:
+    """A local HTTP server recording JSON bodies POSTed to it; fails the first `fail_first`."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.attempts = 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.attempts += 1
+                if receiver.attempts <= fail_first:
+                    self.send_response(503)
+                else:
+                    receiver.events.append(orjson.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
