@@ -15,5 +15,10 @@ def test_gateway_demo_runs_end_to_end() -> None:
     assert "401: malformed token" in out.stdout
     masked = out.stdout.split("PII is masked inline")[1].split("==")[0]
     assert "[EMAIL]" in masked and "[CREDIT_CARD]" in masked and "@example.com" not in masked
+    held = out.stdout.split("holds it until a risk officer approves")[1].split("==")[0]
+    assert "requested by alice@example.com" in held
+    assert "tries to approve it: 403: nobody may decide on their own request" in held
+    assert "rita@example.com approves: 200" in held and "200 after approval" in held
+    assert "requested by alice@example.com, approved by rita@example.com" in held
     assert "   OK " in out.stdout and " entries, " in out.stdout
     assert out.stdout.rstrip().endswith("demo finished")

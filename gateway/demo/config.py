@@ -39,6 +39,16 @@ action = "allow"
 mask = ["all"]
 
 [[rules]]
+id = "credit-risk"
+groups = ["analysts"]
+connections = ["llama"]
+models = ["credit-risk-*"]
+action = "approve"
+approvers = ["risk-officers"]
+reason_required = true
+mask = ["all"]
+
+[[rules]]
 id = "analysts-list-models"
 groups = ["analysts"]
 connections = ["llama"]
@@ -56,12 +66,21 @@ readers = ["auditors"]
 
 [masking]
 hash_key = "{work}/keys/masking.key"
+
+[approvals]
+store = "sqlite://{store}"
+timeout_s = 900
+hold_max_s = 30
 """
 
 
 def demo_config_text(issuer: str, upstream: str, work: Path) -> str:
     return TEMPLATE.format(
-        issuer=issuer, upstream=upstream, credential_env=UPSTREAM_KEY_ENV, work=work
+        issuer=issuer,
+        upstream=upstream,
+        credential_env=UPSTREAM_KEY_ENV,
+        work=work,
+        store=work.resolve() / "approvals.db",
     )
 
 

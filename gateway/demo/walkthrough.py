@@ -14,7 +14,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway import logs
 from gateway.app import Gateway
@@ -24,10 +24,12 @@ from gateway.demo.issuer import DemoIssuer, start_issuer
 from gateway.demo.upstream import start_upstream
 
 if TYPE_CHECKING:
+    import aiohttp
     import openai
 
 ALLOWED_MODEL = "llama-3-8b-instruct"
 FORBIDDEN_MODEL = "gpt-4o"
+APPROVAL_MODEL = "credit-risk-v1"  # rule credit-risk: a risk officer must approve each call
 
 
 def run_demo(*, serve: bool, verbose: bool, work: Path | None) -> int:
@@ -165,7 +167,66 @@ async def _walkthrough(stack: Stack) -> int:
             anonymous.chat.completions.create(model=ALLOWED_MODEL, messages=[]),
             openai.AuthenticationError,
         )
+    failures += await _approval(stack, alice)
     return failures
+
+
+async def _approval(stack: Stack, alice: str) -> int:
+    """A call held for a human: a second identity approves it over the approvals API."""
+    import aiohttp
+
+    rita = stack.issuer.mint("rita@example.com", ["risk-officers"])
+    # alice is a risk officer too here: even so, nobody approves their own request.
+    alice_officer = stack.issuer.mint("alice@example.com", ["analysts", "risk-officers"])
+    step(f"alice asks {APPROVAL_MODEL}: rule credit-risk holds it until a risk officer approves")
+    async with stack.sdk(alice) as sdk, aiohttp.ClientSession(stack.url) as http:
+        held = asyncio.get_running_loop().create_task(
+            sdk.chat.completions.with_raw_response.create(
+                model=APPROVAL_MODEL,
+                messages=[{"role": "user", "content": "Score applicant 42 for a credit line."}],
+                max_tokens=24,
+                extra_headers={"prefer": "wait=30", "x-approval-reason": "quarterly review"},
+            )
+        )
+        pending = await _pending(http, rita)
+        approval_id = pending["id"]
+        print(f"   held: {approval_id}, requested by {pending['requester']}")
+        print(f"   reason: {pending['reason']}; preview (masked): {pending['preview'][:60]}...")
+        own = await _decide(http, alice_officer, approval_id, "approve")
+        print(f"   alice, also a risk officer, tries to approve it: {own[0]}: {own[1]}")
+        status, result = await _decide(http, rita, approval_id, "approve")
+        print(f"   rita@example.com approves: {status}")
+        raw = await held
+        answer = raw.parse().choices[0].message.content.strip()
+        print(f"   200 after approval, x-request-id {raw.headers['x-request-id']}")
+        print(f"   answer: {answer}")
+        print(f"   requested by {pending['requester']}, approved by {', '.join(result)}\n")
+    return 0 if own[0] == 403 and status == 200 else 1
+
+
+async def _pending(http: aiohttp.ClientSession, token: str) -> dict[str, Any]:
+    """The first pending approval the approver can see (the held request shows up at once)."""
+    headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
+    for _ in range(100):
+        async with http.get("/_gateway/approvals?status=pending", headers=headers) as response:
+            approvals = (await response.json())["approvals"]
+        if approvals:
+            return approvals[0]
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the held request never showed up as a pending approval")
+
+
+async def _decide(
+    http: aiohttp.ClientSession, token: str, approval_id: str, verb: str
+) -> tuple[int, list[str] | str]:
+    """POST approve|deny: (status, who approved so far) or (status, the refusal's message)."""
+    headers = {"authorization": f"Bearer {token}"}
+    path = f"/_gateway/approvals/{approval_id}/{verb}"
+    async with http.post(path, json={"reason": "demo"}, headers=headers) as response:
+        body = await response.json()
+    if response.status != 200:
+        return response.status, body["error"]["message"]
+    return 200, [d["approver"] for d in body["approval"]["decisions"]]
 
 
 async def _expect(call, error: type[openai.APIStatusError]) -> int:
@@ -190,6 +251,14 @@ async def _serve_forever(stack: Stack) -> None:
     print(f"  curl -sN {url} -H 'authorization: Bearer {alice}' -d '{stream_body}'\n")
     print(f"  curl -s {url} -H 'authorization: Bearer {ivan}' -d '{body}'   # 403\n")
     print(f"  curl -s {url} -d '{body}'   # 401\n")
+    rita = stack.issuer.mint("rita@example.com", ["risk-officers"], ttl_s=8 * 3600)
+    held = body.replace("llama-3-8b-instruct", "credit-risk-v1")
+    print(
+        f"  curl -s {url} -H 'authorization: Bearer {alice}' -H 'prefer: wait=30' "
+        f"-H 'x-approval-reason: quarterly review' -d '{held}'   # held for approval\n"
+    )
+    print(f"  approve it at {stack.url}/_gateway/approvals signed in with rita's token, or:")
+    print(f"  GATEWAY_URL={stack.url} GATEWAY_TOKEN={rita} gateway approvals list\n")
     print(f"  curl -s {stack.url}/_gateway/health\n\nCtrl-C stops.", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
