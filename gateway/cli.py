@@ -18,6 +18,7 @@ def _registrars() -> list[Registrar]:
     """Verb groups, imported lazily so `gateway --version` stays fast."""
     from gateway.audit.cli import register_audit, register_keys
     from gateway.demo.cli import register_demo
+    from gateway.evidence.cli import register_evidence
     from gateway.replay_cli import register_replay
     from gateway.verbs import register_policy, register_serve
 
@@ -28,6 +29,7 @@ def _registrars() -> list[Registrar]:
         register_keys,
         register_audit,
         register_replay,
+        register_evidence,
     ]
 
 

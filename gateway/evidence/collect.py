@@ -1,0 +1,154 @@
+"""Read and verify each audit log, keeping only what a signed checkpoint covers.
+
+Evidence is computed from entries a third party can check: each log is verified first (a log
+that fails is refused, never reported on), and the figures use only entries below the size of
+the checkpoint that verification accepted, so every figure has an inclusion proof.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.audit import Checkpoint, CheckpointError, Verifier, VerifyReport, verify_log
+from gateway.audit.store import CHECKPOINT, CHECKPOINTS, ENTRIES, iter_records, read_file
+from gateway.audit.store import scan_frames as scan
+from gateway.audit.verify import load_verifier
+
+
+class EvidenceError(Exception):
+    """Evidence cannot be produced: the message names the log (or input) and why."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """The half-open interval [since, until) the report covers, in UTC."""
+
+    since: datetime
+    until: datetime
+
+    def __post_init__(self) -> None:
+        if self.until <= self.since:
+            raise EvidenceError(f"--until {self.until} is not after --since {self.since}")
+
+    def contains(self, ts: datetime) -> bool:
+        return self.since <= ts < self.until
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time or a date (midnight); naive times are taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise EvidenceError(f"{text!r} is not an RFC 3339 time or YYYY-MM-DD date") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def entry_time(entry: dict[str, Any]) -> datetime | None:
+    """The entry's `ts`, or None when it is missing or not a time (AU-8 reports those)."""
+    try:
+        return parse_time(entry["ts"])
+    except (KeyError, TypeError, EvidenceError):
+        return None
+
+
+@dataclass
+class Log:
+    """One verified audit log and its entries; `origin` names it in every figure."""
+
+    directory: Path
+    report: VerifyReport
+    checkpoint: Checkpoint
+    note: str  # the signed checkpoint note that verification accepted, verbatim
+    verifier: Verifier
+    pinned: bool  # False: the key came from the log's own directory
+    entries: list[dict[str, Any]]  # entries[i] is seq i; only those the checkpoint covers
+    period: list[dict[str, Any]]  # signed entries whose ts is in the period
+    unsigned: list[int] = field(default_factory=list)  # in-period seqs past the checkpoint
+
+    @property
+    def origin(self) -> str:
+        return self.checkpoint.origin
+
+
+def read_logs(
+    directories: list[Path], period: Period, verifiers: list[str] | None = None
+) -> list[Log]:
+    """Verify and read every log; refuse on the first that fails, or on a repeated origin.
+
+    Args:
+        verifiers: none (each log's own `verifier` file), one key for every log, or one per
+            directory in the same order (replicas may sign with keys of their own).
+
+    Raises:
+        EvidenceError: a log failed verification (naming it and the problem), or two logs
+            share an origin so their figures could not be told apart.
+    """
+    keys: list[str | None] = list(verifiers or [None])
+    if len(keys) == 1:
+        keys *= len(directories)
+    if len(keys) != len(directories):
+        raise EvidenceError(
+            f"{len(keys)} verifier keys for {len(directories)} audit directories: give one "
+            "for all, or one per --audit-dir in the same order"
+        )
+    logs: list[Log] = []
+    for directory, key in zip(directories, keys, strict=True):
+        log = read_log(Path(directory), period, key)
+        twin = next((other for other in logs if other.origin == log.origin), None)
+        if twin is not None:
+            raise EvidenceError(
+                f"{twin.directory} and {log.directory} both have origin {log.origin!r}; "
+                "each replica needs its own [audit] origin"
+            )
+        logs.append(log)
+    return logs
+
+
+def read_log(directory: Path, period: Period, verifier: str | None = None) -> Log:
+    """Verify one log and read the entries its verified checkpoint covers."""
+    report = verify_log(directory, verifier)
+    if not report.ok:
+        raise EvidenceError(
+            f"refusing to report: audit log {directory} failed verification: {report.problem}"
+        )
+    key = load_verifier(directory, verifier, VerifyReport(directory))
+    note, checkpoint = _verified_note(directory, key, report)
+    data = read_file(directory / ENTRIES)
+    records = iter_records(data, scan(data))
+    entries = [orjson.loads(r) for r in records][: report.size]
+    signed, unsigned = entries[: checkpoint.size], entries[checkpoint.size :]
+    return Log(
+        directory=directory,
+        report=report,
+        checkpoint=checkpoint,
+        note=note,
+        verifier=key,
+        pinned=verifier is not None,
+        entries=signed,
+        period=[e for e in signed if _in(period, e)],
+        unsigned=[e["seq"] for e in unsigned if _in(period, e)],
+    )
+
+
+def _in(period: Period, entry: dict[str, Any]) -> bool:
+    ts = entry_time(entry)
+    return ts is not None and period.contains(ts)
+
+
+def _verified_note(directory: Path, key: Verifier, report: VerifyReport) -> tuple[str, Checkpoint]:
+    """The note verify_log accepted (size and root), even if the writer has moved on since."""
+    data = read_file(directory / CHECKPOINTS)
+    notes = [bytes(r) for r in iter_records(data, scan(data))]
+    for note in [read_file(directory / CHECKPOINT), *reversed(notes)]:
+        try:
+            cp = Checkpoint.open(note, key)
+        except CheckpointError:
+            continue
+        if (cp.size, cp.root) == (report.checkpoint_size, report.root):
+            return note.decode(), cp
+    raise EvidenceError(f"{directory}: the verified checkpoint is no longer on disk")

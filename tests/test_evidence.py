@@ -1,0 +1,307 @@
+"""`gateway evidence` on logs of real gateways: figures equal the traffic sent, proofs verify
+with only the files and the verifier key, the OSCAL validates, the HTML renders cleanly."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import peers
+import pytest
+from approvals_helpers import Client, approvals_config
+from conftest import UPSTREAM_KEY, entries
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from gateway.audit import read_signing_key
+
+MASKED_RULE = """
+[[rules]]
+id = "masked-chat"
+groups = ["maskees"]
+connections = ["llama"]
+action = "allow"
+mask = ["all"]
+"""
+PII_PROMPT = [{"role": "user", "content": "show me the pii"}]
+PLAIN = [{"role": "user", "content": "hello"}]
+MODEL = "llama-3-8b"
+
+# What the traffic below sends to each replica, as the report must count it.
+EXPECTED = {
+    "alpha.test/audit": {
+        "requests": 11,
+        "allowed": 6,
+        "denied_401": 2,
+        "denied_403": 2,
+        "denied_default": 1,
+        "denied_other": 1,
+        "exchanges": 6,
+        "masked": 2,
+        "approvals_requested": 2,
+        "approvals_approved": 1,
+        "approvals_denied": 1,
+        "approvals_used": 1,
+    },
+    "beta.test/audit": {
+        "requests": 3,
+        "allowed": 2,
+        "denied_401": 1,
+        "denied_403": 0,
+        "denied_default": 0,
+        "denied_other": 0,
+        "exchanges": 2,
+        "masked": 1,
+        "approvals_requested": 0,
+        "approvals_approved": 0,
+        "approvals_denied": 0,
+        "approvals_used": 0,
+    },
+}
+
+
+def replica(start_gateway, issuer, upstream, tmp: Path, origin: str) -> tuple[peers.Peer, str]:
+    """A gateway with its own audit dir, origin and keys; returns it and its verifier key."""
+    config = approvals_config(issuer.url, upstream.url, tmp) + MASKED_RULE
+    gateway = start_gateway(config.replace("test.gateway/audit", origin))
+    return gateway, read_signing_key(tmp / "keys" / "signing.key").verifier.encode()
+
+
+def chat(gateway: peers.Peer, token: str, messages=PLAIN, model=MODEL, stream=False) -> None:
+    sdk = openai.OpenAI(base_url=f"{gateway.url}/llama/v1", api_key=token, max_retries=0)
+    answer = sdk.chat.completions.create(model=model, messages=messages, stream=stream)
+    if stream:
+        list(answer)
+
+
+def post(gateway: peers.Peer, path: str, token: str | None = None) -> int:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    body = {"model": MODEL, "messages": PLAIN}
+    return httpx.post(f"{gateway.url}{path}", json=body, headers=headers).status_code
+
+
+def run_evidence(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}  # the config names it
+    return subprocess.run(
+        ["gateway", "evidence", *map(str, args)], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def logs(start_gateway, issuer, upstream, tmp_path_factory):
+    """Two replicas driven with a known mix of traffic, then stopped: (dirs, verifiers, config)."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    tmp_a, tmp_b = tmp_path_factory.mktemp("alpha"), tmp_path_factory.mktemp("beta")
+    alpha, key_a = replica(start_gateway, issuer, upstream, tmp_a, "alpha.test/audit")
+    beta, key_b = replica(start_gateway, issuer, upstream, tmp_b, "beta.test/audit")
+    alice = peers.mint(issuer.url, "alice@example.com", ["analysts"])
+    ivan = peers.mint(issuer.url, "ivan@example.com", ["interns", "analysts"])
+    mo = peers.mint(issuer.url, "mo@example.com", ["maskees"])
+
+    chat(alpha, alice)
+    chat(alpha, alice, stream=True)
+    models = httpx.get(f"{alpha.url}/llama/v1/models", headers={"authorization": f"Bearer {alice}"})
+    assert models.status_code == 200
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(alpha, alice, model="gpt-4o")  # no rule matches: default deny
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(alpha, ivan)  # the interns-denied rule
+    assert post(alpha, "/llama/v1/chat/completions") == 401
+    assert post(alpha, "/llama/v1/chat/completions", "not-a-jwt") == 401
+    assert post(alpha, "/nowhere/v1/chat/completions", alice) == 404
+    chat(alpha, mo, PII_PROMPT)
+    chat(alpha, mo, PII_PROMPT, stream=True)
+    requester = Client(alpha.url, alice)
+    officer = Client(alpha.url, peers.mint(issuer.url, "rita@example.com", ["risk-officers"]))
+    granted, refused = requester.ticket(), requester.ticket()  # two approval.requested
+    assert officer.decide(granted, "approve").status_code == 200
+    assert officer.decide(refused, "deny").status_code == 200
+    assert requester.infer(approval_id=granted).status_code == 200  # the one approved request
+
+    chat(beta, alice)
+    chat(beta, mo, PII_PROMPT)
+    assert post(beta, "/llama/v1/chat/completions") == 401
+    alpha.stop()
+    beta.stop()
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    return {
+        "dirs": [tmp_a / "audit", tmp_b / "audit"],
+        "verifiers": [key_a, key_b],
+        "config": alpha.config_path,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+    }
+
+
+@pytest.fixture(scope="module")
+def report(logs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evidence")
+    args = ["-c", logs["config"], "--since", logs["since"], "--until", logs["until"]]
+    for d, key in zip(logs["dirs"], logs["verifiers"], strict=True):
+        args += ["--audit-dir", d, "--verifier", key]
+    done = run_evidence(*args, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out / "evidence.html")
+    return out
+
+
+@pytest.fixture(scope="module")
+def evidence(report) -> dict:
+    return orjson.loads((report / "evidence.json").read_bytes())
+
+
+def test_figures_equal_the_traffic_sent(evidence) -> None:
+    figures = {f["name"]: f for f in evidence["figures"]}
+    for origin, expected in EXPECTED.items():
+        got = {name: figures[name]["by_log"][origin]["count"] for name in expected}
+        assert got == expected, origin
+    assert figures["requests"]["total"] == 14
+
+
+def test_every_figure_names_the_entries_it_counted(logs, evidence) -> None:
+    by_origin = dict(zip(["alpha.test/audit", "beta.test/audit"], logs["dirs"], strict=True))
+    kinds = {
+        "allowed": {"decision"},
+        "denied_401": {"denied"},
+        "exchanges": {"inference"},
+        "masked": {"inference"},
+        "policy_loads": {"policy.loaded"},
+    }
+    for figure in evidence["figures"]:
+        for origin, counted in figure["by_log"].items():
+            log = entries(by_origin[origin])
+            seqs = [s for a, b in counted["seqs"] for s in range(a, b + 1)]
+            assert len(seqs) == counted["count"]
+            if figure["name"] in kinds:
+                assert {log[s]["type"] for s in seqs} <= kinds[figure["name"]]
+            if figure["name"] == "denied_401":
+                assert all(log[s]["status"] == 401 for s in seqs)
+            if figure["name"] == "masked":
+                assert all(sum(log[s]["masked"].values()) > 0 for s in seqs)
+    assert evidence["masked_by_entity"]["email"] == 3
+
+
+def test_control_statuses_are_computed(evidence) -> None:
+    status = {c["id"]: c["status"] for c in evidence["controls"]}
+    assert status["SC-8"] == "not-satisfied"  # the test upstreams are plain HTTP
+    sc8 = next(c for c in evidence["controls"] if c["id"] == "SC-8")
+    assert any("llama" in g and "plain HTTP" in g for g in sc8["gaps"])
+    satisfied = {"AC-3", "AC-5", "AC-6", "AC-17", "AU-2/AU-3", "AU-6", "AU-8", "AU-9(3)", "AU-10"}
+    satisfied |= {"AU-12", "CA-7", "CM-3/CM-5", "IA-2", "IR-4", "SC-28"}
+    assert {k for k, v in status.items() if v == "satisfied"} == satisfied
+    series = evidence["series"]["lines"]
+    assert sum(series["requests"]["total"]) == 14
+    assert sum(series["approvals"]["total"]) == 2
+    assert sum(series["maskings"]["total"]) == 3
+
+
+def _fold(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:
+    """RFC 9162 section 2.1.3.2, written here independently of gateway.audit."""
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        assert sn != 0
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while fn & 1 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0
+    return r
+
+
+def _open_note(note: str, verifier: str) -> tuple[str, int, bytes]:
+    """Check the note's Ed25519 signature with the verifier key; its origin, size and root."""
+    name, key_id, key = verifier.split("+", 2)
+    public = base64.b64decode(key)
+    assert public[0] == 1
+    text, signatures = note.split("\n\n", 1)
+    text += "\n"
+    line = next(s for s in signatures.splitlines() if s.startswith(f"\u2014 {name} "))
+    blob = base64.b64decode(line.rsplit(" ", 1)[1])
+    assert blob[:4].hex() == key_id
+    Ed25519PublicKey.from_public_bytes(public[1:]).verify(blob[4:], text.encode())
+    origin, size, root = text.splitlines()
+    return origin, int(size), base64.b64decode(root)
+
+
+def test_proofs_verify_with_only_the_files_and_the_verifier_key(logs, evidence) -> None:
+    keys = dict(zip(["alpha.test/audit", "beta.test/audit"], logs["verifiers"], strict=True))
+    checkpoints = {}
+    for log in evidence["logs"]:
+        origin, size, root = _open_note(log["checkpoint"]["note"], keys[log["origin"]])
+        assert origin == log["origin"] and log["verifier"]["pinned"]
+        checkpoints[origin] = (size, root)
+    assert evidence["samples"]
+    for sample in evidence["samples"]:
+        size, root = checkpoints[sample["log"]]
+        leaf = hashlib.sha256(b"\x00" + sample["entry"].encode()).digest()
+        assert leaf.hex() == sample["leaf_hash"] and sample["tree_size"] == size
+        path = [bytes.fromhex(p) for p in sample["path"]]
+        assert _fold(sample["seq"], size, leaf, path) == root
+        assert orjson.loads(sample["entry"])["seq"] == sample["seq"]
+    referenced = {(s["log"], s["seq"]) for c in evidence["controls"] for s in c["samples"]}
+    assert referenced == {(s["log"], s["seq"]) for s in evidence["samples"]}
+
+
+def test_oscal_assessment_results_validate(report) -> None:
+    from trestle.oscal.assessment_results import Model
+
+    document = orjson.loads((report / "assessment-results.json").read_bytes())
+    model = Model.parse_obj(document)
+    results = model.assessment_results
+    assert results.metadata.oscal_version.__root__.startswith("1.1.")
+    findings = results.results[0].findings
+    states = {
+        f.target.target_id: f.target.status.state.value if f.target.status else None
+        for f in findings
+    }
+    assert states["sc-8_smt"] == "not-satisfied"
+    assert states["ac-3_smt"] == "satisfied"
+    assert states["ac-5_smt"] == "satisfied"
+    assert {"au-2_smt", "au-3_smt", "cm-3_smt", "cm-5_smt", "au-9.3_smt"} <= set(states)
+
+
+def test_html_renders_without_console_errors(report, tmp_path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: errors.append(r.url) if not r.url.startswith("file:") else 0)
+        page.goto((report / "evidence.html").as_uri())
+        assert page.locator("svg").count() == 4
+        assert page.locator("section").count() == 16
+        page.screenshot(path=str(tmp_path / "evidence.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert (tmp_path / "evidence.png").stat().st_size > 10_000
+
+
+def test_a_tampered_log_is_refused(logs, tmp_path) -> None:
+    audit = tmp_path / "audit"
+    shutil.copytree(logs["dirs"][1], audit)
+    data = bytearray((audit / "entries").read_bytes())
+    at = data.index(b"alice@example.com")
+    data[at] ^= 0x01  # "alice" -> "`lice": still canonical JSON, but not what was signed
+    (audit / "entries").write_bytes(bytes(data))
+    out = tmp_path / "out"
+    done = run_evidence(
+        "-c", logs["config"], "--since", logs["since"], "--until", logs["until"],
+        "--audit-dir", audit, "--verifier", logs["verifiers"][1], "--out", out,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert str(audit) in done.stderr and "failed verification" in done.stderr
+    assert "entry" in done.stderr and "differs" in done.stderr
+    assert not out.exists()
