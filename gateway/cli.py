@@ -16,6 +16,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 def _registrars() -> list[Registrar]:
     """Verb groups, imported lazily so `gateway --version` stays fast."""
+    from gateway.approvals.cli import register_approvals
     from gateway.audit.cli import register_audit, register_keys
     from gateway.demo.cli import register_demo
     from gateway.evidence.cli import register_evidence
@@ -29,6 +30,7 @@ def _registrars() -> list[Registrar]:
         register_keys,
         register_audit,
         register_replay,
+        register_approvals,
         register_evidence,
     ]
 

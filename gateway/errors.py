@@ -28,3 +28,11 @@ class GatewayError(Exception):
 
 def error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": "gateway_error", "code": code}})
+
+
+def error_message(body: bytes) -> str:
+    """The message of an error body in the OpenAI shape, or the start of any other body."""
+    try:
+        return orjson.loads(body)["error"]["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")[:200]

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from gateway.audit import KeyFileError, LogReader, SealError, unseal
+from gateway.errors import error_message
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -125,17 +126,10 @@ def _post(url: str, seq: int, token: str, connection: str | None) -> dict[str, A
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
             return orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise ReplayError(f"gateway answered {exc.code}: {_message(exc.read())}") from None
+        raise ReplayError(f"gateway answered {exc.code}: {error_message(exc.read())}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ReplayError(f"gateway at {url} is unreachable: {reason}") from None
-
-
-def _message(body: bytes) -> str:
-    try:
-        return orjson.loads(body)["error"]["message"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return body.decode("utf-8", "replace")[:200]
 
 
 def _unsealed(directory: Path, result: dict[str, Any], key: Path) -> tuple[str, str | None]:
