@@ -305,3 +305,17 @@ def test_a_tampered_log_is_refused(logs, tmp_path) -> None:
     assert str(audit) in done.stderr and "failed verification" in done.stderr
     assert "entry" in done.stderr and "differs" in done.stderr
     assert not out.exists()
+
+
+def test_build_report_for_the_demo_defaults_to_the_config_audit_dir(logs, tmp_path, monkeypatch):
+    """The function `gateway demo` calls: one log from [audit] dir, its own verifier copy."""
+    from gateway.evidence import build_report
+
+    monkeypatch.setenv("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+    html = build_report(logs["config"], None, logs["since"], logs["until"], tmp_path)
+    assert html == tmp_path / "evidence.html"
+    evidence = orjson.loads((tmp_path / "evidence.json").read_bytes())
+    assert [log["origin"] for log in evidence["logs"]] == ["alpha.test/audit"]
+    assert evidence["logs"][0]["verifier"]["pinned"] is False
+    au10 = next(c for c in evidence["controls"] if c["id"] == "AU-10")
+    assert au10["status"] == "not-assessed" and "--verifier" in au10["reason"]
