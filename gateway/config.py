@@ -432,10 +432,6 @@ def _connections(file: Path, raw: Any) -> tuple[ConnectionConfig, ...]:
             raise s.fail("credential_prefix", "must be a string")
         if conn.credential_env and conn.credential_file:
             raise s.fail("credential_env", "set credential_env or credential_file, not both")
-        if conn.credential_env and conn.credential_env not in os.environ:
-            raise s.fail("credential_env", f"environment variable {conn.credential_env} is unset")
-        if conn.credential_file and not os.access(conn.credential_file, os.R_OK):
-            raise s.fail("credential_file", f"cannot read {conn.credential_file}")
         s.done()
         out.append(conn)
     return tuple(out)

@@ -46,11 +46,22 @@ class Runtime:
 
 
 def _credential(config: Config, conn: ConnectionConfig) -> tuple[bytes, bytes] | None:
+    """The secret, read when the gateway starts or reloads (not by tools that only read config).
+
+    A configured credential that cannot be read refuses the config: sending the request
+    without it would fail upstream in a less clear way.
+    """
+    key = f"connections[{conn.name}]"
     try:
         secret = conn.credential()
     except OSError as exc:
-        key = f"connections.{conn.name}.credential_file"
-        raise ConfigError(config.path, key, exc.strerror or str(exc)) from None
+        raise ConfigError(config.path, f"{key}.credential_file", exc.strerror or str(exc)) from None
+    if secret is None and conn.credential_env:
+        raise ConfigError(
+            config.path,
+            f"{key}.credential_env",
+            f"environment variable {conn.credential_env} is unset",
+        )
     if secret is None:
         return None
     if not secret or any(c in secret for c in "\r\n\0"):
