@@ -95,7 +95,7 @@ def test_hold_runs_out_into_a_ticket(gw, people) -> None:
     assert response.json()["approval"]["status"] == "pending"
 
 
-def test_ticket_flow_and_reuse_refused(gw, people) -> None:
+def test_ticket_flow_and_reuse_refused(gw, people, upstream) -> None:
     alice, rita = people["alice"], people["rita"]
     body = unique("ticket flow")
     response = alice.infer(body)
@@ -110,8 +110,12 @@ def test_ticket_flow_and_reuse_refused(gw, people) -> None:
     early = alice.infer(body, approval_id=approval["id"])
     assert (early.status_code, early.json()["error"]["code"]) == (403, "approval_pending")
     assert rita.decide(approval["id"], "approve").status_code == 200
+    peers.upstream_reset(upstream.url)
     retried = alice.infer(body, approval_id=approval["id"])
     assert retried.status_code == 200, retried.text
+    (seen,) = peers.upstream_requests(upstream.url)
+    names = {name.lower() for name, _ in seen["headers"]}
+    assert not names & {"x-approval-id", "x-approval-reason", "prefer"}  # consumed here
     again = alice.infer(body, approval_id=approval["id"])
     assert again.status_code == 403
     assert again.json()["error"]["code"] == "approval_used"

@@ -42,6 +42,8 @@ class ApprovalsApi:
 
     async def handle(self, name: str, request: IncomingRequest, writer: ResponseWriter) -> None:
         """`name` is the path after `/_gateway/`: `approvals`, `approvals/{id}[/verb]`."""
+        if self.approvals.store is None:
+            raise GatewayError(404, "not_found", "this gateway has no [approvals] configured")
         parts = name.split("/")
         if parts == ["approvals"] and request.method in ("GET", "HEAD") and wants_html(request):
             await writer.send_full(200, PAGE_HEADERS, PAGE)

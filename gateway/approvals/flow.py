@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 WAIT = re.compile(r"^\s*wait\s*=\s*\"?(\d{1,9})\"?\s*$", re.IGNORECASE)
 APPROVAL_ID = re.compile(r"^apr_[0-9a-f]{24}$")
 MAX_REASON = 1000  # characters of x-approval-reason kept
+# Consumed here: the reason is the caller's free text and the upstream has no use for any of it.
+APPROVAL_HEADERS = frozenset({b"prefer", b"x-approval-id", b"x-approval-reason"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ async def gate(approvals: Approvals, exchange: Exchange, hold_max_s: float) -> T
         return Ticket(approval)
     retry = dataclasses.replace(retry, now=approvals.clock())
     await approvals.redeem(approval, retry, exchange)  # raises 403 unless APPROVED
+    request.headers = [(k, v) for k, v in request.headers if k.lower() not in APPROVAL_HEADERS]
     return None
 
 
