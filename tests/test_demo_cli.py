@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
+
+import orjson
+from independent_verifier import fold, open_note
 
 
 def test_gateway_demo_runs_end_to_end() -> None:
@@ -22,3 +26,31 @@ def test_gateway_demo_runs_end_to_end() -> None:
     assert "requested by alice@example.com, approved by rita@example.com" in held
     assert "   OK " in out.stdout and " entries, " in out.stdout
     assert out.stdout.rstrip().endswith("demo finished")
+
+
+def test_demo_evidence_checks_out_with_only_the_files_and_the_key(tmp_path) -> None:
+    """Issue 6's must-show: an auditor with the three files and the verifier key."""
+    out = subprocess.run(
+        ["gateway", "demo", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    verifier = out.stdout.split("--verifier ")[1].split()[0]
+    evidence_dir = tmp_path / "evidence"
+    assert {p.name for p in evidence_dir.iterdir()} >= {
+        "evidence.json",
+        "evidence.html",
+        "assessment-results.json",
+    }
+    evidence = orjson.loads((evidence_dir / "evidence.json").read_bytes())
+    (log,) = evidence["logs"]
+    origin, size, root = open_note(log["checkpoint"]["note"], verifier)
+    assert origin == "demo.gateway/audit"
+    assert evidence["samples"]
+    for sample in evidence["samples"]:
+        leaf = hashlib.sha256(b"\x00" + sample["entry"].encode()).digest()
+        path = [bytes.fromhex(p) for p in sample["path"]]
+        assert sample["tree_size"] == size
+        assert fold(sample["seq"], size, leaf, path) == root
+    statuses = {c["id"]: c["status"] for c in evidence["controls"]}
+    assert statuses["SC-8"] == "not-satisfied"  # the demo's upstream is plain HTTP
+    assert statuses["AC-5"] == statuses["CM-3/CM-5"] == statuses["AU-10"] == "satisfied"

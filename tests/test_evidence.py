@@ -3,7 +3,6 @@ with only the files and the verifier key, the OSCAL validates, the HTML renders 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import shutil
@@ -18,7 +17,7 @@ import peers
 import pytest
 from approvals_helpers import Client, approvals_config
 from conftest import UPSTREAM_KEY, entries
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from independent_verifier import fold, open_note
 
 from gateway.audit import read_signing_key
 
@@ -202,42 +201,11 @@ def test_control_statuses_are_computed(evidence) -> None:
     assert sum(series["maskings"]["total"]) == 3
 
 
-def _fold(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:
-    """RFC 9162 section 2.1.3.2, written here independently of gateway.audit."""
-    fn, sn, r = index, size - 1, leaf
-    for p in path:
-        assert sn != 0
-        if fn & 1 or fn == sn:
-            r = hashlib.sha256(b"\x01" + p + r).digest()
-            while fn & 1 == 0 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            r = hashlib.sha256(b"\x01" + r + p).digest()
-        fn, sn = fn >> 1, sn >> 1
-    assert sn == 0
-    return r
-
-
-def _open_note(note: str, verifier: str) -> tuple[str, int, bytes]:
-    """Check the note's Ed25519 signature with the verifier key; its origin, size and root."""
-    name, key_id, key = verifier.split("+", 2)
-    public = base64.b64decode(key)
-    assert public[0] == 1
-    text, signatures = note.split("\n\n", 1)
-    text += "\n"
-    line = next(s for s in signatures.splitlines() if s.startswith(f"\u2014 {name} "))
-    blob = base64.b64decode(line.rsplit(" ", 1)[1])
-    assert blob[:4].hex() == key_id
-    Ed25519PublicKey.from_public_bytes(public[1:]).verify(blob[4:], text.encode())
-    origin, size, root = text.splitlines()
-    return origin, int(size), base64.b64decode(root)
-
-
 def test_proofs_verify_with_only_the_files_and_the_verifier_key(logs, evidence) -> None:
     keys = dict(zip(["alpha.test/audit", "beta.test/audit"], logs["verifiers"], strict=True))
     checkpoints = {}
     for log in evidence["logs"]:
-        origin, size, root = _open_note(log["checkpoint"]["note"], keys[log["origin"]])
+        origin, size, root = open_note(log["checkpoint"]["note"], keys[log["origin"]])
         assert origin == log["origin"] and log["verifier"]["pinned"]
         checkpoints[origin] = (size, root)
     assert evidence["samples"]
@@ -246,7 +214,7 @@ def test_proofs_verify_with_only_the_files_and_the_verifier_key(logs, evidence) 
         leaf = hashlib.sha256(b"\x00" + sample["entry"].encode()).digest()
         assert leaf.hex() == sample["leaf_hash"] and sample["tree_size"] == size
         path = [bytes.fromhex(p) for p in sample["path"]]
-        assert _fold(sample["seq"], size, leaf, path) == root
+        assert fold(sample["seq"], size, leaf, path) == root
         assert orjson.loads(sample["entry"])["seq"] == sample["seq"]
     referenced = {(s["log"], s["seq"]) for c in evidence["controls"] for s in c["samples"]}
     assert referenced == {(s["log"], s["seq"]) for s in evidence["samples"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 
@@ -91,4 +92,5 @@ def demo_config(issuer: str, upstream: str, work: Path) -> Config:
     if not (work / "keys" / "signing.key").exists():
         init_keys(work / "keys", "demo.gateway")
     text = demo_config_text(issuer, upstream, work)
-    return parse(tomllib.loads(text), Path("<embedded demo config>"))
+    sha256 = hashlib.sha256(text.encode()).hexdigest()
+    return parse(tomllib.loads(text), Path("<embedded demo config>"), sha256)

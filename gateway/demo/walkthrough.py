@@ -13,15 +13,17 @@ import secrets
 import signal
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import logs
 from gateway.app import Gateway
-from gateway.audit import verify_log
+from gateway.audit import read_signing_key, verify_log
 from gateway.demo.config import UPSTREAM_KEY_ENV, demo_config, demo_config_text
 from gateway.demo.issuer import DemoIssuer, start_issuer
 from gateway.demo.upstream import start_upstream
+from gateway.evidence import build_report
 
 if TYPE_CHECKING:
     import aiohttp
@@ -73,6 +75,7 @@ class Stack:
 
 
 async def _run(*, serve: bool, work: Path) -> int:
+    started = datetime.now(UTC) - timedelta(seconds=1)
     stack = Stack(work)
     await stack.start()
     try:
@@ -86,19 +89,41 @@ async def _run(*, serve: bool, work: Path) -> int:
         failures = await _walkthrough(stack)
     finally:
         await stack.stop()
-    failures += _verify_audit(work / "audit")
+    failures += await asyncio.get_running_loop().run_in_executor(
+        None, _audit_and_evidence, stack, started
+    )
     print("demo finished" + (f" with {failures} unexpected results" if failures else ""))
     return 1 if failures else 0
 
 
-def _verify_audit(audit_dir: Path) -> int:
-    """The walk-through's own record, checked the way an auditor would."""
+def _audit_and_evidence(stack: Stack, since: datetime) -> int:
+    """The walk-through's own record, checked the way an auditor would, then reported on.
+
+    The verifier key is derived from the demo's signing key, not read from the log, so the
+    check is against a pinned key.
+    """
+    audit_dir = stack.work / "audit"
+    verifier = read_signing_key(stack.work / "keys" / "signing.key").verifier.encode()
     step("the audit log: every decision and exchange, verified after the gateway stopped")
-    report = verify_log(audit_dir, (audit_dir / "verifier").read_text().strip())
+    report = verify_log(audit_dir, verifier)
     print(f"   {report.summary()}")
     print(f"   explore: gateway audit tail --dir {audit_dir}")
-    print(f"            gateway audit verify --dir {audit_dir}\n")
-    return 0 if report.ok else 1
+    print(f"            gateway audit verify --dir {audit_dir} --verifier {verifier}\n")
+    if not report.ok:
+        return 1
+    step("NIST SP 800-53 evidence for the session, computed from the verified log")
+    html = build_report(
+        stack.gateway.config,
+        [audit_dir],
+        since,
+        datetime.now(UTC) + timedelta(seconds=1),
+        stack.work / "evidence",
+        verifier=verifier,
+    )
+    print(f"   report: {html}")
+    print(f"   also:   {html.parent / 'evidence.json'}")
+    print(f"           {html.parent / 'assessment-results.json'} (OSCAL assessment results)\n")
+    return 0
 
 
 def step(title: str) -> None:
