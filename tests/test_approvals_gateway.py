@@ -148,6 +148,15 @@ def test_self_approval_and_non_approver_refused(gw, people) -> None:
     assert (outsider.status_code, outsider.json()["error"]["code"]) == (403, "not_an_approver")
     assert nina.get(f"/{approval_id}").status_code == 404  # not hers to see
     assert rita.get(f"/{approval_id}").json()["approval"]["status"] == "pending"
+    refused = [
+        (e["approver"], e["code"])
+        for e in entries(gw.audit_dir)
+        if e["type"] == "approval.refused" and e["approval_id"] == approval_id
+    ]
+    assert refused == [
+        ("rob@example.com", "self_approval"),
+        ("nina@example.com", "not_an_approver"),
+    ]
 
 
 def test_reason_required(gw, people) -> None:

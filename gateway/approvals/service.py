@@ -187,9 +187,28 @@ class Approvals:
         now = self.clock()
         masked = self._mask_text(reason)
         approval = await self.get(approval_id)
-        _, new = await self._change(
-            approval, lambda a: state.decide(a, who.subject, who.groups, decision, masked, now)
-        )
+        try:
+            _, new = await self._change(
+                approval, lambda a: state.decide(a, who.subject, who.groups, decision, masked, now)
+            )
+        except GatewayError as exc:
+            # A refused attempt (self-approval, not an approver, ...) is evidence too (AC-5).
+            await self.auditor.append(
+                {
+                    "type": "approval.refused",
+                    "approval_id": approval.id,
+                    "request_id": context.request_id,
+                    "client": context.client,
+                    "approver": who.subject,
+                    "approver_groups": sorted(who.groups),
+                    "requester": approval.requester,
+                    "decision": decision,
+                    "status": exc.status,
+                    "code": exc.code,
+                    "reason": exc.message,
+                }
+            )
+            raise
         entry = {
             "type": "approval.decided",
             "approval_id": new.id,
