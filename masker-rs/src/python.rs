@@ -13,6 +13,15 @@ use crate::{Config, Custom, Error, Masker};
 /// Inputs at least this long are masked with the interpreter detached.
 const DETACH_AT: usize = 4096;
 
+/// Runs `work` with the interpreter detached when the input is large enough to pay for it.
+fn detached_if_large<T: Send>(py: Python<'_>, len: usize, work: impl FnOnce() -> T + Send) -> T {
+    if len >= DETACH_AT {
+        py.detach(work)
+    } else {
+        work()
+    }
+}
+
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         PyValueError::new_err(e.to_string())
@@ -66,11 +75,7 @@ impl PyMasker {
 
     /// Masked text and findings `(entity, start, end)`, byte offsets in the original UTF-8.
     fn mask_text(&self, py: Python<'_>, text: &str) -> (String, Vec<(Py<PyString>, usize, usize)>) {
-        let (out, hits) = if text.len() >= DETACH_AT {
-            py.detach(|| self.inner.mask_text_hits(text))
-        } else {
-            self.inner.mask_text_hits(text)
-        };
+        let (out, hits) = detached_if_large(py, text.len(), || self.inner.mask_text_hits(text));
         let findings = hits
             .into_iter()
             .map(|h| (self.names[h.det].clone_ref(py), h.start, h.end))
@@ -84,11 +89,7 @@ impl PyMasker {
         py: Python<'py>,
         body: &[u8],
     ) -> PyResult<(Bound<'py, PyBytes>, PyCounts)> {
-        let (out, counts) = if body.len() >= DETACH_AT {
-            py.detach(|| self.inner.mask_json(body))?
-        } else {
-            self.inner.mask_json(body)?
-        };
+        let (out, counts) = detached_if_large(py, body.len(), || self.inner.mask_json(body))?;
         Ok((PyBytes::new(py, &out), counts))
     }
 
@@ -132,12 +133,8 @@ struct PyTextStream {
 #[pymethods]
 impl PyTextStream {
     fn push<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let out = if chunk.len() >= DETACH_AT {
-            let inner = &mut self.inner;
-            py.detach(|| inner.push(chunk))?
-        } else {
-            self.inner.push(chunk)?
-        };
+        let inner = &mut self.inner;
+        let out = detached_if_large(py, chunk.len(), || inner.push(chunk))?;
         Ok(PyBytes::new(py, out.as_bytes()))
     }
 
@@ -161,12 +158,8 @@ struct PySseStream {
 #[pymethods]
 impl PySseStream {
     fn push<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let out = if chunk.len() >= DETACH_AT {
-            let inner = &mut self.inner;
-            py.detach(|| inner.push(chunk))?
-        } else {
-            self.inner.push(chunk)?
-        };
+        let inner = &mut self.inner;
+        let out = detached_if_large(py, chunk.len(), || inner.push(chunk))?;
         Ok(PyBytes::new(py, &out))
     }
 
