@@ -178,17 +178,11 @@ def _ac3(s: Scope) -> Outcome:
         "decision entries naming no rule, or neither allow nor approve with its approvers",
         lambda e: is_type("decision")(e) and not (e.get("rule") and _granted(e)),
     )
-    orphans = Measure(
+    orphans = s.measure_in_log(
         "exchanges_without_decision",
         "exchanges whose decision_seq is not an allowing decision entry of the same log",
-        seqs_of(
-            (
-                (log, e)
-                for log, e in s.pairs()
-                if is_exchange(e)
-                and (s.entry(log, e.get("decision_seq")) or {}).get("type") != "decision"
-            ),
-            s.logs,
+        lambda log, e: (
+            is_exchange(e) and (s.entry(log, e.get("decision_seq")) or {}).get("type") != "decision"
         ),
     )
     measures = [
@@ -413,17 +407,10 @@ def _au8(s: Scope) -> Outcome:
         "entries in the whole signed log whose ts is not RFC 3339 UTC with microseconds",
         s.select(lambda e: not TS_FORMAT.match(str(e.get("ts", ""))), whole_log=True),
     )
-    backwards = Measure(
+    backwards = s.measure_in_log(
         "timestamps_backwards",
         "in-period entries time-stamped earlier than the entry before them",
-        seqs_of(
-            (
-                (log, e)
-                for log, e in s.pairs()
-                if e["seq"] > 0 and e["ts"] < str(log.entries[e["seq"] - 1].get("ts", ""))
-            ),
-            s.logs,
-        ),
+        lambda log, e: e["seq"] > 0 and e["ts"] < str(log.entries[e["seq"] - 1].get("ts", "")),
     )
     return judge(
         [
@@ -558,30 +545,20 @@ def _cm3(s: Scope) -> Outcome:
             )
         ),
     )
-    changes = Measure(
+    changes = s.measure_in_log(
         "policy_changes",
         "policy.loaded entries whose file hash differs from the previous load",
-        seqs_of(
-            (
-                (log, e)
-                for log, e in s.pairs()
-                if is_type("policy.loaded")(e)
-                and _previous_load(log.entries, e["seq"]) not in (None, e.get("config_sha256"))
-            ),
-            s.logs,
+        lambda log, e: (
+            is_type("policy.loaded")(e)
+            and _previous_load(log.entries, e["seq"]) not in (None, e.get("config_sha256"))
         ),
     )
-    unloaded = Measure(
+    unloaded = s.measure_in_log(
         "starts_without_policy_record",
         "gateway starts not directly followed by a policy.loaded entry",
-        seqs_of(
-            (
-                (log, e)
-                for log, e in s.pairs()
-                if is_type("gateway.started")(e)
-                and (s.entry(log, e["seq"] + 1) or {}).get("type") != "policy.loaded"
-            ),
-            s.logs,
+        lambda log, e: (
+            is_type("gateway.started")(e)
+            and (s.entry(log, e["seq"] + 1) or {}).get("type") != "policy.loaded"
         ),
     )
     assessed = s.config

@@ -111,6 +111,13 @@ class Scope:
     def measure(self, name: str, description: str, predicate: Predicate) -> Measure:
         return Measure(name, description, self.select(predicate))
 
+    def measure_in_log(
+        self, name: str, description: str, predicate: Callable[[Log, Entry], bool]
+    ) -> Measure:
+        """A measure whose test also needs the entry's log (its neighbours, what it links to)."""
+        matching = ((log, e) for log, e in self.pairs() if predicate(log, e))
+        return Measure(name, description, seqs_of(matching, self.logs))
+
     def pairs(self) -> Iterable[tuple[Log, Entry]]:
         """(log, entry) for every in-period entry of every log."""
         for log in self.logs:
