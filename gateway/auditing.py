@@ -162,7 +162,7 @@ def request_fields(exchange: Exchange) -> dict[str, Any]:
         "model": exchange.model,
         "decision": decision.action if decision else None,
         "rule": decision.rule_id if decision else None,
-        "request_sha256": hashlib.sha256(request.body).hexdigest(),
+        "request_sha256": request.body_sha256(),
         "approval_id": approval.id if approval else None,
         "approved_by": approval.approved_by or None if approval else None,
     }

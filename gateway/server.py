@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -55,6 +56,13 @@ class IncomingRequest:
     request_id: str
     started: float = field(default_factory=time.perf_counter)
     received_at: str = field(default_factory=now_rfc3339)
+    digest: str | None = field(default=None, repr=False)
+
+    def body_sha256(self) -> str:
+        """Hex SHA-256 of the body, computed once: audit entries and approvals all name it."""
+        if self.digest is None:
+            self.digest = hashlib.sha256(self.body).hexdigest()
+        return self.digest
 
 
 Handler = Callable[[IncomingRequest, "ResponseWriter"], Awaitable[None]]

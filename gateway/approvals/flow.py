@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -77,7 +76,7 @@ async def gate(approvals: Approvals, exchange: Exchange, hold_max_s: float) -> T
         requester=exchange.identity.subject,
         connection=exchange.connection,
         model=exchange.model,
-        body_sha256=hashlib.sha256(request.body).hexdigest(),
+        body_sha256=request.body_sha256(),
         request_id=request.request_id,
         now=approvals.clock(),
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import secrets
 import time
@@ -151,7 +150,7 @@ class Approvals:
             model=exchange.model,
             method=request.method,
             path=request.path,
-            body_sha256=_sha256(request.body),
+            body_sha256=request.body_sha256(),
             rule=rule.id,
             approvers=rule.approvers,
             min_approvals=rule.min_approvals,
@@ -326,10 +325,6 @@ class Approvals:
 
 def decision_past(decision: str) -> str:
     return "approved" if decision == "approve" else "denied"
-
-
-def _sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 def _rfc3339(epoch: float) -> str:
