@@ -234,7 +234,8 @@ class Proxy:
             if len(original) > MASK_WHOLE_MAX:
                 raise masking_failed(f"a response over {MASK_WHOLE_MAX} bytes")
         body = bytes(original)
-        exchange.served_model = json_model(body)
+        if self.auditor.enabled:  # the served model is recorded only in the audit entry
+            exchange.served_model = json_model(body)
         if exchange.masking is not None:
             if not (is_json(kind) or kind.startswith("text/")):
                 exchange.masking_skipped = kind
