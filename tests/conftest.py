@@ -1,4 +1,4 @@
-"""Fixtures: the real demo issuer and upstream as processes, and real gateway processes."""
+"""Fixtures: the real demo issuer and upstream, a real OAuth2 provider, real gateway processes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import peers
 import pytest
+from dot_provider import fixture as dot
 
 from gateway.audit import LogReader
 
@@ -18,6 +19,13 @@ UPSTREAM_KEY = "sk-upstream-connection-secret"
 @pytest.fixture(scope="session")
 def issuer() -> Iterator[peers.Peer]:
     with peers.start_issuer() as peer:
+        yield peer
+
+
+@pytest.fixture(scope="session")
+def dot_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.Peer]:
+    """A real OAuth2 provider (django-oauth-toolkit); add clients with dot.create_client."""
+    with dot.start(tmp_path_factory.mktemp("dot")) as peer:
         yield peer
 
 
