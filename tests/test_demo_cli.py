@@ -7,6 +7,7 @@ import subprocess
 
 import orjson
 from independent_verifier import fold, open_note
+from oscal_schema import oscal_errors
 
 
 def test_gateway_demo_runs_end_to_end() -> None:
@@ -41,6 +42,7 @@ def test_demo_evidence_checks_out_with_only_the_files_and_the_key(tmp_path) -> N
         "evidence.html",
         "assessment-results.json",
     }
+    assert oscal_errors(evidence_dir / "assessment-results.json") == []
     evidence = orjson.loads((evidence_dir / "evidence.json").read_bytes())
     (log,) = evidence["logs"]
     origin, size, root = open_note(log["checkpoint"]["note"], verifier)

@@ -18,6 +18,7 @@ import pytest
 from approvals_helpers import Client, approvals_config
 from conftest import UPSTREAM_KEY, entries
 from independent_verifier import fold, open_note
+from oscal_schema import SCHEMA_VERSION, oscal_errors
 
 from gateway.audit import read_signing_key
 
@@ -220,22 +221,27 @@ def test_proofs_verify_with_only_the_files_and_the_verifier_key(logs, evidence) 
     assert referenced == {(s["log"], s["seq"]) for s in evidence["samples"]}
 
 
-def test_oscal_assessment_results_validate(report) -> None:
-    from trestle.oscal.assessment_results import Model
-
-    document = orjson.loads((report / "assessment-results.json").read_bytes())
-    model = Model.parse_obj(document)
-    results = model.assessment_results
-    assert results.metadata.oscal_version.__root__.startswith("1.1.")
-    findings = results.results[0].findings
+def test_oscal_assessment_results_validate_against_nist_schema(report, tmp_path) -> None:
+    assert oscal_errors(report / "assessment-results.json") == []
+    results = orjson.loads((report / "assessment-results.json").read_bytes())
+    results = results["assessment-results"]
+    assert results["metadata"]["oscal-version"] == SCHEMA_VERSION
     states = {
-        f.target.target_id: f.target.status.state.value if f.target.status else None
-        for f in findings
+        f["target"]["target-id"]: f["target"]["status"]["state"]
+        for f in results["results"][0]["findings"]
     }
     assert states["sc-8_smt"] == "not-satisfied"
     assert states["ac-3_smt"] == "satisfied"
     assert states["ac-5_smt"] == "satisfied"
     assert {"au-2_smt", "au-3_smt", "cm-3_smt", "cm-5_smt", "au-9.3_smt"} <= set(states)
+    # The validator is not vacuous: a finding without a state (what 1.1.3-era output wrote for
+    # not-assessed controls) fails it.
+    del results["results"][0]["findings"][0]["target"]["status"]
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(orjson.dumps({"assessment-results": results}))
+    assert oscal_errors(broken) == [
+        "$['assessment-results'].results[0].findings[0].target: 'status' is a required property"
+    ]
 
 
 def test_html_renders_without_console_errors(report, tmp_path) -> None:
@@ -287,3 +293,14 @@ def test_build_report_for_the_demo_defaults_to_the_config_audit_dir(logs, tmp_pa
     assert evidence["logs"][0]["verifier"]["pinned"] is False
     au10 = next(c for c in evidence["controls"] if c["id"] == "AU-10")
     assert au10["status"] == "not-assessed" and "--verifier" in au10["reason"]
+    # NIST's schema wants a state in every finding: a not-assessed control has none, only
+    # its observation saying so.
+    assert oscal_errors(tmp_path / "assessment-results.json") == []
+    result = orjson.loads((tmp_path / "assessment-results.json").read_bytes())
+    result = result["assessment-results"]["results"][0]
+    assert "au-10_smt" not in {f["target"]["target-id"] for f in result["findings"]}
+    (observation,) = [o for o in result["observations"] if o["title"].startswith("AU-10 ")]
+    assert {"name": "assessment-status", "value": "not-assessed"}.items() <= (
+        observation["props"][0].items()
+    )
+    assert "AU-10" in result["remarks"]

@@ -1,10 +1,12 @@
-"""assessment-results.json: the report as an OSCAL 1.1.x Assessment Results document.
+"""assessment-results.json: the report as an OSCAL 1.2.3 Assessment Results document.
 
 One result for the period; per control an observation carrying the measured evidence (and
-links into evidence.json for the entries and proofs) and one finding per OSCAL control id. OSCAL
-has only satisfied / not-satisfied as objective states, so a not-assessed control gets a finding
-without a status, marked with our `assessment-status` property. UUIDs are version 5, derived
-from the logs' signed roots and the period, so the same evidence gives the same document.
+links into evidence.json for the entries and proofs) and, once it was judged, one finding per
+OSCAL control id. OSCAL's objective states are only satisfied / not-satisfied and a finding must
+carry one, so a not-assessed control has its observation (prop `assessment-status`
+not-assessed, and why) but no finding: claiming either state would be untrue. UUIDs are
+version 5, derived from the logs' signed roots and the period, so the same evidence gives the
+same document. tests/ validates it against NIST's OSCAL 1.2.3 JSON schema.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from gateway.evidence.report import Assessed, Report
 
 OSCAL_FILE = "assessment-results.json"
-OSCAL_VERSION = "1.1.3"
+OSCAL_VERSION = "1.2.3"  # the NIST schema release the document is validated against
 # Namespace of our own property names: an identifier, never fetched (.invalid is reserved, so it
 # can never clash with a real one; OSCAL models want an http(s) URI here).
 NS = "https://inference-gateway.invalid/ns/evidence"
@@ -42,11 +44,17 @@ def render_oscal(report: Report) -> dict[str, Any]:
     for i, assessed in enumerate(report.controls):
         obs_uuid = uid("observation", assessed.control.id)
         observations.append(_observation(assessed, i, obs_uuid, sample_index, report))
-        findings.extend(
-            _finding(assessed, oscal_id, uid("finding", oscal_id), obs_uuid)
-            for oscal_id in assessed.control.oscal_ids
-        )
+        if assessed.outcome.status is not Status.NOT_ASSESSED:
+            findings.extend(
+                _finding(assessed, oscal_id, uid("finding", oscal_id), obs_uuid)
+                for oscal_id in assessed.control.oscal_ids
+            )
     since, until = time(scope.period.since), time(scope.period.until)
+    unjudged = [
+        f"{a.control.id} ({a.outcome.reason})"
+        for a in report.controls
+        if a.outcome.status is Status.NOT_ASSESSED
+    ]
     return {
         "assessment-results": {
             "uuid": uid("assessment-results"),
@@ -88,6 +96,11 @@ def render_oscal(report: Report) -> dict[str, Any]:
                     },
                     "observations": observations,
                     "findings": findings,
+                    **(
+                        {"remarks": "Not assessed, so without a finding: " + "; ".join(unjudged)}
+                        if unjudged
+                        else {}
+                    ),
                 }
             ],
         }
@@ -139,15 +152,12 @@ def _observation(
 
 def _finding(assessed: Assessed, oscal_id: str, uid: str, obs_uuid: str) -> dict[str, Any]:
     outcome = assessed.outcome
-    target: dict[str, Any] = {"type": "statement-id", "target-id": f"{oscal_id}_smt"}
-    if outcome.status is Status.NOT_ASSESSED:
-        target["remarks"] = f"Not assessed: {outcome.reason}."
-    else:
-        satisfied = outcome.status is Status.SATISFIED
-        target["status"] = {
-            "state": str(outcome.status),
-            "reason": "pass" if satisfied else "fail",
-        }
+    satisfied = outcome.status is Status.SATISFIED
+    target = {
+        "type": "statement-id",
+        "target-id": f"{oscal_id}_smt",
+        "status": {"state": str(outcome.status), "reason": "pass" if satisfied else "fail"},
+    }
     return {
         "uuid": uid,
         "title": f"{assessed.control.id}: {outcome.status}",
