@@ -1,10 +1,12 @@
 """Caller identity: OIDC bearer tokens verified against the issuer's JWKS.
 
 Discovery and JWKS are fetched with aiohttp, never blocking the event loop; keys are cached and
-refreshed periodically, and on an unknown `kid` at most once per `jwks_min_refresh_interval_s`
-(a flood of bogus kids costs the IdP one request per interval). When the IdP is unreachable the
-last good keys stay in force. Verified tokens are cached by their SHA-256 until they expire, so
-the hot path verifies a signature once per token, not once per request.
+refreshed periodically, and on an unknown `kid` or a signature no cached key verifies at most
+once per `jwks_min_refresh_interval_s` (a flood of bogus tokens costs the IdP one request per
+interval). A token without `kid` is checked against every key of the issuer that fits its
+algorithm. When the IdP is unreachable the last good keys stay in force. Verified tokens are
+cached by their SHA-256 until they expire, so the hot path verifies a signature once per token,
+not once per request; a key the IdP withdraws takes every cached token it signed with it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
+import orjson
 
 from gateway.config import IdentityConfig, is_loopback
 from gateway.errors import GatewayError
@@ -39,6 +42,12 @@ class SigningKey:
     key: Any
     kty: str
     alg: str | None
+    kid: str | None
+    fingerprint: bytes  # names the key itself: kids may be absent or shared
+
+    def fits(self, alg: str) -> bool:
+        """Whether a token signed with `alg` may be checked with this key."""
+        return self.kty == KEY_TYPE_FOR_ALG_PREFIX.get(alg[:2]) and self.alg in (None, alg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +55,7 @@ class Identity:
     subject: str
     groups: frozenset[str]
     expires_at: float
-    kid: str | None
+    key: bytes  # fingerprint of the key that verified the token
 
 
 class AuthError(GatewayError):
@@ -90,7 +99,7 @@ def bearer_token(authorization: bytes | None) -> str:
 
 
 class JwksCache:
-    """The issuer's signing keys by kid, fetched via discovery."""
+    """The issuer's signing keys, fetched via discovery."""
 
     def __init__(
         self,
@@ -99,12 +108,12 @@ class JwksCache:
     ) -> None:
         self.config = config
         self.on_refresh = on_refresh
-        self.keys: dict[str | None, SigningKey] = {}
+        self.keys: tuple[SigningKey, ...] = ()
         self.jwks_uri: str | None = None
         self.last_attempt = float("-inf")
         self.inflight: asyncio.Future[bool] | None = None
         self.session: aiohttp.ClientSession | None = None
-        self.listeners: list[Callable[[set[str | None]], None]] = []
+        self.listeners: list[Callable[[set[bytes]], None]] = []
         self.periodic: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -132,18 +141,18 @@ class JwksCache:
     def ready(self) -> bool:
         return bool(self.keys)
 
-    async def key_for(self, kid: str | None) -> SigningKey:
-        key = self.keys.get(kid)
-        if key is None and kid is None and len(self.keys) == 1:
-            key = next(iter(self.keys.values()))
-        if key is None:
-            since = time.monotonic() - self.last_attempt
-            if since >= self.config.jwks_min_refresh_interval_s:
-                await self.refresh()
-                key = self.keys.get(kid)
-        if key is None:
-            raise AuthError("unknown signing key (kid not in the issuer's JWKS)")
-        return key
+    def candidates(self, kid: str | None) -> list[SigningKey]:
+        """The keys that may have signed a token: the one named by kid, or all without one."""
+        if kid is None:
+            return list(self.keys)
+        return [key for key in self.keys if key.kid == kid]
+
+    async def refresh_if_due(self) -> bool:
+        """Refresh for a token no cached key verifies, at most once per the minimum interval."""
+        since = time.monotonic() - self.last_attempt
+        if since < self.config.jwks_min_refresh_interval_s:
+            return False
+        return await self.refresh()
 
     async def refresh(self) -> bool:
         """Fetch keys once; concurrent callers share the one request in flight."""
@@ -176,7 +185,7 @@ class JwksCache:
         keys = self._parse(jwks)
         if not keys:
             raise ValueError("JWKS holds no usable signing key")
-        removed = set(self.keys) - set(keys)
+        removed = {k.fingerprint for k in self.keys} - {k.fingerprint for k in keys}
         self.keys = keys
         self.on_refresh("ok")
         if removed:
@@ -194,19 +203,23 @@ class JwksCache:
             raise ValueError(f"GET {url} did not return a JSON object")
         return document
 
-    def _parse(self, jwks: dict[str, Any]) -> dict[str | None, SigningKey]:
-        keys: dict[str | None, SigningKey] = {}
+    def _parse(self, jwks: dict[str, Any]) -> tuple[SigningKey, ...]:
+        keys: list[SigningKey] = []
         for jwk in jwks.get("keys", []):
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
                 continue
             if jwk.get("kty") == "oct":
                 continue  # symmetric keys are never accepted
+            kid = jwk.get("kid")
             try:
                 public = jwt.PyJWK(jwk).key
-                keys[jwk.get("kid")] = SigningKey(public, jwk["kty"], jwk.get("alg"))
             except jwt.PyJWTError as exc:
-                log.warning("skipping unusable JWK %r: %s", jwk.get("kid"), exc)
-        return keys
+                log.warning("skipping unusable JWK %r: %s", kid, exc)
+                continue
+            fingerprint = hashlib.sha256(orjson.dumps(jwk, option=orjson.OPT_SORT_KEYS)).digest()
+            kid = kid if isinstance(kid, str) else None
+            keys.append(SigningKey(public, jwk["kty"], jwk.get("alg"), kid, fingerprint))
+        return tuple(keys)
 
 
 def _allowed_url(url: str) -> bool:
@@ -247,27 +260,44 @@ class TokenVerifier:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise AuthError("malformed token (kid is not a string)")
-        key = await self.jwks.key_for(kid)
-        expected_kty = KEY_TYPE_FOR_ALG_PREFIX.get(alg[:2])
-        if key.kty != expected_kty or (key.alg and key.alg != alg):
-            raise AuthError(f"token algorithm {alg} does not match the signing key")
         try:
-            claims = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=[alg],
-                audience=self.config.audience,
-                issuer=self.config.issuer,
-                leeway=self.config.leeway_s,
-                options={"require": ["exp", "iss", "aud"]},
-            )
-        except jwt.PyJWTError as exc:
-            raise AuthError(_reason(exc)) from None
+            claims, key = self._check(token, alg, kid)
+        except _NoKeyVerifies:
+            # The IdP may have rotated since the last fetch: look once more, rate-limited.
+            if not await self.jwks.refresh_if_due():
+                raise
+            claims, key = self._check(token, alg, kid)
         subject = claim_at(claims, self.config.subject_claim)
         if not isinstance(subject, str) or not subject:
             raise AuthError(f"token has no {self.config.subject_claim!r} claim")
         groups = groups_from(claim_at(claims, self.config.groups_claim))
-        return Identity(subject, groups, float(claims["exp"]), kid)
+        return Identity(subject, groups, float(claims["exp"]), key.fingerprint)
+
+    def _check(self, token: str, alg: str, kid: str | None) -> tuple[dict[str, Any], SigningKey]:
+        """The claims and the key that verified them, from the keys cached now."""
+        candidates = self.jwks.candidates(kid)
+        if not candidates:
+            raise _NoKeyVerifies("unknown signing key (kid not in the issuer's JWKS)")
+        fitting = [key for key in candidates if key.fits(alg)]
+        if not fitting:
+            raise AuthError(f"token algorithm {alg} does not match the signing key")
+        for key in fitting:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key=key.key,
+                    algorithms=[alg],
+                    audience=self.config.audience,
+                    issuer=self.config.issuer,
+                    leeway=self.config.leeway_s,
+                    options={"require": ["exp", "iss", "aud"]},
+                )
+            except jwt.InvalidSignatureError:
+                continue  # without a kid, another key of the issuer may be the signer
+            except jwt.PyJWTError as exc:
+                raise AuthError(_reason(exc)) from None
+            return claims, key
+        raise _NoKeyVerifies("bad signature")
 
     def _remember(self, digest: bytes, identity: Identity) -> None:
         if len(self.cache) >= TOKEN_CACHE_MAX:
@@ -278,10 +308,14 @@ class TokenVerifier:
                 del self.cache[next(iter(self.cache))]
         self.cache[digest] = identity
 
-    def _forget_keys(self, removed: set[str | None]) -> None:
+    def _forget_keys(self, removed: set[bytes]) -> None:
         """A key the issuer withdrew no longer vouches for tokens we cached."""
-        for k in [k for k, v in self.cache.items() if v.kid in removed]:
+        for k in [k for k, v in self.cache.items() if v.key in removed]:
             del self.cache[k]
+
+
+class _NoKeyVerifies(AuthError):
+    """No cached key verifies the token: a JWKS refresh might find the one that does."""
 
 
 def _reason(exc: jwt.PyJWTError) -> str:

@@ -170,3 +170,25 @@ def test_groups_from_dotted_claim_and_space_separated_string(start_gateway, issu
     assert call(gateway, spaced).status_code == 200
     flat_only = peers.mint(issuer.url, "h", ["analysts"])
     assert call(gateway, flat_only).status_code == 403
+
+
+def test_kidless_tokens_are_checked_against_every_key_and_follow_rotation(
+    start_gateway, fresh_issuer, upstream
+) -> None:
+    """Issue 9 item 7: tokens without `kid` (oidc-provider-mock's) across a key rotation."""
+    text = gateway_config(fresh_issuer.url, upstream.url).replace(
+        "jwks_min_refresh_interval_s = 1", "jwks_min_refresh_interval_s = 0"
+    )
+    gateway = start_gateway(text)
+    # The issuer publishes three keys (RS256, ES256, EdDSA): no single key to fall back on.
+    old = peers.mint(fresh_issuer.url, "kim", ["analysts"], omit_kid=True)
+    assert call(gateway, old).status_code == 200
+    assert call(gateway, old).status_code == 200  # now from the verified-token cache
+    peers.rotate(fresh_issuer.url, "RS256", keep_old=False)
+    fetches = peers.issuer_stats(fresh_issuer.url)["jwks_fetches"]
+    new = peers.mint(fresh_issuer.url, "lee", ["analysts"], omit_kid=True)
+    # No cached key verifies it: the failure refreshes the JWKS once, and the new key does.
+    assert call(gateway, new).status_code == 200
+    assert peers.issuer_stats(fresh_issuer.url)["jwks_fetches"] == fetches + 1
+    # That refresh withdrew the old key, and with it every cached token the key had signed.
+    assert reason(call(gateway, old)) == "bad signature"

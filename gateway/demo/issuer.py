@@ -118,12 +118,14 @@ class DemoIssuer:
         ttl_s: int = DEFAULT_TTL_S,
         alg: str = "RS256",
         kid: str | None = None,
+        omit_kid: bool = False,
         **claims: Any,
     ) -> str:
         """Sign a token for `sub` in `groups`; `claims` add to or override the standard ones.
 
         A negative ttl_s mints an already-expired token; `kid` overrides the header's kid
-        (e.g. to one the JWKS does not have) while still signing with the current key.
+        (e.g. to one the JWKS does not have) while still signing with the current key;
+        `omit_kid` leaves the kid out, as some IdPs do.
         """
         key = self.current(alg)
         now = int(time.time())
@@ -137,7 +139,8 @@ class DemoIssuer:
             GROUPS_CLAIM: groups,
             **claims,
         }
-        return jwt.encode(payload, key.private, algorithm=alg, headers={"kid": kid or key.kid})
+        headers = {} if omit_kid else {"kid": kid or key.kid}
+        return jwt.encode(payload, key.private, algorithm=alg, headers=headers)
 
     def public_key_pem(self, alg: str = "RS256") -> str:
         public = self.current(alg).private.public_key()
@@ -201,6 +204,7 @@ class DemoIssuer:
                 ttl_s=spec.get("exp_offset_s", spec.get("ttl_s", DEFAULT_TTL_S)),
                 alg=spec.get("alg", "RS256"),
                 kid=spec.get("kid"),
+                omit_kid=bool(spec.get("omit_kid")),
                 **extra,
                 **claims,
             )
