@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
+
+# Where h11 starts quoting the bytes it could not parse: `illegal header line: b'...'`,
+# `Illegal header value b'...'`, `... (incomplete chunked read)`. Those bytes may be a token.
+QUOTED_TAIL = re.compile(r":|\s(?:b['\"]|bytearray\()|\s\(")
 
 
 class GatewayError(Exception):
@@ -36,3 +42,8 @@ def error_message(body: bytes) -> str:
         return orjson.loads(body)["error"]["message"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return body.decode("utf-8", "replace")[:200]
+
+
+def protocol_error_reason(exc: Exception) -> str:
+    """What an h11 protocol error says, without the bytes it quotes (they may hold a secret)."""
+    return QUOTED_TAIL.split(str(exc), maxsplit=1)[0].strip() or "malformed HTTP"

@@ -80,9 +80,13 @@ class AuditReaders:
         try:
             index = int(params["index"][0])
             size = int(params["size"][0]) if "size" in params else None
+        except (KeyError, ValueError):
+            # A fixed reason, never int()'s message: that would echo the caller's text.
+            raise GatewayError(400, "bad_request", "proof needs index=N (and size=M)") from None
+        try:
             proof = log.inclusion_proof(index, size)
-        except (KeyError, ValueError) as exc:
-            raise GatewayError(400, "bad_request", f"proof needs index (and size): {exc}") from None
+        except ValueError as exc:  # our own message: numbers only
+            raise GatewayError(400, "bad_request", f"no such proof: {exc}") from None
         await writer.send_full(200, JSON, orjson.dumps(proof))
 
     async def replay(

@@ -22,7 +22,7 @@ import h11
 
 from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
-from gateway.errors import GatewayError, error_body
+from gateway.errors import GatewayError, error_body, protocol_error_reason
 from gateway.headers import Headers
 
 log = logging.getLogger("gateway.server")
@@ -199,7 +199,8 @@ class HttpConnection(asyncio.Protocol):
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._refuse(exc.error_status_hint, "bad_request", f"malformed HTTP request: {exc}")
+                message = f"malformed HTTP request: {protocol_error_reason(exc)}"
+                self._refuse(exc.error_status_hint, "bad_request", message)
                 return
             if event is h11.NEED_DATA:
                 return

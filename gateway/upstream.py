@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import h11
 
 from gateway.config import ConnectionConfig, ServerConfig
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, protocol_error_reason
 from gateway.headers import Headers
 
 # Pause reading the upstream socket once this much is received but not yet consumed.
@@ -33,6 +33,10 @@ class UpstreamError(GatewayError):
 
 def _bad_gateway(message: str) -> UpstreamError:
     return UpstreamError(502, "upstream_error", message)
+
+
+def _malformed(exc: h11.RemoteProtocolError) -> UpstreamError:
+    return _bad_gateway(f"upstream sent a malformed response: {protocol_error_reason(exc)}")
 
 
 def _timeout(message: str) -> UpstreamError:
@@ -103,7 +107,7 @@ class UpstreamConnection(asyncio.Protocol):
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise _bad_gateway(f"upstream sent a malformed response: {exc}") from None
+                raise _malformed(exc) from None
             if event is not h11.NEED_DATA:
                 return event
             if self.lost:
@@ -119,7 +123,7 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             return self.h11.next_event()
         except h11.RemoteProtocolError as exc:
-            raise _bad_gateway(f"upstream sent a malformed response: {exc}") from None
+            raise _malformed(exc) from None
 
     async def _wait(self, idle_s: float) -> None:
         loop = asyncio.get_running_loop()
