@@ -134,6 +134,8 @@ def _exchange_fields(exchange: Exchange, response_body: bytes) -> dict[str, Any]
         status=exchange.status,
         served_model=exchange.served_model,
         model_version=exchange.model_version,
+        tokens_in=exchange.tokens[0],
+        tokens_out=exchange.tokens[1],
         bytes_in=len(exchange.request.body),
         bytes_upstream=len(response_body),
         bytes_out=exchange.bytes_out,

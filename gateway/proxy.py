@@ -13,9 +13,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-import orjson
-
 from gateway import headers as hdr
+from gateway.answers import NO_TOKENS, Tokens, json_answer, json_model, sse_model, sse_tokens
 from gateway.approvals import Approval, Approvals, gate
 from gateway.auditing import Auditor
 from gateway.errors import GatewayError
@@ -58,6 +57,7 @@ class Exchange:
     status: int = 0
     served_model: str | None = None
     model_version: str | None = None
+    tokens: Tokens = NO_TOKENS  # (in, out) as the upstream's `usage` reports them
     bytes_out: int = 0
     upstream_started: float = 0.0
     upstream_ttfb: float = 0.0
@@ -78,26 +78,6 @@ def split_route(path: str) -> tuple[str, str]:
     _, _, rest = path.partition("/")
     name, slash, tail = rest.partition("/")
     return name, slash + tail if slash else "/"
-
-
-def json_model(body: bytes) -> str | None:
-    """A JSON object's top-level `model`, if the body is one."""
-    if not body or body.lstrip()[:1] != b"{":
-        return None
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    model = document.get("model") if isinstance(document, dict) else None
-    return model if isinstance(model, str) else None
-
-
-def sse_model(body: bytes) -> str | None:
-    """The `model` of the first JSON event in an event stream."""
-    for line in body.split(b"\n", 64)[:64]:
-        if line.startswith(b"data:") and b"{" in line:
-            return json_model(line[5:].strip())
-    return None
 
 
 class Proxy:
@@ -234,8 +214,8 @@ class Proxy:
             if len(original) > MASK_WHOLE_MAX:
                 raise masking_failed(f"a response over {MASK_WHOLE_MAX} bytes")
         body = bytes(original)
-        if self.auditor.enabled:  # the served model is recorded only in the audit entry
-            exchange.served_model = json_model(body)
+        if self.auditor.enabled:  # served model and usage are recorded only in the audit entry
+            exchange.served_model, exchange.tokens = json_answer(body)
         if exchange.masking is not None:
             if not (is_json(kind) or kind.startswith("text/")):
                 exchange.masking_skipped = kind
@@ -304,6 +284,7 @@ class Proxy:
             self._count_masked(exchange.masked)
         else:
             exchange.served_model = sse_model(original)
+        exchange.tokens = sse_tokens(original)
         exchange.bytes_out = writer.bytes_sent + len(held)
         await self._completed(exchange, original)
         await writer.end(held)

@@ -74,11 +74,22 @@ def replica(start_gateway, issuer, upstream, tmp: Path, origin: str) -> tuple[pe
     return gateway, read_signing_key(tmp / "keys" / "signing.key").verifier.encode()
 
 
+# Tokens each answer reported to its client, per (subject, model): the usage table must sum them.
+TOKENS: dict[tuple[str, str], list[int]] = {}
+
+
 def chat(gateway: peers.Peer, token: str, messages=PLAIN, model=MODEL, stream=False) -> None:
     sdk = openai.OpenAI(base_url=f"{gateway.url}/llama/v1", api_key=token, max_retries=0)
-    answer = sdk.chat.completions.create(model=model, messages=messages, stream=stream)
-    if stream:
-        list(answer)
+    extra = {"stream_options": {"include_usage": True}} if stream else {}
+    answer = sdk.chat.completions.create(model=model, messages=messages, stream=stream, **extra)
+    usage = [c.usage for c in answer if c.usage][-1] if stream else answer.usage
+    subject = next(s for s, t in SUBJECTS.items() if t == token)
+    seen = TOKENS.setdefault((subject, model), [0, 0])
+    seen[0] += usage.prompt_tokens
+    seen[1] += usage.completion_tokens
+
+
+SUBJECTS: dict[str, str] = {}  # subject -> token, for TOKENS
 
 
 def post(gateway: peers.Peer, path: str, token: str | None = None) -> int:
@@ -104,6 +115,7 @@ def logs(start_gateway, issuer, upstream, tmp_path_factory):
     alice = peers.mint(issuer.url, "alice@example.com", ["analysts"])
     ivan = peers.mint(issuer.url, "ivan@example.com", ["interns", "analysts"])
     mo = peers.mint(issuer.url, "mo@example.com", ["maskees"])
+    SUBJECTS.update({"alice@example.com": alice, "ivan@example.com": ivan, "mo@example.com": mo})
 
     chat(alpha, alice)
     chat(alpha, alice, stream=True)
@@ -137,6 +149,7 @@ def logs(start_gateway, issuer, upstream, tmp_path_factory):
         "config": alpha.config_path,
         "since": since.isoformat(),
         "until": until.isoformat(),
+        "issuer": issuer.url,
     }
 
 
@@ -163,6 +176,48 @@ def test_figures_equal_the_traffic_sent(evidence) -> None:
         got = {name: figures[name]["by_log"][origin]["count"] for name in expected}
         assert got == expected, origin
     assert figures["requests"]["total"] == 14
+
+
+# The usage table the traffic above must produce, summed over both replicas:
+# (subject, connection, requested model) -> requests, allowed, denied, held, exchanges.
+USAGE = {
+    ("alice@example.com", "llama", MODEL): (3, 3, 0, 0, 3),  # 2 on alpha, 1 on beta
+    ("alice@example.com", "llama", None): (1, 1, 0, 0, 1),  # GET /v1/models
+    ("alice@example.com", "llama", "gpt-4o"): (1, 0, 1, 0, 0),  # default deny
+    ("alice@example.com", "llama", "credit-risk-v1"): (1, 1, 0, 2, 1),  # 2 held, 1 approved
+    ("alice@example.com", "nowhere", None): (1, 0, 1, 0, 0),  # unknown connection: not parsed
+    ("ivan@example.com", "llama", MODEL): (1, 0, 1, 0, 0),  # interns denied
+    ("mo@example.com", "llama", MODEL): (3, 3, 0, 0, 3),  # 2 on alpha, 1 on beta
+    (None, None, None): (3, 0, 3, 0, 0),  # 401: refused before routing, nobody identified
+}
+
+
+def test_usage_table_equals_the_traffic_sent(logs, evidence, report) -> None:
+    rows = evidence["usage"]
+    got = {
+        (r["subject"], r["connection"], r["model"]): (
+            r["requests"], r["allowed"], r["denied"], r["held"], r["exchanges"],
+        )
+        for r in rows
+    }  # fmt: skip
+    assert got == USAGE
+    assert sum(r["requests"] for r in rows) == 14  # the headline figure
+    by_key = {(r["subject"], r["model"]): r for r in rows if r["connection"] == "llama"}
+    for (subject, model), (tokens_in, tokens_out) in TOKENS.items():
+        row = by_key[(subject, model)]
+        assert (row["tokens_in"], row["tokens_out"]) == (tokens_in, tokens_out), subject
+        assert row["served_models"] == [model]  # the demo model answers with the model asked
+    assert by_key[("alice@example.com", "gpt-4o")]["tokens_in"] is None  # nothing came back
+    issuer = {r["issuer"] for r in rows if r["subject"]}
+    assert issuer == {logs["issuer"]}
+    assert {r["issuer"] for r in rows if not r["subject"]} == {None}
+    for r in rows:  # first and last seen inside the period; every row traceable to entries
+        assert logs["since"] <= r["first_seen"] <= r["last_seen"] < logs["until"]
+        assert sum(b - a + 1 for runs in r["by_log"].values() for a, b in runs) == (
+            r["requests"] + r["held"] + r["exchanges"]
+        )
+    html = (report / "evidence.html").read_text()
+    assert "<h3>Usage: who ran which model" in html and "(unauthenticated)" in html
 
 
 def test_every_figure_names_the_entries_it_counted(logs, evidence) -> None:

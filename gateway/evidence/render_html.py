@@ -16,6 +16,7 @@ from gateway.evidence.svg import bar_chart
 
 if TYPE_CHECKING:
     from gateway.evidence.report import Assessed, Report
+    from gateway.evidence.usage import UsageRow
 
 HTML_FILE = "evidence.html"
 MAX_RANGES = 12  # seq runs shown per log in a table cell; evidence.json has them all
@@ -54,6 +55,7 @@ def render_html(report: Report) -> str:
         "<h2>Traffic</h2>",
         _measures(report.headline),
         _entities(report.masked_by_entity),
+        _usage(report),
         _charts(report),
         *(_control(a, report) for a in report.controls),
         _checking(),
@@ -133,6 +135,38 @@ def _entities(counts: dict[str, int]) -> str:
         return "<p>No values were masked in the period.</p>"
     cells = ", ".join(f"{escape(k)}: {v}" for k, v in counts.items())
     return f"<p>Values masked by entity type: {cells}.</p>"
+
+
+USAGE_COLUMNS = (
+    "Issuer", "Subject", "Connection", "Model requested", "Model served", "Requests", "Allowed",
+    "Denied", "Held", "Exchanges", "Tokens in", "Tokens out", "First seen", "Last seen",
+)  # fmt: skip
+
+
+def _usage(report: Report) -> str:
+    rows = "".join(
+        "<tr>" + "".join(_cell(v) for v in _usage_values(r)) + "</tr>" for r in report.usage
+    )
+    head = "".join(f"<th>{c}</th>" for c in USAGE_COLUMNS)
+    empty = f'<tr><td colspan="{len(USAGE_COLUMNS)}">no requests in the period</td></tr>'
+    return (
+        "<h3>Usage: who ran which model, when, and what came back</h3>"
+        f'<table class="usage"><tr>{head}</tr>{rows or empty}</table>'
+        "<p>Requests = allowed + denied; held requests waited for an approver (and count as "
+        "allowed once forwarded). Tokens as the upstream reported them (- when it did not). "
+        "The seqs behind each row are in evidence.json.</p>"
+    )
+
+
+def _usage_values(r: UsageRow) -> tuple[object, ...]:
+    served = ", ".join(sorted(r.served_models))
+    return (r.issuer, r.subject or "(unauthenticated)", r.connection, r.model, served,
+            r.requests, r.allowed, r.denied, r.held, r.exchanges, r.tokens_in, r.tokens_out,
+            r.first_seen, r.last_seen)  # fmt: skip
+
+
+def _cell(value: object) -> str:
+    return "<td>-</td>" if value in (None, "") else f"<td>{escape(str(value))}</td>"
 
 
 def _charts(report: Report) -> str:

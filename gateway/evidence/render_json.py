@@ -61,6 +61,26 @@ def render_json(report: Report) -> dict[str, Any]:
         "logs": [_log(log) for log in scope.logs],
         "figures": [measure(m) for m in report.headline],
         "masked_by_entity": report.masked_by_entity,
+        "usage": [
+            {
+                "issuer": row.issuer,
+                "subject": row.subject,
+                "connection": row.connection,
+                "model": row.model,
+                "served_models": sorted(row.served_models),
+                "requests": row.requests,
+                "allowed": row.allowed,
+                "denied": row.denied,
+                "held": row.held,
+                "exchanges": row.exchanges,
+                "tokens_in": row.tokens_in,
+                "tokens_out": row.tokens_out,
+                "first_seen": row.first_seen,
+                "last_seen": row.last_seen,
+                "by_log": {o: ranges(seqs) for o, seqs in row.seqs.items()},
+            }
+            for row in report.usage
+        ],
         "series": {
             "bucket_seconds": report.series.width.total_seconds(),
             "starts": [time(t) for t in report.series.starts],

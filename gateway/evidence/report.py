@@ -22,6 +22,7 @@ from gateway.evidence.proofs import Prover, pick
 from gateway.evidence.render_html import HTML_FILE, render_html
 from gateway.evidence.render_json import JSON_FILE, dump, render_json
 from gateway.evidence.render_oscal import OSCAL_FILE, render_oscal
+from gateway.evidence.usage import Usage, UsageRow
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Report:
     scope: Scope
     headline: list[Measure]
     masked_by_entity: dict[str, int]
+    usage: list[UsageRow]
     series: Series
     controls: list[Assessed]
     samples: dict[tuple[str, int], dict[str, Any]]
@@ -59,11 +61,15 @@ def assess(
     prover = Prover(logs)
     controls = [Assessed(c, o, pick(o.measures)) for c, o in evaluate(scope)]
     refs = dict.fromkeys(ref for a in controls for ref in a.samples)
+    table = Usage(config.identity.issuer)
+    for log, e in scope.pairs():
+        table.add(log.origin, e)
     return Report(
         generated=datetime.now(UTC),
         scope=scope,
         headline=headline(scope),
         masked_by_entity=masked_by_entity(scope),
+        usage=table.rows(),
         series=series(scope),
         controls=controls,
         samples={ref: prover.prove(*ref) for ref in refs},
