@@ -359,3 +359,25 @@ def test_build_report_for_the_demo_defaults_to_the_config_audit_dir(logs, tmp_pa
         observation["props"][0].items()
     )
     assert "AU-10" in result["remarks"]
+
+
+def test_without_since_and_until_the_whole_verified_log_is_reported(logs, evidence, tmp_path):
+    args = []
+    for d, key in zip(logs["dirs"], logs["verifiers"], strict=True):
+        args += ["--audit-dir", d, "--verifier", key]
+    done = run_evidence("-c", logs["config"], *args, "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    whole = orjson.loads((tmp_path / "evidence.json").read_bytes())
+    stamps = sorted(e["ts"] for d in logs["dirs"] for e in entries(d))
+    last = datetime.fromisoformat(stamps[-1]) + timedelta(microseconds=1)
+    assert whole["period"]["since"] == stamps[0]
+    assert whole["period"]["until"] == last.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert (whole["period"]["since_given"], whole["period"]["until_given"]) == (False, False)
+    assert "whole verified log" in whole["period"]["chosen"]
+    assert whole["figures"] == evidence["figures"]  # the fixture's period held every entry
+    assert [log["period_seqs"] for log in whole["logs"]] == [
+        [[0, len(entries(d)) - 1]] for d in logs["dirs"]
+    ]
+    assert "whole verified log" in (tmp_path / "evidence.html").read_text()
+    assert "whole verified log" in (tmp_path / "assessment-results.json").read_text()
+    assert oscal_errors(tmp_path / "assessment-results.json") == []

@@ -18,8 +18,16 @@ def register_evidence(verbs: argparse._SubParsersAction[argparse.ArgumentParser]
         help="verify the audit logs and write NIST SP 800-53 evidence (JSON, HTML, OSCAL)",
     )
     evidence.add_argument("-c", "--config", type=Path, required=True, help="gateway.toml")
-    evidence.add_argument("--since", required=True, help="RFC 3339 time or YYYY-MM-DD (UTC)")
-    evidence.add_argument("--until", required=True, help="end of the period (exclusive)")
+    evidence.add_argument(
+        "--since",
+        help="start of the period: RFC 3339 time or YYYY-MM-DD (UTC); default: the log's first "
+        "signed entry",
+    )
+    evidence.add_argument(
+        "--until",
+        help="end of the period (excluded), like --since; default: just after the last signed "
+        "entry, so without both the whole verified log is reported",
+    )
     evidence.add_argument("--out", type=Path, required=True, help="directory for the report")
     evidence.add_argument(
         "--audit-dir",

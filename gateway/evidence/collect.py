@@ -8,7 +8,7 @@ the checkpoint that verification accepted, so every figure has an inclusion proo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,16 @@ class EvidenceError(Exception):
 
 @dataclass(frozen=True)
 class Period:
-    """The half-open interval [since, until) the report covers, in UTC."""
+    """The half-open interval [since, until) the report covers, in UTC.
+
+    A bound not given defaults to the verified log itself: its first signed entry, or just
+    after its last one, so that without --since and --until the whole log is reported on.
+    """
 
     since: datetime
     until: datetime
+    since_given: bool = True
+    until_given: bool = True
 
     def __post_init__(self) -> None:
         if self.until <= self.since:
@@ -37,6 +43,33 @@ class Period:
 
     def contains(self, ts: datetime) -> bool:
         return self.since <= ts < self.until
+
+    def describe(self) -> str:
+        """How the period was chosen, for the report."""
+        given = {(True, True): "as given with --since and --until",
+                 (False, False): "the whole verified log (no --since or --until given): from "
+                 "its first signed entry to just after its last",
+                 (True, False): "from --since to just after the last signed entry",
+                 (False, True): "from the first signed entry to --until"}  # fmt: skip
+        return given[(self.since_given, self.until_given)]
+
+    @classmethod
+    def resolve(cls, since: datetime | None, until: datetime | None, logs: list[Log]) -> Period:
+        """The period, with a missing bound taken from the logs' signed entries."""
+        stamps = [t for log in logs for t in _first_last(log.entries)]
+        first = min(stamps, default=datetime.now(UTC))
+        last = max(stamps, default=first) + TICK
+        return cls(since or first, until or last, since is not None, until is not None)
+
+
+TICK = timedelta(microseconds=1)  # entry times have microseconds: just after the last one
+
+
+def _first_last(entries: list[dict[str, Any]]) -> list[datetime]:
+    """The time of the first and of the last entry that has a valid one."""
+    first = next((t for e in entries if (t := entry_time(e))), None)
+    last = next((t for e in reversed(entries) if (t := entry_time(e))), None)
+    return [t for t in (first, last) if t is not None]
 
 
 def parse_time(text: str) -> datetime:
@@ -67,7 +100,8 @@ class Log:
     verifier: Verifier
     pinned: bool  # False: the key came from the log's own directory
     entries: list[dict[str, Any]]  # entries[i] is seq i; only those the checkpoint covers
-    period: list[dict[str, Any]]  # signed entries whose ts is in the period
+    later: list[dict[str, Any]] = field(default_factory=list)  # past the checkpoint: unsigned
+    period: list[dict[str, Any]] = field(default_factory=list)  # signed, ts in the period
     unsigned: list[int] = field(default_factory=list)  # in-period seqs past the checkpoint
 
     @property
@@ -76,11 +110,15 @@ class Log:
 
 
 def read_logs(
-    directories: list[Path], period: Period, verifiers: list[str] | None = None
-) -> list[Log]:
+    directories: list[Path],
+    since: datetime | None,
+    until: datetime | None,
+    verifiers: list[str] | None = None,
+) -> tuple[list[Log], Period]:
     """Verify and read every log; refuse on the first that fails, or on a repeated origin.
 
     Args:
+        since, until: the period's bounds; None: from the logs (see Period).
         verifiers: none (each log's own `verifier` file), one key for every log, or one per
             directory in the same order (replicas may sign with keys of their own).
 
@@ -98,7 +136,7 @@ def read_logs(
         )
     logs: list[Log] = []
     for directory, key in zip(directories, keys, strict=True):
-        log = read_log(Path(directory), period, key)
+        log = read_log(Path(directory), key)
         twin = next((other for other in logs if other.origin == log.origin), None)
         if twin is not None:
             raise EvidenceError(
@@ -106,10 +144,14 @@ def read_logs(
                 "each replica needs its own [audit] origin"
             )
         logs.append(log)
-    return logs
+    period = Period.resolve(since, until, logs)
+    for log in logs:
+        log.period = [e for e in log.entries if _in(period, e)]
+        log.unsigned = [e["seq"] for e in log.later if _in(period, e)]
+    return logs, period
 
 
-def read_log(directory: Path, period: Period, verifier: str | None = None) -> Log:
+def read_log(directory: Path, verifier: str | None = None) -> Log:
     """Verify one log and read the entries its verified checkpoint covers."""
     report = verify_log(directory, verifier)
     if not report.ok:
@@ -130,8 +172,7 @@ def read_log(directory: Path, period: Period, verifier: str | None = None) -> Lo
         verifier=key,
         pinned=verifier is not None,
         entries=signed,
-        period=[e for e in signed if _in(period, e)],
-        unsigned=[e["seq"] for e in unsigned if _in(period, e)],
+        later=unsigned,
     )
 
 

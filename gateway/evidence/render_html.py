@@ -45,6 +45,8 @@ def render_html(report: Report) -> str:
     period = f"{time(scope.period.since)} to {time(scope.period.until)}"
     body = [
         f"<h1>NIST SP 800-53 evidence: {escape(period)}</h1>",
+        f"<p><b>Period:</b> {escape(period)} (end excluded), "
+        f"{escape(scope.period.describe())}.</p>",
         f"<p>Generated {escape(time(report.generated))} by <code>gateway evidence</code> from "
         f"the configuration <code>{escape(scope.config.path)}</code> (SHA-256 "
         f"<code>{escape(scope.config.sha256)}</code>) and {len(scope.logs)} verified audit "

@@ -56,7 +56,13 @@ def render_json(report: Report) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "generated": time(report.generated),
-        "period": {"since": time(scope.period.since), "until": time(scope.period.until)},
+        "period": {
+            "since": time(scope.period.since),
+            "until": time(scope.period.until),
+            "since_given": scope.period.since_given,
+            "until_given": scope.period.until_given,
+            "chosen": scope.period.describe(),
+        },
         "config": {"path": scope.config.path, "sha256": scope.config.sha256},
         "logs": [_log(log) for log in scope.logs],
         "figures": [measure(m) for m in report.headline],

@@ -75,7 +75,8 @@ def render_oscal(report: Report) -> dict[str, Any]:
                 {
                     "uuid": uid("result"),
                     "title": "Audit log evidence for the period",
-                    "description": "Logs verified: "
+                    "description": f"Period {since} to {until} (end excluded): "
+                    f"{scope.period.describe()}. Logs verified: "
                     + "; ".join(log.report.summary() for log in scope.logs),
                     "start": since,
                     "end": until,

@@ -49,14 +49,18 @@ class Report:
 
 
 def assess(
-    config: Config, audit_dirs: list[Path], period: Period, verifiers: list[str] | None = None
+    config: Config,
+    audit_dirs: list[Path],
+    since: datetime | None,
+    until: datetime | None,
+    verifiers: list[str] | None = None,
 ) -> Report:
     """Verify the logs and compute every figure, status and proof.
 
     Raises:
         EvidenceError: a log fails verification, or two logs share an origin.
     """
-    logs = collect.read_logs(audit_dirs, period, verifiers)
+    logs, period = collect.read_logs(audit_dirs, since, until, verifiers)
     scope = Scope(config, period, logs)
     prover = Prover(logs)
     controls = [Assessed(c, o, pick(o.measures)) for c, o in evaluate(scope)]
@@ -79,8 +83,8 @@ def assess(
 def build_report(
     config: Config | str | os.PathLike[str],
     audit_dirs: list[Path] | None,
-    since: datetime | str,
-    until: datetime | str,
+    since: datetime | str | None,
+    until: datetime | str | None,
     out_dir: str | os.PathLike[str],
     verifier: str | list[str] | None = None,
 ) -> Path:
@@ -89,7 +93,8 @@ def build_report(
     Args:
         config: the gateway's Config, or the path of its TOML file.
         audit_dirs: one audit directory per replica; None or empty: the config's [audit] dir.
-        since, until: the period [since, until), datetimes or RFC 3339 strings.
+        since, until: the period [since, until), datetimes or RFC 3339 strings; None: from
+            the first signed entry, or to just after the last (the whole verified log).
         verifier: a verifier key (or a file holding one), or one per audit directory;
             default: each log's own copy, which the report marks as not pinned.
 
@@ -109,8 +114,10 @@ def build_report(
         if config.audit is None:
             raise EvidenceError(f"{config.path} has no [audit] section; pass --audit-dir")
         dirs = [Path(config.audit.dir)]
-    period = Period(_time(since), _time(until))
-    report = assess(config, dirs, period, [verifier] if isinstance(verifier, str) else verifier)
+    if since is not None and until is not None:
+        Period(_time(since), _time(until))  # refuse a bad period before reading any log
+    keys = [verifier] if isinstance(verifier, str) else verifier
+    report = assess(config, dirs, _time(since), _time(until), keys)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / JSON_FILE).write_bytes(dump(render_json(report)))
@@ -120,5 +127,7 @@ def build_report(
     return html
 
 
-def _time(value: datetime | str) -> datetime:
+def _time(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
     return collect.parse_time(value) if isinstance(value, str) else value.astimezone(UTC)
