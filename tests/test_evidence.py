@@ -133,6 +133,7 @@ def logs(start_gateway, issuer, upstream, tmp_path_factory):
     requester = Client(alpha.url, alice)
     officer = Client(alpha.url, peers.mint(issuer.url, "rita@example.com", ["risk-officers"]))
     granted, refused = requester.ticket(), requester.ticket()  # two approval.requested
+    assert requester.decide(granted, "approve").status_code == 403  # approval.refused
     assert officer.decide(granted, "approve").status_code == 200
     assert officer.decide(refused, "deny").status_code == 200
     assert requester.infer(approval_id=granted).status_code == 200  # the one approved request
@@ -251,6 +252,8 @@ def test_control_statuses_are_computed(evidence) -> None:
     satisfied = {"AC-3", "AC-5", "AC-6", "AC-17", "AU-2/AU-3", "AU-6", "AU-8", "AU-9(3)", "AU-10"}
     satisfied |= {"AU-12", "CA-7", "CM-3/CM-5", "IA-2", "IR-4", "SC-28"}
     assert {k for k, v in status.items() if v == "satisfied"} == satisfied
+    ac5 = next(c for c in evidence["controls"] if c["id"] == "AC-5")
+    assert {m["name"]: m["total"] for m in ac5["measures"]}["decisions_refused"] == 1
     series = evidence["series"]["lines"]
     assert sum(series["requests"]["total"]) == 14
     assert sum(series["approvals"]["total"]) == 2

@@ -74,6 +74,18 @@ def test_ac5_not_assessed_without_approvals() -> None:
     assert outcome.status is Status.NOT_ASSESSED
 
 
+def test_ac5_counts_refused_attempts_as_enforcement() -> None:
+    refused = {"type": "approval.refused", "approval_id": "a1", "approver": "alice",
+               "requester": "alice", "decision": "approve", "status": 403,
+               "code": "self_approval"}  # fmt: skip
+    outcome = evaluate("AC-5", scope([{"type": "approval.requested", "approval_id": "a1",
+                                       "subject": "alice"}, refused]))  # fmt: skip
+    assert outcome.status is Status.SATISFIED, outcome.reason  # assessed: it was enforced
+    measures = {m.name: m for m in outcome.measures}
+    assert measures["decisions_refused"].seqs == {"unit/audit": [1]}
+    assert measures["self_decisions_refused"].total == 1
+
+
 def test_ac5_satisfied_with_distinct_approvers() -> None:
     outcome = evaluate("AC-5", scope(approval("alice", "rita", ["rita", "raj"])))
     assert outcome.status is Status.SATISFIED, outcome.reason

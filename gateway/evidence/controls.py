@@ -218,6 +218,17 @@ def _ac5(s: Scope) -> Outcome:
         if e.get("type") == "approval.requested"
     }
     decided = s.measure("approvals_decided", "approver decisions", is_type("approval.decided"))
+    refused = s.measure(
+        "decisions_refused",
+        "approval decisions the gateway refused (approver deciding their own request, not in "
+        "the approver groups, or deciding twice): separation of duties enforced",
+        is_type("approval.refused"),
+    )
+    refused_self = s.measure(
+        "self_decisions_refused",
+        "of those, attempts by the requester to decide their own request",
+        lambda e: is_type("approval.refused")(e) and e.get("approver") == e.get("requester"),
+    )
     selfish = s.measure(
         "self_decisions",
         "approver decisions on the approver's own request",
@@ -260,6 +271,8 @@ def _ac5(s: Scope) -> Outcome:
                 "approvals_requested", "requests held for approval", is_type("approval.requested")
             ),
             decided,
+            refused,
+            refused_self,
             Measure(
                 "forwarded_approved", "approved requests forwarded", seqs_of(forwarded, s.logs)
             ),
@@ -272,8 +285,11 @@ def _ac5(s: Scope) -> Outcome:
             gap(self_forwarded, "requests forwarded on their requester's own approval"),
             gap(short, "requests forwarded short of the approvers required"),
         ],
-        "nobody decided on their own request; each approved request had its distinct approvers",
-        unassessed=None if decided.total or forwarded else "no approval decisions in the period",
+        "nobody decided on their own request (attempts were refused); each approved request "
+        "had its distinct approvers",
+        unassessed=None
+        if decided.total or refused.total or forwarded
+        else "no approval decisions or refused attempts in the period",
     )
 
 
