@@ -384,3 +384,41 @@ def test_without_since_and_until_the_whole_verified_log_is_reported(logs, eviden
     assert "whole verified log" in (tmp_path / "evidence.html").read_text()
     assert "whole verified log" in (tmp_path / "assessment-results.json").read_text()
     assert oscal_errors(tmp_path / "assessment-results.json") == []
+
+
+def test_proofs_are_against_the_checkpoint_at_the_period_end(logs, tmp_path) -> None:
+    """A report on the first half of a log names the checkpoint of that time, not the latest."""
+    audit, key = logs["dirs"][0], logs["verifiers"][0]
+    log = entries(audit)
+    until = log[len(log) // 2]["ts"]  # excluded: entries before it were written by then
+    written = sum(1 for e in log if e["ts"] < until)
+    done = run_evidence(
+        "-c", logs["config"], "--audit-dir", audit, "--verifier", key, "--until", until,
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    evidence = orjson.loads((tmp_path / "evidence.json").read_bytes())
+    (reported,) = evidence["logs"]
+    notes = [open_note(n, key) for n in checkpoint_notes(audit)]
+    first_covering = next(size for _, size, _ in notes if size >= written)
+    assert reported["checkpoint"]["size"] == first_covering < reported["latest_checkpoint"]["size"]
+    assert reported["latest_checkpoint"]["size"] == len(log)
+    _, size, root = open_note(reported["checkpoint"]["note"], key)
+    assert size == first_covering
+    assert evidence["samples"]
+    for sample in evidence["samples"]:
+        leaf = hashlib.sha256(b"\x00" + sample["entry"].encode()).digest()
+        path = [bytes.fromhex(p) for p in sample["path"]]
+        assert sample["tree_size"] == size and fold(sample["seq"], size, leaf, path) == root
+    assert reported["period_seqs"] == [[0, written - 1]]
+    assert oscal_errors(tmp_path / "assessment-results.json") == []
+
+
+def checkpoint_notes(audit: Path) -> list[str]:
+    """Every note in `checkpoints` (4-byte big-endian length, then the note), in order."""
+    data, notes, at = (audit / "checkpoints").read_bytes(), [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at : at + 4], "big")
+        notes.append(data[at + 4 : at + 4 + n].decode())
+        at += 4 + n
+    return notes

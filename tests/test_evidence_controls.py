@@ -45,6 +45,7 @@ def scope(entries: list[dict], cfg=None) -> Scope:
         directory=Path("audit"),
         report=VerifyReport(Path("audit")),
         checkpoint=Checkpoint("unit/audit", len(entries), bytes(32)),
+        latest=Checkpoint("unit/audit", len(entries), bytes(32)),
         note="",
         verifier=None,  # type: ignore[arg-type]  # not read by these controls
         pinned=True,

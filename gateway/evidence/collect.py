@@ -96,9 +96,10 @@ class Log:
     directory: Path
     report: VerifyReport
     checkpoint: Checkpoint
-    note: str  # the signed checkpoint note that verification accepted, verbatim
+    note: str  # the signed note of `checkpoint`, verbatim
     verifier: Verifier
     pinned: bool  # False: the key came from the log's own directory
+    latest: Checkpoint  # the latest checkpoint verified; `checkpoint` is the one at period end
     entries: list[dict[str, Any]]  # entries[i] is seq i; only those the checkpoint covers
     later: list[dict[str, Any]] = field(default_factory=list)  # past the checkpoint: unsigned
     period: list[dict[str, Any]] = field(default_factory=list)  # signed, ts in the period
@@ -146,9 +147,32 @@ def read_logs(
         logs.append(log)
     period = Period.resolve(since, until, logs)
     for log in logs:
-        log.period = [e for e in log.entries if _in(period, e)]
-        log.unsigned = [e["seq"] for e in log.later if _in(period, e)]
+        everything = [*log.entries, *log.later]
+        written = 1 + max((e["seq"] for e in everything if _before(period, e)), default=-1)
+        log.note, log.checkpoint = _note_at(log, written)
+        log.period = [e for e in everything if _in(period, e) and e["seq"] < log.checkpoint.size]
+        log.unsigned = [e["seq"] for e in everything[log.checkpoint.size :] if _in(period, e)]
     return logs, period
+
+
+def _before(period: Period, entry: dict[str, Any]) -> bool:
+    ts = entry_time(entry)
+    return ts is not None and ts < period.until
+
+
+def _note_at(log: Log, size: int) -> tuple[str, Checkpoint]:
+    """The first checkpoint covering the first `size` entries (those written before the period
+    ended), so a report on a past period proves against the same checkpoint however much the
+    log grew since; the latest verified one when none covers them yet."""
+    data = read_file(log.directory / CHECKPOINTS)
+    for note in iter_records(data, scan(data)):
+        try:
+            cp = Checkpoint.open(bytes(note), log.verifier)  # verify_log checked these
+        except CheckpointError:  # appended since, by a writer that moved on
+            continue
+        if size <= cp.size <= log.latest.size:
+            return bytes(note).decode(), cp
+    return log.note, log.latest
 
 
 def read_log(directory: Path, verifier: str | None = None) -> Log:
@@ -171,6 +195,7 @@ def read_log(directory: Path, verifier: str | None = None) -> Log:
         note=note,
         verifier=key,
         pinned=verifier is not None,
+        latest=checkpoint,
         entries=signed,
         later=unsigned,
     )

@@ -133,8 +133,9 @@ def _checkpoints(s: Scope) -> Measure:
         "checkpoints",
         "signed checkpoints verified per log, each a prefix of the next (consistent)",
         items=tuple(
-            f"{log.origin}: {log.report.checkpoints} checkpoints; latest size "
-            f"{log.checkpoint.size}, root {log.checkpoint.root.hex()}"
+            f"{log.origin}: {log.report.checkpoints} checkpoints; at the period end size "
+            f"{log.checkpoint.size}, root {log.checkpoint.root.hex()}; latest size "
+            f"{log.latest.size}"
             for log in s.logs
         ),
     )

@@ -130,6 +130,7 @@ def _log(log) -> dict[str, Any]:
             "root_base64": base64.b64encode(cp.root).decode(),
             "note": log.note,
         },
+        "latest_checkpoint": {"size": log.latest.size, "root": log.latest.root.hex()},
         "checkpoints_verified": log.report.checkpoints,
         "sealed_blobs_verified": log.report.sealed_blobs,
         "verifier": {"key": log.verifier.encode(), "pinned": log.pinned},
