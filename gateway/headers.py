@@ -29,6 +29,14 @@ CALLER_SECRETS = frozenset({b"authorization", b"cookie"})
 FRAMING = frozenset({b"content-length", b"host"})
 # Set by the gateway itself on the way out.
 GATEWAY_OWNED = frozenset({b"x-request-id"})
+# Read and consumed by the gateway (approval flows, 100-continue), on every rule: the upstream
+# has no use for them, and x-approval-reason is the caller's free text.
+GATEWAY_CONSUMED = frozenset({b"expect", b"prefer", b"x-approval-id", b"x-approval-reason"})
+# Read once by the gateway: with two copies, the gateway and the upstream (or two parts of the
+# gateway) could each act on a different one, so a second copy is refused.
+SINGLETONS = frozenset(
+    {b"authorization", b"content-type", b"x-approval-id", b"x-approval-reason", b"x-request-id"}
+)
 
 
 def connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -51,7 +59,8 @@ def request_headers_for_upstream(
 
     The body was read whole, so it always goes upstream with a Content-Length.
     """
-    drop = HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | connection_listed(headers)
+    drop = HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | GATEWAY_CONSUMED
+    drop |= connection_listed(headers)
     if credential is not None:
         drop = drop | {credential[0]}
     out: Headers = [(b"host", host)]
@@ -73,6 +82,23 @@ def response_headers_for_client(headers: Headers, *, keep_length: bool) -> Heade
     if not keep_length:
         drop = drop | {b"content-length"}
     return [(n, v) for n, v in headers if n not in drop]
+
+
+def duplicated(headers: Headers) -> bytes | None:
+    """The name of the first SINGLETONS header that appears more than once, if any."""
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        if name in SINGLETONS:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
+
+
+def joined(headers: Headers, name: bytes) -> bytes | None:
+    """Every line of a list-valued field as one value (RFC 9110 §5.3), None if absent."""
+    values = [v for n, v in headers if n == name]
+    return b", ".join(values) if values else None
 
 
 def get(headers: Headers, name: bytes) -> bytes | None:

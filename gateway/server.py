@@ -23,7 +23,7 @@ import h11
 from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
-from gateway.headers import Headers
+from gateway.headers import Headers, duplicated
 
 log = logging.getLogger("gateway.server")
 
@@ -235,6 +235,11 @@ class HttpConnection(asyncio.Protocol):
         if b"content-length" in framing and b"transfer-encoding" in framing:
             # RFC 9112 §6.1: both present is how request smuggling starts; refuse outright.
             self._refuse(400, "bad_request", "Content-Length and Transfer-Encoding both set")
+            return False
+        twice = duplicated(request.headers)
+        if twice is not None:
+            message = f"more than one {twice.decode()} header: send it once"
+            self._refuse(400, "duplicate_header", message)
             return False
         for name, value in request.headers:
             if name == b"content-length" and int(value) > self.limits.max_body_bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import peers
 import rawhttp
 import standins
 from conftest import UPSTREAM_KEY, audited_config, gateway_config
@@ -58,3 +60,44 @@ def test_upstream_malformed_header_never_quotes_the_credential(
     assert UPSTREAM_KEY.encode() not in response.body
     gateway.stop()
     assert UPSTREAM_KEY not in gateway.stderr()
+
+
+def upstream_saw(upstream) -> dict[str, list[str]]:
+    """The headers of the last request the demo upstream received, by lower-case name."""
+    seen: dict[str, list[str]] = {}
+    for name, value in peers.upstream_requests(upstream.url)[-1]["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+def test_two_authorization_headers_are_refused(gateway, upstream, analyst_token, intern_token):
+    peers.upstream_reset(upstream.url)
+    for first, second in ((analyst_token, intern_token), (intern_token, analyst_token)):
+        raw = head(
+            "GET", "/llama/v1/models", f"Authorization: Bearer {first}", f"authorization: {second}"
+        )
+        response = rawhttp.send(gateway.url, raw)
+        assert response.status == 400
+        assert response.error_code() == "duplicate_header"
+        assert "authorization" in response.error_message().lower()
+        assert second.rsplit(".", 1)[1] not in response.error_message()
+    assert peers.upstream_stats(upstream.url)["requests"] == 0
+
+
+def test_approval_headers_never_reach_the_upstream_on_allow_rules(
+    gateway, upstream, analyst_token
+) -> None:
+    peers.upstream_reset(upstream.url)
+    response = httpx.post(
+        f"{gateway.url}{CHAT}",
+        json={"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}]},
+        headers={
+            "authorization": f"Bearer {analyst_token}",
+            "prefer": "wait=5, respond-async",
+            "x-approval-id": "apr_" + "0" * 24,
+            "x-approval-reason": "my private reason",
+        },
+    )
+    assert response.status_code == 200
+    seen = upstream_saw(upstream)
+    assert not {"prefer", "x-approval-id", "x-approval-reason"} & set(seen)

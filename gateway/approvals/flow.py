@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 WAIT = re.compile(r"^\s*wait\s*=\s*\"?(\d{1,9})\"?\s*$", re.IGNORECASE)
 APPROVAL_ID = re.compile(r"^apr_[0-9a-f]{24}$")
 MAX_REASON = 1000  # characters of x-approval-reason kept
-# Consumed here: the reason is the caller's free text and the upstream has no use for any of it.
-APPROVAL_HEADERS = frozenset({b"prefer", b"x-approval-id", b"x-approval-reason"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +67,7 @@ async def gate(approvals: Approvals, exchange: Exchange, hold_max_s: float) -> T
             needs a reason and none was given; 503 the store or the audit log failed.
     """
     request = exchange.request
-    wait = min(prefer_wait(hdr.get(request.headers, b"prefer")), hold_max_s)
+    wait = min(prefer_wait(hdr.joined(request.headers, b"prefer")), hold_max_s)
     presented = hdr.get(request.headers, b"x-approval-id")
     assert exchange.identity is not None and exchange.connection is not None
     retry = Retry(
@@ -104,7 +102,6 @@ async def gate(approvals: Approvals, exchange: Exchange, hold_max_s: float) -> T
         return Ticket(approval)
     retry = dataclasses.replace(retry, now=approvals.clock())
     await approvals.redeem(approval, retry, exchange)  # raises 403 unless APPROVED
-    request.headers = [(k, v) for k, v in request.headers if k.lower() not in APPROVAL_HEADERS]
     return None
 
 
