@@ -32,6 +32,17 @@ GATEWAY_OWNED = frozenset({b"x-request-id"})
 # Read and consumed by the gateway (approval flows, 100-continue), on every rule: the upstream
 # has no use for them, and x-approval-reason is the caller's free text.
 GATEWAY_CONSUMED = frozenset({b"expect", b"prefer", b"x-approval-id", b"x-approval-reason"})
+# Ask some frameworks to run another method or path than the request line's: the policy decided
+# on the request line, so the upstream gets only that.
+OVERRIDES = frozenset(
+    {
+        b"x-http-method",
+        b"x-http-method-override",
+        b"x-method-override",
+        b"x-original-url",
+        b"x-rewrite-url",
+    }
+)
 # Read once by the gateway: with two copies, the gateway and the upstream (or two parts of the
 # gateway) could each act on a different one, so a second copy is refused.
 SINGLETONS = frozenset(
@@ -59,7 +70,7 @@ def request_headers_for_upstream(
 
     The body was read whole, so it always goes upstream with a Content-Length.
     """
-    drop = HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | GATEWAY_CONSUMED
+    drop = HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | GATEWAY_CONSUMED | OVERRIDES
     drop |= connection_listed(headers)
     if credential is not None:
         drop = drop | {credential[0]}

@@ -236,6 +236,12 @@ class HttpConnection(asyncio.Protocol):
             # RFC 9112 §6.1: both present is how request smuggling starts; refuse outright.
             self._refuse(400, "bad_request", "Content-Length and Transfer-Encoding both set")
             return False
+        if request.method != request.method.upper():
+            # Methods are case-sensitive (RFC 9110 §9.1): `delete` is not DELETE to a method
+            # rule, yet some upstreams would run it as DELETE. Take one spelling only.
+            wanted = request.method.upper().decode("ascii", "replace")
+            self._refuse(400, "bad_method", f"methods are upper case: send {wanted}")
+            return False
         twice = duplicated(request.headers)
         if twice is not None:
             message = f"more than one {twice.decode()} header: send it once"

@@ -101,3 +101,54 @@ def test_approval_headers_never_reach_the_upstream_on_allow_rules(
     assert response.status_code == 200
     seen = upstream_saw(upstream)
     assert not {"prefer", "x-approval-id", "x-approval-reason"} & set(seen)
+
+
+def test_lower_case_method_cannot_slip_past_a_method_rule(
+    start_gateway, issuer, upstream, analyst_token
+) -> None:
+    rules = """
+[[rules]]
+id = "no-deletes"
+groups = ["analysts"]
+methods = ["DELETE"]
+action = "deny"
+
+[[rules]]
+id = "analysts-anything"
+groups = ["analysts"]
+action = "allow"
+"""
+    text = gateway_config(issuer.url, upstream.url).split("[[rules]]")[0] + rules
+    gateway = start_gateway(text)
+    auth = f"Authorization: Bearer {analyst_token}"
+    peers.upstream_reset(upstream.url)
+    assert rawhttp.send(gateway.url, head("DELETE", "/llama/v1/models", auth)).status == 403
+    for method in ("delete", "Delete", "dELETE"):
+        response = rawhttp.send(gateway.url, head(method, "/llama/v1/models", auth))
+        assert response.status == 400, method
+        assert response.error_code() == "bad_method"
+        assert "DELETE" in response.error_message()
+    assert peers.upstream_stats(upstream.url)["requests"] == 0
+    # The gateway's own endpoints read the method the same way.
+    assert rawhttp.send(gateway.url, head("get", "/_gateway/health?live")).status == 400
+    assert rawhttp.send(gateway.url, head("GET", "/_gateway/health?live")).status == 200
+
+
+def test_method_and_path_overrides_never_reach_the_upstream(
+    gateway, upstream, analyst_token
+) -> None:
+    """The same class: headers that make some frameworks run another method or path."""
+    overrides = {
+        "x-http-method-override": "DELETE",
+        "x-http-method": "DELETE",
+        "x-method-override": "DELETE",
+        "x-original-url": "/v1/admin",
+        "x-rewrite-url": "/v1/admin",
+    }
+    response = httpx.post(
+        f"{gateway.url}{CHAT}",
+        json={"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {analyst_token}", **overrides},
+    )
+    assert response.status_code == 200
+    assert not set(overrides) & set(upstream_saw(upstream))
