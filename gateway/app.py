@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway import __version__, logs
 from gateway import config as config_module
+from gateway import headers as hdr
 from gateway.approvals import Approvals
 from gateway.approvals.api import ApprovalsApi
 from gateway.approvals.store import StoreUnavailable
@@ -18,7 +19,8 @@ from gateway.audit import AuditOpenError, KeyFileError
 from gateway.auditing import Auditor
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
-from gateway.identity import JwksCache, TokenVerifier
+from gateway.headers import Headers
+from gateway.identity import JwksCache, TokenVerifier, bearer_token
 from gateway.metrics import Metrics
 from gateway.ops import PREFIX, AuditReaders, Ops
 from gateway.proxy import Proxy
@@ -49,6 +51,7 @@ class Gateway:
         )
         self.state = ServerState(self.handle, config.server)
         self.state.on_open = self.metrics.open_connections.set
+        self.state.check_head = self.check_head
         self.server: asyncio.Server | None = None
         self.stopping = asyncio.Event()
         self.file_stamp = _stamp(config.path)
@@ -61,6 +64,14 @@ class Gateway:
                 await writer.send_error(exc)
         else:
             await self.proxy.handle(request, writer)
+
+    async def check_head(self, target: str, headers: Headers) -> None:
+        """Before a held-back body (`Expect: 100-continue`): a proxied call needs a valid token.
+
+        The `/_gateway/` endpoints check their callers themselves, some need no token at all.
+        """
+        if not target.startswith(PREFIX):
+            await self.verifier.verify(bearer_token(hdr.get(headers, b"authorization")))
 
     async def start(self) -> tuple[str, int]:
         """Open the audit log first: nothing is served that could not be recorded."""

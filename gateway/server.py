@@ -128,6 +128,13 @@ class ServerState:
         self.on_open: Callable[[int], None] = lambda n: None
         # (client, status, code, reason) of requests refused before reaching the handler.
         self.on_refused: Callable[[str, int, str, str], None] = lambda *a: None
+        # (target, headers) of a request whose client waits for 100 Continue: raises the
+        # GatewayError to answer instead, before the body is sent.
+        self.check_head: Callable[[str, Headers], Awaitable[None]] = _nothing_to_check
+
+
+async def _nothing_to_check(target: str, headers: Headers) -> None:
+    return None
 
 
 class HttpConnection(asyncio.Protocol):
@@ -252,9 +259,28 @@ class HttpConnection(asyncio.Protocol):
                 self._refuse(413, "body_too_large", self._body_limit_message())
                 return False
         if self.h11.they_are_waiting_for_100_continue:
-            self.transport.write(self.send(h11.InformationalResponse(status_code=100)))
+            # The client holds the body back: refuse now what its head already tells (a bad
+            # token), or ask for the body. Nothing is read meanwhile.
+            self.task = self.loop.create_task(self._continue_or_refuse(request))
+            return True
         self._arm(self.limits.idle_timeout_s, self._on_body_timeout)
         return True
+
+    async def _continue_or_refuse(self, request: h11.Request) -> None:
+        """`Expect: 100-continue` (RFC 9110 §10.1.1): the final refusal, or 100 Continue."""
+        try:
+            await self.state.check_head(request.target.decode("ascii", "replace"), request.headers)
+        except GatewayError as exc:
+            self.task = None
+            self._refuse(exc.status, exc.code, exc.message, exc.headers)
+            return
+        self.task = None
+        if self.closed:
+            return
+        if self.h11.they_are_waiting_for_100_continue:  # the client may not have waited
+            self.transport.write(self.send(h11.InformationalResponse(status_code=100, headers=[])))
+        self._arm(self.limits.idle_timeout_s, self._on_body_timeout)
+        self._pump()
 
     def _body_limit_message(self) -> str:
         return f"request body exceeds max_body_bytes ({self.limits.max_body_bytes} bytes)"
@@ -331,13 +357,14 @@ class HttpConnection(asyncio.Protocol):
             if self.closed:
                 raise ClientDisconnected("client disconnected")
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(self, status: int, code: str, message: str, extra: Headers = ()) -> None:
         """Answer a request we will not read any further, then close."""
         self._disarm()
         self.state.on_refused(self.client, status, code, message)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
             body = error_body(code, message)
             headers = [
+                *extra,
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),

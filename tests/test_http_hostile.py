@@ -3,9 +3,11 @@ clearly, never quotes a credential, and the policy sees what the upstream will e
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import httpx
+import orjson
 import peers
 import rawhttp
 import standins
@@ -152,3 +154,67 @@ def test_method_and_path_overrides_never_reach_the_upstream(
     )
     assert response.status_code == 200
     assert not set(overrides) & set(upstream_saw(upstream))
+
+
+def curl_post(url: str, token: str, body: bytes, tmp_path: Path) -> tuple[int, bytes]:
+    """curl as a user runs it; curl itself adds `Expect: 100-continue` for a body this size."""
+    path = tmp_path / "body.json"
+    path.write_bytes(body)
+    headers = ["-H", f"authorization: Bearer {token}", "-H", "content-type: application/json"]
+    output = ["-o", "-", "-w", "\n%{http_code}"]
+    upload = ["-X", "POST", *headers, "--data-binary", f"@{path}"]
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "60", *output, *upload, url],
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    body_out, _, status = result.stdout.rpartition(b"\n")
+    return int(status), body_out
+
+
+def test_curl_posting_a_large_body_with_expect_100_continue(
+    gateway, upstream, analyst_token, tmp_path
+) -> None:
+    prompt = "word " * 240_000  # 1.2 MB: over curl's 1 MB threshold for Expect
+    body = orjson.dumps(
+        {"model": "llama-3-8b", "max_tokens": 2, "messages": [{"role": "user", "content": prompt}]}
+    )
+    status, answer = curl_post(f"{gateway.url}{CHAT}", analyst_token, body, tmp_path)
+    assert status == 200, answer
+    assert orjson.loads(answer)["choices"]
+    assert "expect" not in upstream_saw(upstream)  # answered by the gateway, not passed on
+
+
+def test_expect_100_continue_is_answered_before_the_body(gateway, analyst_token) -> None:
+    body = b'{"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}]}'
+    lines = (f"Authorization: Bearer {analyst_token}", "Content-Type: application/json")
+    raw = head("POST", CHAT, *lines, f"Content-Length: {len(body)}", "Expect: 100-continue")
+    with rawhttp.connect(gateway.url) as conn:
+        conn.sendall(raw)
+        informational = conn.read_response()  # the 100 comes before any body byte is sent
+        assert informational is not None and informational.status == 100
+        conn.sendall(body)
+        final = conn.read_response()
+    assert final is not None and final.status == 200
+
+
+def test_expect_100_continue_gets_the_refusal_without_sending_the_body(
+    gateway, upstream, issuer, analyst_token
+) -> None:
+    expired = peers.mint(issuer.url, "alice@example.com", ["analysts"], ttl_s=-60)
+    cases = [
+        ((), 401, "unauthenticated"),
+        ((f"Authorization: Bearer {expired}",), 401, "unauthenticated"),
+        ((f"Authorization: Bearer {analyst_token}", "Content-Length: 999999999"), 413, None),
+    ]
+    for lines, status, code in cases:
+        length = () if any("Content-Length" in line for line in lines) else ("Content-Length: 50",)
+        raw = head("POST", CHAT, *lines, *length, "Expect: 100-continue")
+        with rawhttp.connect(gateway.url) as conn:
+            conn.sendall(raw)  # and never the body: the answer must not wait for it
+            response = conn.read_response()
+        assert response is not None and response.status == status, lines
+        assert code is None or response.error_code() == code
+        if status == 401:
+            assert response.headers["www-authenticate"].startswith("Bearer")
