@@ -23,14 +23,10 @@ import h11
 from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
+from gateway.flow_control import FlowControl
 from gateway.headers import Headers, duplicated
 
 log = logging.getLogger("gateway.server")
-
-# Client socket write buffer: above HIGH we stop feeding it, below LOW we resume. uvloop's default
-# low-water mark is 16 bytes, which would wake us for almost every chunk.
-WRITE_HIGH_WATER = 256 * 1024
-WRITE_LOW_WATER = 64 * 1024
 
 
 def reason_phrase(status: int) -> bytes:
@@ -152,8 +148,7 @@ class HttpConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.awaiting_next_request = False
         self.task: asyncio.Task[None] | None = None
-        self.writable = asyncio.Event()
-        self.writable.set()
+        self.flow: FlowControl  # set once the transport exists
         self.closed = False
         self.request: h11.Request | None = None
         self.body = bytearray()
@@ -162,7 +157,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        self.flow = FlowControl(self.transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = f"{peer[0]}:{peer[1]}"
@@ -175,7 +170,7 @@ class HttpConnection(asyncio.Protocol):
         self.state.connections.discard(self)
         self.state.on_open(len(self.state.connections))
         self._disarm()
-        self.writable.set()  # wake a writer so it sees the disconnect
+        self.flow.resume_writing()  # wake a writer so it sees the disconnect
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
@@ -185,6 +180,11 @@ class HttpConnection(asyncio.Protocol):
             self.awaiting_next_request = False
             self._arm(self.limits.header_timeout_s, self._on_header_timeout)
         self.h11.receive_data(data)
+        if self.task is not None:
+            # The client sends on while its exchange runs: keep this read, take no more until
+            # the exchange ends (h11 would hold it all, unbounded).
+            self.flow.pause_reading()
+            return
         self._pump()
 
     def eof_received(self) -> bool | None:
@@ -193,10 +193,10 @@ class HttpConnection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        self.writable.clear()
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.flow.resume_writing()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -280,6 +280,7 @@ class HttpConnection(asyncio.Protocol):
         if self.h11.they_are_waiting_for_100_continue:  # the client may not have waited
             self.transport.write(self.send(h11.InformationalResponse(status_code=100, headers=[])))
         self._arm(self.limits.idle_timeout_s, self._on_body_timeout)
+        self.flow.resume_reading()
         self._pump()
 
     def _body_limit_message(self) -> str:
@@ -332,6 +333,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             self.h11.start_next_cycle()
             self._arm(self.limits.idle_timeout_s, self._on_idle_timeout)
+            self.flow.resume_reading()
             self.awaiting_next_request = True
             if self.h11.trailing_data[0]:
                 self.awaiting_next_request = False
@@ -352,8 +354,8 @@ class HttpConnection(asyncio.Protocol):
         if self.closed:
             raise ClientDisconnected("client disconnected")
         self.transport.write(data)
-        if not self.writable.is_set():
-            await self.writable.wait()
+        if not self.flow.writable:
+            await self.flow.drain()
             if self.closed:
                 raise ClientDisconnected("client disconnected")
 

@@ -3,6 +3,8 @@ clearly, never quotes a credential, and the policy sees what the upstream will e
 
 from __future__ import annotations
 
+import select
+import socket
 import subprocess
 from pathlib import Path
 
@@ -218,3 +220,43 @@ def test_expect_100_continue_gets_the_refusal_without_sending_the_body(
         assert code is None or response.error_code() == code
         if status == 401:
             assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def push_until_blocked(sock: socket.socket, cap: int, stall_s: float) -> int:
+    """Send junk until the peer stops reading (not writable for stall_s) or cap bytes went."""
+    chunk = b"X" * 65536
+    sent = 0
+    sock.setblocking(False)
+    while sent < cap:
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            _, writable, _ = select.select([], [sock], [], stall_s)
+            if not writable:
+                break
+    return sent
+
+
+def test_bytes_sent_while_an_exchange_runs_are_not_read_without_bound(
+    start_gateway, issuer, upstream, analyst_token
+) -> None:
+    gateway = start_gateway(gateway_config(issuer.url, upstream.url))
+    body = b'{"model": "fail-slow-headers", "messages": [{"role": "user", "content": "hi"}]}'
+    lines = (f"Authorization: Bearer {analyst_token}", "x-demo-delay-s: 20")
+    raw = head("POST", CHAT, *lines, f"Content-Length: {len(body)}") + body
+    cap = 256 * 1024 * 1024
+    with rawhttp.connect(gateway.url) as conn:
+        conn.sendall(raw)
+        before = rss_bytes(gateway.proc.pid)
+        sent = push_until_blocked(conn.sock, cap, stall_s=2.0)
+        grown = rss_bytes(gateway.proc.pid) - before
+    # Kernel socket buffers take some (tens of MB at most here); the gateway keeps one read.
+    assert sent < cap // 8, f"{sent} bytes accepted while the request was still in flight"
+    assert grown < 16 * 1024 * 1024, f"RSS grew by {grown} bytes"
