@@ -5,6 +5,8 @@ h11 hands us header names already lower-cased, so every comparison here is on lo
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterable
 
 Headers = list[tuple[bytes, bytes]]
@@ -93,6 +95,18 @@ def response_headers_for_client(headers: Headers, *, keep_length: bool) -> Heade
     if not keep_length:
         drop = drop | {b"content-length"}
     return [(n, v) for n, v in headers if n not in drop]
+
+
+# The canonical 8-4-4-4-12 form: some model servers (llama-cpp-python's) refuse any other id.
+UUID_FORM = re.compile(rb"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def request_id(headers: Headers) -> str:
+    """The client's `x-request-id` if it is a UUID (kept end to end), else a new UUID."""
+    value = get(headers, b"x-request-id")
+    if value is not None and UUID_FORM.fullmatch(value):
+        return value.decode("ascii")
+    return str(uuid.uuid4())
 
 
 def duplicated(headers: Headers) -> bytes | None:

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -24,7 +24,7 @@ from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
 from gateway.flow_control import FlowControl
-from gateway.headers import Headers, duplicated
+from gateway.headers import Headers, duplicated, request_id
 
 log = logging.getLogger("gateway.server")
 
@@ -300,7 +300,7 @@ class HttpConnection(asyncio.Protocol):
             headers=list(request.headers),
             body=bytes(self.body),
             client=self.client,
-            request_id=os.urandom(12).hex(),
+            request_id=request_id(request.headers),
         )
         self.body = bytearray()
         writer = ResponseWriter(self, incoming.request_id)
@@ -370,7 +370,7 @@ class HttpConnection(asyncio.Protocol):
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
-                (b"x-request-id", os.urandom(12).hex().encode()),
+                (b"x-request-id", str(uuid.uuid4()).encode()),
             ]
             with contextlib.suppress(h11.LocalProtocolError):
                 self.transport.write(

@@ -3,6 +3,7 @@ clearly, never quotes a credential, and the policy sees what the upstream will e
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import standins
 from conftest import UPSTREAM_KEY, audited_config, gateway_config
 
 CHAT = "/llama/v1/chat/completions"
+UUID_FORM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
 def head(method: str, path: str, *lines: str) -> bytes:
@@ -260,3 +262,41 @@ def test_bytes_sent_while_an_exchange_runs_are_not_read_without_bound(
     # Kernel socket buffers take some (tens of MB at most here); the gateway keeps one read.
     assert sent < cap // 8, f"{sent} bytes accepted while the request was still in flight"
     assert grown < 16 * 1024 * 1024, f"RSS grew by {grown} bytes"
+
+
+def is_uuid(text: str) -> bool:
+    return UUID_FORM.fullmatch(text) is not None
+
+
+def test_request_ids_are_uuids_a_clients_uuid_is_kept_and_traceparent_passes(
+    start_gateway, issuer, analyst_token
+) -> None:
+    """Behind the gateway, a server that takes only UUID request ids (as llama-cpp-python's)."""
+    with standins.raw_upstream(standins.uuid_request_ids_only) as standin:
+        gateway = start_gateway(gateway_config(issuer.url, standin.url))
+        url = f"{gateway.url}/llama/v1/models"
+        auth = {"authorization": f"Bearer {analyst_token}"}
+        made = httpx.get(url, headers=auth)
+        assert made.status_code == 200, made.text
+        assert is_uuid(made.headers["x-request-id"])
+        assert standin.seen[-1].get("x-request-id") == made.headers["x-request-id"]
+
+        own = "0b6c1d9e-3f5a-4c27-9e1d-7a2b8c4d5e6f"
+        trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        kept = httpx.get(url, headers={**auth, "x-request-id": own, "traceparent": trace})
+        assert kept.status_code == 200
+        assert kept.headers["x-request-id"] == own
+        assert standin.seen[-1].get("x-request-id") == own
+        assert standin.seen[-1].get("traceparent") == trace
+
+        for junk in ("not-a-uuid", "0b6c1d9e3f5a4c279e1d7a2b8c4d5e6f", own + "x"):
+            replaced = httpx.get(url, headers={**auth, "x-request-id": junk})
+            assert replaced.status_code == 200
+            assert is_uuid(replaced.headers["x-request-id"]), junk
+            assert standin.seen[-1].get("x-request-id") == replaced.headers["x-request-id"]
+
+
+def test_refusals_before_the_handler_carry_a_uuid_request_id(gateway) -> None:
+    response = rawhttp.send(gateway.url, b"GARBAGE\r\n\r\n")
+    assert response.status == 400
+    assert is_uuid(response.headers["x-request-id"])
