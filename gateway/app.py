@@ -26,14 +26,16 @@ from gateway.ops import PREFIX, AuditReaders, Ops
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime
 from gateway.server import IncomingRequest, ResponseWriter, ServerState, drain, serve
+from gateway.workers import WorkerSlot, supervise
 
 log = logging.getLogger("gateway")
 RESTART_ONLY = ("server", "identity", "audit", "masking", "approvals")
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, slot: WorkerSlot | None = None) -> None:
         self.config = config
+        self.slot = slot  # None: the only process; else one of `[server] workers`
         self.metrics = Metrics()
         self.jwks = JwksCache(config.identity, self.metrics.jwks_refreshes_inc)
         self.verifier = TokenVerifier(config.identity, self.jwks)
@@ -75,7 +77,8 @@ class Gateway:
 
     async def start(self) -> tuple[str, int]:
         """Open the audit log first: nothing is served that could not be recorded."""
-        self.auditor.log = (await Auditor.open(self.config.audit)).log
+        worker = self.slot.index if self.slot else None
+        self.auditor.log = (await Auditor.open(self.config.audit, worker)).log
         if not self.auditor.enabled:
             log.warning("no [audit] section: exchanges are NOT recorded in an audit log")
         self.state.on_refused = self.auditor.refused_later
@@ -86,7 +89,10 @@ class Gateway:
         if not self.jwks.ready:
             log.warning("no signing keys yet: every call gets 401 until the IdP answers")
         server_config = self.config.server
-        self.server = await serve(self.state, server_config.host, server_config.port)
+        port = self.slot.port if self.slot else server_config.port
+        self.server = await serve(
+            self.state, server_config.host, port, reuse_port=self.slot is not None
+        )
         host, port = self.server.sockets[0].getsockname()[:2]
         log.info("listening", extra={"host": host, "port": port, "config": self.config.path})
         return host, port
@@ -178,7 +184,11 @@ def run(config_path: Path) -> int:
     # A file size limit must surface as a write error (and a 503), not kill the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        gateway = Gateway(config_module.load(config_path))
+        config = config_module.load(config_path)
+        slot = WorkerSlot.from_env()
+        if slot is None and config.server.workers > 1:
+            return supervise(config)
+        gateway = Gateway(config, slot)
     except ConfigError as exc:
         print(f"gateway: bad config: {exc}", file=sys.stderr)
         return 2

@@ -43,12 +43,16 @@ class Auditor:
         self.background: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def open(cls, config: AuditConfig | None) -> Auditor:
+    async def open(cls, config: AuditConfig | None, worker: int | None = None) -> Auditor:
+        """Worker N of a multi-worker gateway keeps its own log in `{dir}/{N}/`, `{origin}/{N}`."""
         if config is None:
             return cls(None)
+        directory, origin = Path(config.dir), config.origin
+        if worker is not None:
+            directory, origin = directory / str(worker), f"{origin}/{worker}"
         log = await AuditLog.open(
-            Path(config.dir),
-            origin=config.origin,
+            directory,
+            origin=origin,
             signing_key=Path(config.signing_key),
             sealing_key=Path(config.sealing_key),
             durability=config.durability,  # type: ignore[arg-type]

@@ -46,6 +46,7 @@ class ServerConfig:
     upstream_connect_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     reload_poll_s: float = 2.0
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +290,7 @@ def _server(s: _Section) -> ServerConfig:
         upstream_connect_timeout_s=s.number("upstream_connect_timeout_s", 10.0, minimum=0.1),
         drain_timeout_s=s.number("drain_timeout_s", 30.0),
         reload_poll_s=s.number("reload_poll_s", 2.0),
+        workers=s.integer("workers", 1, minimum=1),
     )
     s.done()
     return config

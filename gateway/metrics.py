@@ -1,8 +1,18 @@
-"""Prometheus metrics, kept in one registry object that is passed in, never a module global."""
+"""Prometheus metrics, kept in one registry object that is passed in, never a module global.
+
+With `[server] workers = N` the supervisor sets PROMETHEUS_MULTIPROC_DIR before the workers
+start: prometheus-client then keeps every value in a per-process file there, and `render` sums
+the files of all workers, so whichever worker answers `/_gateway/metrics` reports the whole.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Sub-millisecond buckets matter: the gateway's own overhead is meant to be well under 1 ms.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0)
@@ -41,7 +51,10 @@ class Metrics:
             registry=r,
         )
         self.open_connections = Gauge(
-            "gateway_open_connections", "Client connections open now", registry=r
+            "gateway_open_connections",
+            "Client connections open now",
+            registry=r,
+            multiprocess_mode="livesum",  # workers alive now, summed
         )
         self.jwks_refreshes = Counter(
             "gateway_jwks_refreshes", "JWKS fetches by result", ["result"], registry=r
@@ -54,4 +67,9 @@ class Metrics:
         self.jwks_refreshes.labels(result).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed, path=directory)
+        return generate_latest(summed)

@@ -420,9 +420,14 @@ class HttpConnection(asyncio.Protocol):
         return self.task is None and self.request is None
 
 
-async def serve(state: ServerState, host: str, port: int) -> asyncio.Server:
+async def serve(
+    state: ServerState, host: str, port: int, *, reuse_port: bool = False
+) -> asyncio.Server:
+    """The one place the listening socket is made; `reuse_port` lets N workers share a port."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: HttpConnection(state), host, port, backlog=1024)
+    return await loop.create_server(
+        lambda: HttpConnection(state), host, port, backlog=1024, reuse_port=reuse_port or None
+    )
 
 
 async def drain(server: asyncio.Server, state: ServerState, grace_s: float) -> None:

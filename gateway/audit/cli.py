@@ -20,7 +20,14 @@ from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.keys import KeyFileError, init_keys
 from gateway.audit.merkle import ProofError
 from gateway.audit.seal import SealError, unseal
-from gateway.audit.store import ENTRIES, LEN, LogReader, consistency_proof, inclusion_proof
+from gateway.audit.store import (
+    ENTRIES,
+    LEN,
+    LogReader,
+    consistency_proof,
+    inclusion_proof,
+    log_dirs,
+)
 from gateway.audit.verify import verify_log
 
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -75,6 +82,9 @@ def _audit_dir(args: argparse.Namespace) -> Path:
 def _reader(args: argparse.Namespace) -> LogReader:
     d = _audit_dir(args)
     if not (d / ENTRIES).exists():
+        workers = [p.name for p in log_dirs(d)]
+        if workers:  # entries are numbered per log: which one must be said
+            raise CliError(f"{d} holds one log per worker ({', '.join(workers)}): give --dir {d}/N")
         raise CliError(f"{d} is not an audit directory (no {ENTRIES} file)")
     return LogReader(d)
 
@@ -106,14 +116,16 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 @_handler
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = verify_log(_audit_dir(args), args.verifier)
-    for w in report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    if report.ok:
-        print(report.summary())
-        return 0
-    print(report.summary(), file=sys.stderr)
-    return EXIT_FAIL
+    """Every log the directory holds (its own and each worker's); fails if any one fails."""
+    directory = _audit_dir(args)
+    failed = False
+    for log_dir in log_dirs(directory) or [directory]:
+        report = verify_log(log_dir, args.verifier)
+        for w in report.warnings:
+            print(f"warning: {log_dir}: {w}", file=sys.stderr)
+        print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+        failed = failed or not report.ok
+    return EXIT_FAIL if failed else 0
 
 
 @_handler

@@ -94,6 +94,22 @@ def read_file(path: Path) -> bytes:
         return b""
 
 
+def log_dirs(directory: Path) -> list[Path]:
+    """The audit logs an `[audit] dir` holds: its own (a single-worker run's) and each worker's.
+
+    With `[server] workers = N` worker N writes `{dir}/{N}/`; a log at `{dir}` itself is kept
+    beside them. Sorted: the directory's own log first, then workers by number.
+    """
+    directory = Path(directory)
+    workers = (
+        [d for d in directory.iterdir() if d.name.isdigit() and (d / ENTRIES).is_file()]
+        if directory.is_dir()
+        else []
+    )
+    own = [directory] if (directory / ENTRIES).is_file() else []
+    return own + sorted(workers, key=lambda d: int(d.name))
+
+
 class TreeFiles:
     """Full-subtree hashes, one append-only file per level: node(l, i) is 32 bytes at 32*i."""
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.audit import Checkpoint, CheckpointError, Verifier, VerifyReport, verify_log
-from gateway.audit.store import CHECKPOINT, CHECKPOINTS, ENTRIES, iter_records, read_file
+from gateway.audit.store import CHECKPOINT, CHECKPOINTS, ENTRIES, iter_records, log_dirs, read_file
 from gateway.audit.store import scan_frames as scan
 from gateway.audit.verify import load_verifier
 
@@ -137,14 +137,8 @@ def read_logs(
         )
     logs: list[Log] = []
     for directory, key in zip(directories, keys, strict=True):
-        log = read_log(Path(directory), key)
-        twin = next((other for other in logs if other.origin == log.origin), None)
-        if twin is not None:
-            raise EvidenceError(
-                f"{twin.directory} and {log.directory} both have origin {log.origin!r}; "
-                "each replica needs its own [audit] origin"
-            )
-        logs.append(log)
+        for log_dir in log_dirs(Path(directory)) or [Path(directory)]:
+            _add(logs, read_log(log_dir, key))
     period = Period.resolve(since, until, logs)
     for log in logs:
         everything = [*log.entries, *log.later]
@@ -153,6 +147,17 @@ def read_logs(
         log.period = [e for e in everything if _in(period, e) and e["seq"] < log.checkpoint.size]
         log.unsigned = [e["seq"] for e in everything[log.checkpoint.size :] if _in(period, e)]
     return logs, period
+
+
+def _add(logs: list[Log], log: Log) -> None:
+    """Append one more log; refuse an origin seen before."""
+    twin = next((other for other in logs if other.origin == log.origin), None)
+    if twin is not None:
+        raise EvidenceError(
+            f"{twin.directory} and {log.directory} both have origin {log.origin!r}; "
+            "each replica needs its own [audit] origin"
+        )
+    logs.append(log)
 
 
 def _before(period: Period, entry: dict[str, Any]) -> bool:
