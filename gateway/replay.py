@@ -181,12 +181,13 @@ def _read(log: AuditLog, seq: int) -> dict[str, Any]:
     try:
         return log.read_entry(seq)
     except IndexError:
-        raise GatewayError(404, "not_found", f"no entry {seq}; the log has {log.size}") from None
+        message = f"no entry {seq}; the log has {log.committed}"
+        raise GatewayError(404, "not_found", message) from None
 
 
 def _inference_of(log: AuditLog, decision_seq: int) -> dict[str, Any] | None:
     """The exchange entry of a decision: written after it, usually within a few entries."""
-    for seq in range(decision_seq + 1, log.size):
+    for seq in range(decision_seq + 1, log.committed):
         entry = log.read_entry(seq)
         if entry["type"] == "inference" and entry.get("decision_seq") == decision_seq:
             return entry

@@ -26,6 +26,7 @@ from gateway.audit import (
     AuditOpenError,
     AuditUnavailable,
     Checkpoint,
+    LogReader,
     Verifier,
     init_keys,
     unseal,
@@ -71,6 +72,7 @@ def frames(data: bytes) -> list[bytes]:
 async def test_append_read_prove_unseal(tmp_path: Path, keys: Path) -> None:
     log = await open_log(tmp_path / "log", keys)
     seqs = [await log.append(entry(i), {"request": b"q%d" % i, "response": b"a"}) for i in range(5)]
+    await log.signed()  # the checkpoint follows the release of the last append
     assert seqs == [0, 1, 2, 3, 4] and log.size == 5
     e = log.read_entry(3)
     assert e["seq"] == 3 and e["ts"].endswith("Z") and len(e["ts"]) == 27
@@ -93,6 +95,18 @@ async def test_append_read_prove_unseal(tmp_path: Path, keys: Path) -> None:
     report = verify_log(tmp_path / "log")
     assert report.ok, report.summary()
     assert (report.size, report.sealed_blobs) == (5, 10)
+
+
+async def test_reader_with_a_lagging_index_scans_entries(tmp_path: Path, keys: Path) -> None:
+    """The index is written after a batch's release, so a reader may find it a batch behind."""
+    log = await open_log(tmp_path / "log", keys)
+    for i in range(6):
+        await log.append(entry(i))
+    await log.close()
+    index = tmp_path / "log" / "index"
+    index.write_bytes(index.read_bytes()[:-8])
+    reader = LogReader(tmp_path / "log")
+    assert reader.size == 6 and reader.read_entry(5)["request_id"] == "r5"
 
 
 async def test_entries_carry_no_plaintext_of_sealed_bodies(tmp_path: Path, keys: Path) -> None:

@@ -2,7 +2,8 @@
 
 Appends assign seq and ts on the event loop (so seq order is call order) and queue the entry.
 One committer task hands everything queued to the writer thread as one batch: one write and
-fsync per file and one signed checkpoint per batch, however many callers are waiting.
+one fdatasync of `entries` (the sealed segment's in parallel) releases every caller waiting
+on the batch; the tree, index and signed checkpoint are written after that, off their path.
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ class AuditLog:
         self._durability = durability
         self._executor = executor
         self._queue: list[_Item] = []
-        self._next_seq = writer.size
+        self._next_seq = writer.committed
         self._available = True
         self._closing = False
         self._wake = asyncio.Event()
+        self._inflight: asyncio.Future[None] | None = None
         self._task = asyncio.get_running_loop().create_task(self._commit_loop())
 
     @classmethod
@@ -116,8 +118,22 @@ class AuditLog:
 
     @property
     def size(self) -> int:
-        """Entries durable and covered by the latest checkpoint."""
+        """Entries covered by the latest signed checkpoint (see `signed`)."""
         return self._writer.size
+
+    @property
+    def committed(self) -> int:
+        """Entries durable in `entries`: readable, perhaps not covered by a checkpoint yet."""
+        return self._writer.committed
+
+    async def signed(self) -> None:
+        """Wait for the batch being written: its checkpoint is signed just after its release.
+
+        Call before reading `size`, `checkpoint` or proofs when an entry just appended must be
+        covered by them.
+        """
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
 
     @property
     def directory(self) -> Path:
@@ -130,8 +146,9 @@ class AuditLog:
     async def append(self, entry: dict[str, Any], sealed: dict[str, bytes] | None = None) -> int:
         """Record one entry; returns its seq.
 
-        With durability "sync" this returns once the entry is fsynced and signed; with
-        "batch" at once (durable within about a second).
+        With durability "sync" this returns once the entry is durable (its signed checkpoint
+        follows at once; `signed` waits for it); with "batch" at once (durable within about a
+        second).
 
         Raises:
             AuditUnavailable: the log cannot be written; nothing of this entry is kept.
@@ -183,22 +200,32 @@ class AuditLog:
                     return
                 continue
             batch, self._queue = self._queue, []
+
+            def durable(batch: list[_Item] = batch) -> None:  # in the writer thread
+                loop.call_soon_threadsafe(self._release, batch)
+
+            self._inflight = loop.run_in_executor(
+                self._executor, self._writer.write_batch, [i.pending for i in batch], durable
+            )
             try:
-                await loop.run_in_executor(
-                    self._executor, self._writer.write_batch, [i.pending for i in batch]
-                )
+                await self._inflight
             except Exception as exc:
                 self._failed(batch, exc)
                 if self._durability == "batch":
                     await asyncio.sleep(RETRY_S)
                     self._wake.set()
                 continue
-            self._available = True
-            for item in batch:
-                if item.future is not None and not item.future.done():
-                    item.future.set_result(item.pending.seq)
+            finally:
+                self._inflight = None
             if self._queue or self._closing:
                 self._wake.set()
+
+    def _release(self, batch: list[_Item]) -> None:
+        """The batch is durable: its callers go on while the writer signs."""
+        self._available = True
+        for item in batch:
+            if item.future is not None and not item.future.done():
+                item.future.set_result(item.pending.seq)
 
     def _failed(self, batch: list[_Item], exc: Exception) -> None:
         """Sync: fail the batch and everything queued behind it. Batch: keep all for a retry."""
@@ -213,7 +240,7 @@ class AuditLog:
             if item.future is not None and not item.future.done():
                 item.future.set_exception(err)
         self._queue = []
-        self._next_seq = self._writer.size  # queued seqs were never written
+        self._next_seq = self._writer.committed  # queued seqs were never written
 
     def inclusion_proof(self, index: int, size: int | None = None) -> dict[str, Any]:
         """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: current).
@@ -234,8 +261,8 @@ class AuditLog:
 
     def read_raw(self, seq: int) -> bytes:
         """The canonical bytes of a committed entry."""
-        if not 0 <= seq < self.size:
-            raise IndexError(f"no entry {seq}; the log has {self.size} entries")
+        if not 0 <= seq < self.committed:
+            raise IndexError(f"no entry {seq}; the log has {self.committed} entries")
         fd = os.open(self._writer.directory / ENTRIES, os.O_RDONLY)
         try:
             off = self._writer.offsets[seq]

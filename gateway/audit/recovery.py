@@ -3,7 +3,8 @@
 Rules (also in docs/audit-format.md):
 - a cut-off record at the end of `entries` or `checkpoints` is a torn write and is truncated;
 - whole entries beyond the last signed checkpoint are kept if they are valid canonical entries
-  with the right seq (they were fsynced but not yet signed), else truncated from the first bad one;
+  with the right seq whose sealed blobs are all on disk (they were fsynced but not yet signed),
+  else truncated from the first bad one;
 - entries covered by the last signed checkpoint are never changed: if there are fewer of them,
   or their root differs from the checkpoint's, the log is refused (a fork or tampering);
 - `tree/` and `index` are recomputed from `entries` and rewritten where they differ.
@@ -96,12 +97,16 @@ def _check_verifier(directory: Path, signer: Signer) -> None:
         write_atomic(path, (mine + "\n").encode())
 
 
-def _last_checkpoint(directory: Path, signer: Signer, origin: str) -> tuple[Checkpoint | None, int]:
-    """The newest signed checkpoint and the length of whole records in `checkpoints`."""
+def _last_checkpoint(
+    directory: Path, signer: Signer, origin: str
+) -> tuple[Checkpoint | None, int, bool]:
+    """The newest signed checkpoint, the length of whole records in `checkpoints`, and whether
+    that checkpoint is the last of them (`checkpoint` is written after it, neither fsynced)."""
     data = read_file(directory / CHECKPOINTS)
     scan = scan_frames(data)
     verifier, best = signer.verifier, None
     records = list(iter_records(data, scan))
+    recorded = bool(records)
     try:
         if records:
             best = Checkpoint.open(bytes(records[-1]), verifier, origin)
@@ -114,14 +119,15 @@ def _last_checkpoint(directory: Path, signer: Signer, origin: str) -> tuple[Chec
                     f"{best.size}: a fork; refusing to open"
                 )
             if best is None or current.size > best.size:
-                best = current
+                best, recorded = current, False
     except CheckpointError as exc:
         raise AuditOpenError(f"{directory}: signed checkpoint does not verify: {exc}") from None
-    return best, scan.end
+    return best, scan.end, recorded
 
 
-def _valid_tail(records: list, start: int) -> int:
-    """Index of the first record from `start` on that is not a valid entry with its seq."""
+def _valid_tail(directory: Path, records: list, start: int) -> int:
+    """Index of the first record from `start` on that is not a valid entry with its seq, or
+    names a sealed blob that is not (wholly) on disk."""
     for i in range(start, len(records)):
         body = bytes(records[i])
         try:
@@ -130,7 +136,17 @@ def _valid_tail(records: list, start: int) -> int:
             return i
         if not is_canonical(body, parsed) or parsed.get("seq") != i:
             return i
+        if not all(_blob_on_disk(directory, ref) for ref in (parsed.get("sealed") or {}).values()):
+            return i
     return len(records)
+
+
+def _blob_on_disk(directory: Path, ref: object) -> bool:
+    try:
+        path = directory / ref["file"]  # type: ignore[index]
+        return path.stat().st_size >= ref["offset"] + ref["length"]  # type: ignore[index]
+    except (OSError, KeyError, TypeError):
+        return False
 
 
 def _sync_derived(path: Path, expected: bytes) -> None:
@@ -163,7 +179,7 @@ def _recover_locked(
     directory: Path, origin: str, signer: Signer, sealing_key: bytes
 ) -> tuple[Writer, Recovered]:
     _check_verifier(directory, signer)
-    cp, cps_end = _last_checkpoint(directory, signer, origin)
+    cp, cps_end, recorded = _last_checkpoint(directory, signer, origin)
     cp_size = cp.size if cp else 0
     data = read_file(directory / ENTRIES)
     scan = scan_frames(data)
@@ -173,7 +189,7 @@ def _recover_locked(
             f"{directory / ENTRIES} holds {len(records)} whole entries but the signed checkpoint "
             f"covers {cp_size}: entries were removed; refusing to open"
         )
-    keep = _valid_tail(records, cp_size)
+    keep = _valid_tail(directory, records, cp_size)
     records = records[:keep]
     end = scan.offsets[keep] if keep < len(scan.offsets) else scan.end
     rows = build_levels(leaf_hashes(records))
@@ -209,6 +225,7 @@ def _recover_locked(
         index=os.open(directory / INDEX, os.O_RDWR | os.O_CREAT, 0o644),
         checkpoints=cps_fd,
         checkpoints_end=cps_end,
+        checkpoint=os.open(directory / CHECKPOINT, os.O_RDWR | os.O_CREAT, 0o644),
         segment_no=seg_no,
         segment=seg_fd,
         segment_end=os.fstat(seg_fd).st_size,
@@ -224,7 +241,9 @@ def _recover_locked(
         offsets=offsets,
         note=read_file(directory / CHECKPOINT),
     )
-    if cp is None or cp.size != keep or writer.note != cp.sign(signer):
+    if cp is None or cp.size != keep or not recorded or writer.note != cp.sign(signer):
         writer.write_batch([])  # sign the recovered size so `checkpoint` matches `entries`
+        os.fsync(cps_fd)
+        os.fsync(files.checkpoint)
     fsync_dir(directory)
     return writer, recovered

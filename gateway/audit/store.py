@@ -196,6 +196,7 @@ class LogReader:
                 idx.byteswap()
             with open(self.dir / ENTRIES, "rb") as f:
                 if not _index_plausible(f, idx):
+                    f.seek(0)  # the check moved the position
                     idx = scan_frames(f.read()).offsets
             self._offsets = idx
         return self._offsets

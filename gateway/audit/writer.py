@@ -11,6 +11,8 @@ import hashlib
 import logging
 import os
 from array import array
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +24,8 @@ from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.merkle import CompactRange, leaf_hash
 from gateway.audit.note import Signer
 from gateway.audit.store import (
-    CHECKPOINT,
     OFFSET,
+    SEALED,
     TreeFiles,
     _write_all,
     frame,
@@ -50,6 +52,7 @@ class Files:
     index: int
     checkpoints: int
     checkpoints_end: int
+    checkpoint: int
     segment_no: int
     segment: int
     segment_end: int
@@ -77,7 +80,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 @dataclass
 class Writer:
-    """Committed state of the log and the batch append. Not thread-safe: one caller at a time."""
+    """Committed state of the log and the batch append. Not thread-safe: one caller at a time.
+
+    A batch is committed when its entries (and the sealed blobs they name) are fdatasynced:
+    `entries` is the commit point, and waiters are released then. The tree, index and signed
+    checkpoint follow without an fsync of their own; recovery re-derives and re-signs them.
+    """
 
     directory: Path
     origin: str
@@ -89,25 +97,48 @@ class Writer:
     offsets: array
     note: bytes
     dirty: bool = field(default=False)
+    unsigned: list[bytes] = field(default_factory=list)  # committed, not yet in the tree
+    syncer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="audit-sync")
+    )
 
     @property
     def size(self) -> int:
+        """Entries covered by the latest signed checkpoint."""
         return self.range.size
 
-    def write_batch(self, batch: list[Pending]) -> bytes:
-        """Append, fsync and sign; returns the new checkpoint note.
+    @property
+    def committed(self) -> int:
+        """Entries durable in `entries` (signed or about to be)."""
+        return len(self.offsets)
+
+    def write_batch(
+        self, batch: list[Pending], on_durable: Callable[[], None] | None = None
+    ) -> None:
+        """Commit the batch, call `on_durable`, then sign a checkpoint covering it.
 
         Raises:
-            OSError: nothing of this batch is kept (files were truncated back).
+            OSError: the batch was not committed (files were truncated back) and `on_durable`
+                was not called. A failure after the commit is logged; the next batch signs.
         """
+        self._commit(batch)
+        if on_durable is not None:
+            on_durable()
+        try:
+            self._sign()
+        except OSError as exc:
+            log.error("audit: checkpoint not signed yet (the next batch retries): %s", exc)
+            self.dirty = True
+
+    def _commit(self, batch: list[Pending]) -> None:
         if self.dirty:
             self._rollback()
-        f, size = self.files, self.size
+        if not batch:
+            return
+        f = self.files
         try:
             self._maybe_rotate()
             bodies, segment_end = self._seal(batch)
-            if segment_end != f.segment_end:
-                os.fdatasync(f.segment)
             records = [frame(b) for b in bodies]
             new_offsets = array("Q")
             pos = f.entries_end
@@ -115,20 +146,16 @@ class Writer:
                 new_offsets.append(pos)
                 pos += len(r)
             _write_all(f.entries, b"".join(records), f.entries_end)
+            # The blobs and the entries naming them reach the disk together; recovery drops an
+            # unsigned entry whose blob did not make it (a power cut between the two).
+            blobs = (
+                self.syncer.submit(os.fdatasync, f.segment)
+                if segment_end != f.segment_end
+                else None
+            )
             os.fdatasync(f.entries)
-            rows = _Rows()
-            rng = CompactRange(size, self.range.edge, on_node=rows.add)
-            for b in bodies:
-                rng.append(leaf_hash(b))
-            for level, (first, hashes) in rows.items():
-                self.tree.write_at(level, first, b"".join(hashes))
-            packed = b"".join([OFFSET.pack(o) for o in new_offsets])
-            _write_all(f.index, packed, size * OFFSET.size)
-            note = Checkpoint(self.origin, rng.size, rng.root()).sign(self.signer)
-            record = frame(note)
-            _write_all(f.checkpoints, record, f.checkpoints_end)
-            os.fdatasync(f.checkpoints)
-            write_atomic(self.directory / CHECKPOINT, note)  # the commit point
+            if blobs is not None:
+                blobs.result()
         except BaseException:
             self.dirty = True
             try:
@@ -137,16 +164,33 @@ class Writer:
                 log.warning("audit rollback failed, will retry before next write: %s", exc)
             raise
         f.entries_end = pos
-        f.checkpoints_end += len(record)
         f.segment_end = segment_end
-        self.range = CompactRange(rng.size, rng.edge)
         self.offsets.extend(new_offsets)
+        self.unsigned.extend(bodies)
+
+    def _sign(self) -> None:
+        """Extend the tree and index by the unsigned entries and sign their checkpoint."""
+        f, size = self.files, self.size
+        rows = _Rows()
+        rng = CompactRange(size, self.range.edge, on_node=rows.add)
+        for b in self.unsigned:
+            rng.append(leaf_hash(b))
+        for level, (first, hashes) in rows.items():
+            self.tree.write_at(level, first, b"".join(hashes))
+        packed = b"".join([OFFSET.pack(o) for o in self.offsets[size:]])
+        _write_all(f.index, packed, size * OFFSET.size)
+        note = Checkpoint(self.origin, rng.size, rng.root()).sign(self.signer)
+        record = frame(note)
+        _write_all(f.checkpoints, record, f.checkpoints_end)
+        f.checkpoints_end += len(record)
+        # In place, no temp file and rename: a note is never shorter than the one before (the
+        # size only gains digits), and `checkpoints` holds it too should this write be torn.
+        _write_all(f.checkpoint, note, 0)
+        if len(self.note) > len(note):  # only if the key's name got shorter
+            os.ftruncate(f.checkpoint, len(note))
+        self.range = CompactRange(rng.size, rng.edge)
+        self.unsigned = []
         self.note = note
-        try:
-            fsync_dir(self.directory)
-        except OSError as exc:  # entries and `checkpoints` are durable; only the rename may be lost
-            log.warning("audit: fsync of %s failed after commit: %s", self.directory, exc)
-        return note
 
     def _seal(self, batch: list[Pending]) -> tuple[list[bytes], int]:
         """Encrypt bodies into the current segment; entry bytes with references, new end."""
@@ -181,24 +225,31 @@ class Writer:
         if f.segment_end < sealing.SEGMENT_LIMIT:
             return
         fd = open_segment(self.directory, f.segment_no + 1)
+        fsync_dir(self.directory / SEALED)
         os.close(f.segment)
         f.segment_no, f.segment, f.segment_end = f.segment_no + 1, fd, 0
 
     def _rollback(self) -> None:
-        """Truncate every appended file to its committed length."""
+        """Truncate appended files to what is committed, derived ones to what is signed."""
         f, size = self.files, self.size
         os.ftruncate(f.segment, f.segment_end)
         os.ftruncate(f.entries, f.entries_end)
         os.ftruncate(f.index, size * OFFSET.size)
         os.ftruncate(f.checkpoints, f.checkpoints_end)
+        _write_all(f.checkpoint, self.note, 0)
+        os.ftruncate(f.checkpoint, len(self.note))
         self.tree.truncate({lvl: size >> lvl for lvl in range(size.bit_length() + 1)})
         self.dirty = False
 
     def close(self) -> None:
+        """Make the signed state durable too (once, not per batch) and release the files."""
         f = self.files
-        for fd in (f.entries, f.index, f.checkpoints, f.segment):
+        for fd in (f.checkpoints, f.checkpoint):
+            os.fsync(fd)
+        for fd in (f.entries, f.index, f.checkpoints, f.checkpoint, f.segment):
             os.close(fd)
         self.tree.close()
+        self.syncer.shutdown()
 
 
 class _Rows(dict[int, tuple[int, list[bytes]]]):
