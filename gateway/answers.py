@@ -44,11 +44,6 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def json_model(body: bytes) -> str | None:
-    """A JSON object's top-level `model`, if the body is one."""
-    return model_of(json_object(body))
-
-
 def json_answer(body: bytes) -> tuple[str | None, Tokens]:
     """A JSON answer's served model and token usage, from one parse."""
     document = json_object(body)

@@ -16,20 +16,11 @@ from pathlib import Path
 from gateway._masker import DEFAULT_REQUEST_PATHS, DEFAULT_RESPONSE_PATHS, Masker
 from gateway.config import Config, ConfigError, RuleConfig
 from gateway.errors import GatewayError
+from gateway.media import is_json
 
 
 def masking_failed(what: str) -> GatewayError:
     return GatewayError(502, "masking_failed", f"{what} could not be masked, so it was withheld")
-
-
-def media_type(content_type: bytes | None) -> str:
-    if not content_type:
-        return ""
-    return content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
-
-
-def is_json(kind: str) -> bool:
-    return kind == "application/json" or kind.endswith("+json")
 
 
 @dataclass(slots=True)

@@ -14,16 +14,18 @@ import time
 from dataclasses import dataclass, field
 
 from gateway import headers as hdr
-from gateway.answers import NO_TOKENS, Tokens, json_answer, json_model, sse_model, sse_tokens
+from gateway.answers import NO_TOKENS, Tokens, json_answer, sse_model, sse_tokens
 from gateway.approvals import Approval, Approvals, gate
 from gateway.auditing import Auditor
 from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
-from gateway.masking import RuleMasking, StreamTransform, is_json, masking_failed, media_type
+from gateway.masking import RuleMasking, StreamTransform, masking_failed
+from gateway.media import is_json, media_type
 from gateway.metrics import Metrics
 from gateway.policy import Decision, Request
 from gateway.runtime import Route, Runtime
 from gateway.server import ClientDisconnected, IncomingRequest, ResponseWriter
+from gateway.strict_json import parse_request, request_model
 from gateway.upstream import UpstreamResponse
 
 access_log = logging.getLogger("gateway.access")
@@ -141,7 +143,9 @@ class Proxy:
         route = runtime.routes.get(name)
         if route is None:
             raise GatewayError(404, "unknown_connection", f"no connection named {name!r}")
-        exchange.model = json_model(request.body)
+        # Before any rule: the model the policy sees is the model the upstream will run.
+        kind = media_type(hdr.get(request.headers, b"content-type"))
+        exchange.model = request_model(parse_request(request.body, kind))
         decision = runtime.policy.decide(
             Request(
                 subject=identity.subject,

@@ -21,7 +21,8 @@ from gateway.audit import AuditLog, AuditUnavailable, KeyFileError, SealError, u
 from gateway.auditing import Auditor, unavailable
 from gateway.errors import GatewayError
 from gateway.identity import Identity
-from gateway.masking import RuleMasking, media_type
+from gateway.masking import RuleMasking
+from gateway.media import media_type
 from gateway.proxy import split_route
 from gateway.runtime import Route, Runtime
 
