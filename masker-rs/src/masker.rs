@@ -116,9 +116,15 @@ impl Masker {
             .map(|id| Detector::builtin(id).expect("built-in"))
             .collect();
         detectors.extend(customs.into_iter().filter(|d| wanted.contains(&d.id)));
-        let pats: Vec<&str> = detectors.iter().map(|d| d.regex.as_str()).collect();
+        let pats: Vec<&str> = detectors.iter().map(|d| d.pattern.as_str()).collect();
         let probe = DFA::builder()
-            .configure(DFA::config().cache_capacity(4 << 20))
+            // `All`: every pattern stays alive until it cannot match; leftmost-first would drop a
+            // lower-priority pattern once a higher one matched (ghp_… inside a longer email).
+            .configure(
+                DFA::config()
+                    .cache_capacity(4 << 20)
+                    .match_kind(regex_automata::MatchKind::All),
+            )
             .build_many(&pats)
             .map_err(|e| Error::InvalidCustom {
                 name: "(all)".into(),

@@ -3,15 +3,22 @@
 //! Whole-text masking is the streaming engine fed once and finished, so the two agree by
 //! construction; the property tests check that any cut of the input gives the same output.
 //!
-//! A step scans the unreleased text with every detector (leftmost-first chains, validated),
-//! resolves overlaps (earliest start, then open-ended entities, then longest, then detector
-//! priority) and releases text up to a *release point* `R`:
-//! - every position before `R` is *settled*: an anchored DFA over all detectors dies there
-//!   before the end of the buffer (less a small margin), or it lies more than
-//!   [`HOLD_BACK`] bytes back, beyond the longest bounded entity;
-//! - no detector's raw match and no selected entity spans `R`;
-//! - open-ended entities (`jwt`, `private_key`) that started before `R` are swallowed as they
-//!   arrive (no bytes held), and replaced when they end.
+//! The engine walks the text in *steps* of at most [`BLOCK`] bytes. Each detector keeps the
+//! position where its next search resumes (leftmost-first, non-overlapping, exactly as one
+//! pass over the whole text would continue), so no byte is searched twice by a detector and
+//! the cost is linear in the input, however many entities it holds. A step:
+//! - ends at the first open-ended entity head (`jwt`, `private_key`) that could be selected,
+//!   so that head is decided before anything after it is searched;
+//! - collects the validated candidates starting in the step, resolves overlaps greedily
+//!   (earliest start, then open-ended entities, then longest, then detector priority; the
+//!   end of the last selected entity carries over to the next step) and releases the text.
+//!
+//! A stream releases only *settled* text: positions where an anchored DFA over all detectors
+//! dies before the end of the buffer (less a small margin), or more than [`HOLD_BACK`] bytes
+//! back. Open-ended entities that started in settled text are swallowed as they arrive (no
+//! bytes held) and replaced when they end.
+
+use std::collections::VecDeque;
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::{Anchored, Input};
@@ -31,13 +38,16 @@ pub const HOLD_BACK: usize = MAX_ENTITY_LEN + 8;
 /// Bytes after an anchored DFA's death that validators may still look at.
 const MARGIN: usize = 4;
 
-/// Look-behind context kept before unreleased text (validators look two bytes back, `\b`
-/// one).
-const CONTEXT: usize = 8;
+/// Look-behind kept before the first position a detector may still start at. Validators and
+/// context words look at most this far back (see `docs/masking.md`).
+pub(crate) const LOOKBEHIND: usize = 64;
 
-/// Hard cap on unreleased text. An unbroken chain of overlapping candidate matches could
-/// otherwise pin the release point; past this the stream fails closed
-/// ([`Error::HoldBackExceeded`]) rather than release a possible half entity.
+/// Most text one step covers (bounds the work a step can waste and the scratch memory).
+const BLOCK: usize = 32 * 1024;
+
+/// Hard cap on unreleased text, a defensive bound: settled text is released at once and at
+/// most [`HOLD_BACK`] bytes are unsettled, so a stream never gets near it. Past it the
+/// stream fails closed ([`Error::HoldBackExceeded`]).
 pub const MAX_PENDING: usize = 16 * 1024;
 
 /// One detected entity: detector index and byte span in the original input.
@@ -48,13 +58,34 @@ pub(crate) struct Hit {
     pub end: usize,
 }
 
-#[derive(Debug, Clone)]
+/// A validated candidate of the current step; offsets are absolute.
+#[derive(Debug, Clone, Copy)]
 struct Cand {
     det: usize,
     start: usize,
     end: usize,
-    /// Open-ended entity: `Some(open)`; `open` = it runs to the end of the buffer.
-    run: Option<(bool, Option<RunState>)>,
+    /// An open-ended entity's head (`end` is the head's end).
+    run: bool,
+}
+
+/// A raw match an open-ended detector found ahead of the current step (absolute offsets);
+/// `ok`: the validated head end.
+#[derive(Debug, Clone, Copy)]
+struct Raw {
+    start: usize,
+    end: usize,
+    ok: Option<usize>,
+}
+
+/// Where a detector's leftmost-first chain of matches continues.
+#[derive(Debug, Default, Clone)]
+struct Chain {
+    /// Absolute offset where its next search begins.
+    from: usize,
+    /// Open-ended detectors search a whole block ahead: matches found, not yet consumed.
+    ahead: VecDeque<Raw>,
+    /// End of the last consumed match.
+    last_end: usize,
 }
 
 /// An open-ended entity being swallowed across pushes.
@@ -67,24 +98,28 @@ struct Absorb {
     len: usize,
     /// Tentative bytes (a JWT's trailing `.`) not yet known to be part of it.
     maybe: Vec<u8>,
-    /// Last bytes of the entity (ASCII), look-behind context for what follows.
-    tail: Vec<u8>,
+    /// The last [`LOOKBEHIND`] bytes before the entity's current end (text before it, then
+    /// its own bytes): the look-behind for what follows, as whole-text masking sees it.
+    tail: String,
 }
 
 /// Streaming state. Whole-text masking uses one, fed once and finished.
 pub(crate) struct Core {
-    /// Context prefix (`ctx` bytes, already released) followed by unreleased text.
+    /// Text from absolute offset `origin` on: look-behind, released text not yet dropped,
+    /// then unreleased text.
     buf: String,
-    ctx: usize,
-    /// Absolute offset of `buf[ctx]` in the whole input.
-    base: usize,
+    origin: usize,
+    /// Absolute offset up to which output was released.
+    done: usize,
+    /// Absolute end of the last selected entity.
+    sel_end: usize,
+    chains: Vec<Chain>,
     absorb: Option<Absorb>,
     pub counts: Vec<u64>,
     cache: Option<Cache>,
     cands: Vec<Cand>,
-    raw: Vec<(usize, usize)>,
     sel: Vec<usize>,
-    /// Prefilter anchors of the current scan, and window scratch space.
+    /// Prefilter anchors of the current step, and window scratch space.
     anchors: Anchors,
     win: Vec<(usize, usize)>,
 }
@@ -93,13 +128,14 @@ impl Core {
     pub(crate) fn new(m: &Masker) -> Core {
         Core {
             buf: String::new(),
-            ctx: 0,
-            base: 0,
+            origin: 0,
+            done: 0,
+            sel_end: 0,
+            chains: vec![Chain::default(); m.detectors.len()],
             absorb: None,
             counts: vec![0; m.detectors.len()],
             cache: None,
             cands: Vec::new(),
-            raw: Vec::new(),
             sel: Vec::new(),
             anchors: Anchors::default(),
             win: Vec::new(),
@@ -130,10 +166,9 @@ impl Core {
                     hmac::Mac::update(h, b);
                 }
                 *len += b.len();
-                tail.extend_from_slice(b);
-                if tail.len() > CONTEXT {
-                    tail.drain(..tail.len() - CONTEXT);
-                }
+                // Entity bytes are ASCII (the run automata take nothing else).
+                tail.push_str(std::str::from_utf8(b).unwrap_or_default());
+                trim_front(tail, LOOKBEHIND);
             });
             match fed {
                 Fed::More => {
@@ -199,67 +234,42 @@ impl Core {
             None => m.style.render(&d.id, &d.tag, false, "", out),
         }
         self.counts[ab.det] += 1;
+        let end = ab.start + ab.len;
         if let Some(hits) = hits {
             hits.push(Hit {
                 det: ab.det,
                 start: ab.start,
-                end: ab.start + ab.len,
+                end,
             });
         }
-        self.buf.clear();
-        self.buf
-            .push_str(std::str::from_utf8(&ab.tail).unwrap_or_default());
-        self.ctx = self.buf.len();
-        self.base = ab.start + ab.len;
+        self.buf = ab.tail;
+        self.origin = end - self.buf.len();
+        self.restart_at(end);
     }
 
-    fn scan(&mut self, m: &Masker) {
-        self.cands.clear();
-        self.raw.clear();
-        let hay = self.buf.as_str();
-        if m.anchored {
-            self.anchors.scan(hay.as_bytes(), self.ctx);
-        }
-        for (di, d) in m.detectors.iter().enumerate() {
-            let (raw, cands) = (&mut self.raw, &mut self.cands);
-            d.find_each(hay, self.ctx, &self.anchors, &mut self.win, |s, e| {
-                raw.push((s, e));
-                let Some(end) = d.validator.check(hay, s, e) else {
-                    return;
-                };
-                let run = d.run.map(|kind| {
-                    let mut st = RunState::new(kind);
-                    match st.feed(&hay.as_bytes()[end..], &[], |_| {}) {
-                        Fed::Ended { at, .. } => (end + at, false, None),
-                        Fed::More => (hay.len() - st.maybe, true, Some(st)),
-                    }
-                });
-                match run {
-                    Some((e, open, st)) => cands.push(Cand {
-                        det: di,
-                        start: s,
-                        end: e,
-                        run: Some((open, st)),
-                    }),
-                    None => cands.push(Cand {
-                        det: di,
-                        start: s,
-                        end,
-                        run: None,
-                    }),
-                }
-            });
-        }
-        self.cands
-            .sort_by_key(|c| (c.start, c.run.is_none(), std::cmp::Reverse(c.end), c.det));
-        self.sel.clear();
-        let mut last_end = 0;
-        for (i, c) in self.cands.iter().enumerate() {
-            if c.start >= last_end || self.sel.is_empty() {
-                self.sel.push(i);
-                last_end = c.end;
+    /// Every chain restarts at `end` (the end of an open-ended entity), as a fresh search
+    /// from there would: matches found ahead stay valid unless a match spans `end`.
+    fn restart_at(&mut self, end: usize) {
+        self.done = end;
+        self.sel_end = end;
+        for ch in &mut self.chains {
+            let spans = ch.last_end > end || ch.ahead.iter().any(|r| r.start < end && r.end > end);
+            ch.ahead.retain(|r| r.start >= end);
+            if spans {
+                // The chain after `end` may differ from the one found: search again.
+                ch.ahead.clear();
+                ch.from = end;
+            } else {
+                // No match starts in `[end, from)` beyond those kept: the search frontier
+                // stays (a block searched ahead is not searched again).
+                ch.from = ch.from.max(end);
             }
+            ch.last_end = end;
         }
+    }
+
+    fn rel(&self, abs: usize) -> usize {
+        abs - self.origin
     }
 
     /// Earliest char boundary in `[from, len)` where an entity could still be in progress.
@@ -303,134 +313,272 @@ impl Core {
         hits: Option<&mut Vec<Hit>>,
     ) -> Result<()> {
         let mut hits = hits;
-        loop {
-            let len = self.buf.len();
-            if len == self.ctx {
-                return Ok(());
+        let end = self.origin + self.buf.len();
+        let limit = if last {
+            end
+        } else {
+            let mut from = self.rel(self.done.max(end.saturating_sub(HOLD_BACK)));
+            while !self.buf.is_char_boundary(from) {
+                from -= 1;
             }
-            let limit = if last {
-                len
-            } else {
-                let mut from = len.saturating_sub(HOLD_BACK).max(self.ctx);
-                while !self.buf.is_char_boundary(from) {
-                    from -= 1;
-                }
-                self.unsettled_from(&m.probe, from)
-            };
-            if limit <= self.ctx {
-                return Ok(());
+            self.origin + self.unsettled_from(&m.probe, from)
+        };
+        while self.done < limit {
+            let mut w = self.rel((self.done + BLOCK).min(limit));
+            while !self.buf.is_char_boundary(w) {
+                w += 1;
             }
-            self.scan(m);
-            let first_run = self.sel.iter().copied().find(|&i| {
-                let c = &self.cands[i];
-                c.run.is_some() && c.start < limit
-            });
-            if let Some(ri) = first_run {
-                let c = self.cands[ri].clone();
+            let w = self.origin + w;
+            let head = self.find_heads(m, w);
+            let upto = head.map_or(w, |x| x + 1);
+            self.collect(m, upto);
+            // The step ends at a head: selected, it is the last selection.
+            let run = self
+                .sel
+                .last()
+                .map(|&i| self.cands[i])
+                .filter(|c| c.run && Some(c.start) == head);
+            if let Some(c) = run {
+                self.sel.pop();
                 self.emit(m, c.start, out, hits.as_deref_mut());
-                let d = &m.detectors[c.det];
-                let (open, st) = c.run.expect("run");
-                if open && !last {
-                    let st = st.expect("open run state");
-                    let body_end = len - st.maybe;
-                    let mut hash = m.style.hasher(&d.id);
-                    if let Some(h) = hash.as_mut() {
-                        hmac::Mac::update(h, &self.buf.as_bytes()[c.start..body_end]);
-                    }
-                    self.absorb = Some(Absorb {
-                        det: c.det,
-                        state: st,
-                        hash,
-                        start: self.base + c.start - self.ctx,
-                        len: body_end - c.start,
-                        maybe: self.buf.as_bytes()[body_end..].to_vec(),
-                        tail: self.buf.as_bytes()
-                            [body_end.saturating_sub(CONTEXT).max(c.start)..body_end]
-                            .to_vec(),
-                    });
-                    self.buf.clear();
-                    self.ctx = 0;
+                if self.run_entity(m, c, last, out, hits.as_deref_mut()) {
                     return Ok(());
                 }
-                let value = &self.buf[c.start..c.end];
-                m.style.render(&d.id, &d.tag, false, value, out);
-                self.counts[c.det] += 1;
-                let abs = self.base + c.start - self.ctx;
-                if let Some(h) = hits.as_deref_mut() {
-                    h.push(Hit {
-                        det: c.det,
-                        start: abs,
-                        end: abs + (c.end - c.start),
-                    });
-                }
-                self.shift(c.end);
+            } else {
+                let p = upto.max(self.sel_end);
+                self.emit(m, p, out, hits.as_deref_mut());
+            }
+            self.compact();
+        }
+        if !last && end - self.done > MAX_PENDING {
+            return Err(Error::HoldBackExceeded(MAX_PENDING));
+        }
+        Ok(())
+    }
+
+    /// Search the open-ended detectors one block ahead (up to `w`); the first validated head
+    /// that starts at or after the last selected entity's end.
+    fn find_heads(&mut self, m: &Masker, w: usize) -> Option<usize> {
+        let mut first: Option<usize> = None;
+        for (di, d) in m.detectors.iter().enumerate() {
+            if d.run.is_none() {
                 continue;
             }
-            let mut r = limit;
-            loop {
-                let mut moved = false;
-                for &(s, e) in self.raw.iter().chain(
-                    self.sel
-                        .iter()
-                        .map(|&i| (self.cands[i].start, self.cands[i].end))
-                        .collect::<Vec<_>>()
-                        .iter(),
-                ) {
-                    if s < r && e > r {
-                        r = s;
-                        moved = true;
+            let ch = &mut self.chains[di];
+            if ch.from < w {
+                let (hay, o) = (self.buf.as_str(), self.origin);
+                let ahead = &mut ch.ahead;
+                let next = d.find_each(
+                    hay,
+                    ch.from - o,
+                    w - o,
+                    &self.anchors,
+                    &mut self.win,
+                    |s, e| {
+                        ahead.push_back(Raw {
+                            start: o + s,
+                            end: o + e,
+                            ok: d.validator.check(hay, s, e).map(|e| o + e),
+                        });
+                    },
+                );
+                ch.from = o + next;
+            }
+            let sel_end = self.sel_end;
+            if let Some(r) = ch
+                .ahead
+                .iter()
+                .find(|r| r.ok.is_some() && r.start >= sel_end)
+            {
+                first = Some(first.map_or(r.start, |f| f.min(r.start)));
+            }
+        }
+        first
+    }
+
+    /// Candidates starting before `upto` (absolute), sorted, and the greedy selection.
+    fn collect(&mut self, m: &Masker, upto: usize) {
+        self.cands.clear();
+        let o = self.origin;
+        let hay = self.buf.as_str();
+        if m.anchored {
+            let from = m
+                .detectors
+                .iter()
+                .zip(&self.chains)
+                .filter(|(d, _)| d.anchor.is_some())
+                .map(|(_, ch)| ch.from)
+                .min()
+                .unwrap_or(upto);
+            let to = (upto - o + MAX_ENTITY_LEN).min(hay.len());
+            self.anchors.scan(hay.as_bytes(), from.min(upto) - o, to);
+        }
+        for (di, d) in m.detectors.iter().enumerate() {
+            let ch = &mut self.chains[di];
+            let cands = &mut self.cands;
+            if d.run.is_some() {
+                while ch.ahead.front().is_some_and(|r| r.start < upto) {
+                    let r = ch.ahead.pop_front().expect("front");
+                    ch.last_end = r.end;
+                    if let Some(e) = r.ok {
+                        cands.push(Cand {
+                            det: di,
+                            start: r.start,
+                            end: e,
+                            run: true,
+                        });
                     }
                 }
-                if !moved {
-                    break;
-                }
+                continue;
             }
-            if r > self.ctx {
-                self.emit(m, r, out, hits.as_deref_mut());
-                self.shift(r);
+            if ch.from >= upto {
+                continue;
             }
-            if !last && self.buf.len() - self.ctx > MAX_PENDING {
-                return Err(Error::HoldBackExceeded(MAX_PENDING));
+            let next = d.find_each(
+                hay,
+                ch.from - o,
+                upto - o,
+                &self.anchors,
+                &mut self.win,
+                |s, e| {
+                    if let Some(end) = d.validator.check(hay, s, e) {
+                        cands.push(Cand {
+                            det: di,
+                            start: o + s,
+                            end: o + end,
+                            run: false,
+                        });
+                    }
+                },
+            );
+            ch.from = o + next;
+            ch.last_end = ch.from;
+        }
+        self.cands
+            .sort_by_key(|c| (c.start, !c.run, std::cmp::Reverse(c.end), c.det));
+        self.sel.clear();
+        for (i, c) in self.cands.iter().enumerate() {
+            if c.start >= self.sel_end {
+                self.sel.push(i);
+                self.sel_end = c.end;
             }
-            return Ok(());
         }
     }
 
-    /// Append masked `buf[ctx..upto]` (selected entities inside it replaced) to `out`.
+    /// The open-ended entity whose head `c` was selected: replaced if it ends in the buffer
+    /// (or the input ends), else swallowed from here on. True when swallowing.
+    fn run_entity(
+        &mut self,
+        m: &Masker,
+        c: Cand,
+        last: bool,
+        out: &mut String,
+        hits: Option<&mut Vec<Hit>>,
+    ) -> bool {
+        let d = &m.detectors[c.det];
+        let mut st = RunState::new(d.run.expect("open-ended"));
+        let len = self.buf.len();
+        let end = match st.feed(&self.buf.as_bytes()[self.rel(c.end)..], &[], |_| {}) {
+            Fed::Ended { at, .. } => c.end + at,
+            Fed::More if last => self.origin + len - st.maybe,
+            Fed::More => {
+                let body_end = len - st.maybe;
+                let s = self.rel(c.start);
+                let mut hash = m.style.hasher(&d.id);
+                if let Some(h) = hash.as_mut() {
+                    hmac::Mac::update(h, &self.buf.as_bytes()[s..body_end]);
+                }
+                let mut tail = self.buf[..body_end].to_owned();
+                trim_front(&mut tail, LOOKBEHIND);
+                self.absorb = Some(Absorb {
+                    det: c.det,
+                    state: st,
+                    hash,
+                    start: c.start,
+                    len: body_end - s,
+                    maybe: self.buf.as_bytes()[body_end..].to_vec(),
+                    tail,
+                });
+                self.buf.clear();
+                self.origin += len;
+                return true;
+            }
+        };
+        let value = &self.buf[self.rel(c.start)..self.rel(end)];
+        m.style.render(&d.id, &d.tag, false, value, out);
+        self.counts[c.det] += 1;
+        if let Some(h) = hits {
+            h.push(Hit {
+                det: c.det,
+                start: c.start,
+                end,
+            });
+        }
+        self.restart_at(end);
+        false
+    }
+
+    /// Append masked `[done, upto)` (selected non-open-ended entities replaced) to `out`.
     fn emit(&mut self, m: &Masker, upto: usize, out: &mut String, mut hits: Option<&mut Vec<Hit>>) {
-        let mut at = self.ctx;
+        let o = self.origin;
+        let mut at = self.done;
         for &i in &self.sel {
             let c = &self.cands[i];
-            if c.start < at || c.end > upto || c.run.is_some() {
+            if c.start < at || c.end > upto || c.run {
                 continue;
             }
-            out.push_str(&self.buf[at..c.start]);
+            out.push_str(&self.buf[at - o..c.start - o]);
             let d = &m.detectors[c.det];
-            m.style
-                .render(&d.id, &d.tag, d.partial, &self.buf[c.start..c.end], out);
+            m.style.render(
+                &d.id,
+                &d.tag,
+                d.partial,
+                &self.buf[c.start - o..c.end - o],
+                out,
+            );
             self.counts[c.det] += 1;
             if let Some(h) = hits.as_deref_mut() {
-                let abs = self.base + c.start - self.ctx;
                 h.push(Hit {
                     det: c.det,
-                    start: abs,
-                    end: abs + (c.end - c.start),
+                    start: c.start,
+                    end: c.end,
                 });
             }
             at = c.end;
         }
-        out.push_str(&self.buf[at..upto]);
+        out.push_str(&self.buf[at - o..upto - o]);
+        self.done = upto;
     }
 
-    /// Drop released text before `r`, keeping up to [`CONTEXT`] bytes before it as
-    /// look-behind context.
-    fn shift(&mut self, r: usize) {
-        let mut keep = r.saturating_sub(CONTEXT);
+    /// Drop text no search or validator will look at again, once that is at least half the
+    /// buffer (amortised: each byte is moved a bounded number of times).
+    fn compact(&mut self) {
+        let mut keep = self.done;
+        for ch in &self.chains {
+            keep = keep.min(ch.from);
+            if let Some(r) = ch.ahead.front() {
+                keep = keep.min(r.start);
+            }
+        }
+        let mut keep = self.rel(keep).saturating_sub(LOOKBEHIND);
+        if keep < 4096 || keep < self.buf.len() / 2 {
+            return;
+        }
         while !self.buf.is_char_boundary(keep) {
             keep -= 1;
         }
-        self.base += r - self.ctx;
         self.buf.drain(..keep);
-        self.ctx = r - keep;
+        self.origin += keep;
+    }
+}
+
+/// Keep at most the last `n` bytes of `s` (cut at a char boundary).
+fn trim_front(s: &mut String, n: usize) {
+    if s.len() > n {
+        let mut cut = s.len() - n;
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s.drain(..cut);
     }
 }

@@ -146,3 +146,30 @@ proptest! {
         prop_assert_eq!(content, m.mask_text(&text).0);
     }
 }
+
+/// Texts where a chain of matches runs across many steps: every single cut must agree.
+#[test]
+fn every_cut_of_chained_texts() {
+    let pem =
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+    let texts = [
+        // A token inside a longer email: the lower-priority pattern must keep the text held.
+        "\nghp_abcdefghijklmnopqrstuvwxyz0123456789bob.smith+tag@mail.example.co.uk3782822463",
+        &format!("{pem}{pem} a@b.co {pem}-----BEGIN PRIVATE KEY-----AAAA!x@y.io"),
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0. 4111 1111 1111 1111",
+        "1234 5678 1234 5678 1234 5678 1234 5678 123-45-6789 1.2.3.4.5.6.7.8 1a:1a:1a:1a:1a:1a:1a:",
+    ];
+    for style in ["tag", "hash"] {
+        let m = masker(style);
+        for text in texts {
+            let (whole, _) = m.mask_text(text);
+            for cut in 0..=text.len() {
+                let mut s = m.text_stream();
+                let mut out = s.push(&text.as_bytes()[..cut]).unwrap();
+                out.push_str(&s.push(&text.as_bytes()[cut..]).unwrap());
+                out.push_str(&s.finish().unwrap());
+                assert_eq!(out, whole, "{style} cut {cut} of {text:?}");
+            }
+        }
+    }
+}

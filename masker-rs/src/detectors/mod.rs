@@ -5,7 +5,6 @@ mod builtin;
 pub(crate) mod prefilter;
 pub(crate) mod run;
 
-use regex::Regex;
 use regex_automata::{meta, Anchored, Input};
 
 use crate::error::{Error, Result};
@@ -29,18 +28,24 @@ pub(crate) struct Detector {
     pub id: String,
     /// Upper-case id used in tags: `[EMAIL]`.
     pub tag: String,
-    pub regex: Regex,
+    /// The pattern text (the stream probe DFA is built from all of them).
+    pub pattern: String,
+    /// The compiled pattern; the literal prefilter is on only for detectors without an anchor.
+    pub re: meta::Regex,
     pub validator: Validator,
     pub run: Option<RunKind>,
     pub partial: bool,
-    /// Built-ins with a character-class start: the prefilter anchor (see [`prefilter`]) and
-    /// the same pattern compiled for window searches (no literal prefilter of its own).
-    pub anchor: Option<(Anchor, meta::Regex)>,
+    /// Built-ins with a character-class start: the prefilter anchor (see [`prefilter`]).
+    pub anchor: Option<Anchor>,
     /// Longest possible match, in bytes (bounded for every detector).
     pub max_len: usize,
 }
 
-fn compile(id: &str, pattern: &str) -> Result<(Regex, Option<usize>, usize)> {
+fn compile(
+    id: &str,
+    pattern: &str,
+    prefilter: bool,
+) -> Result<(meta::Regex, Option<usize>, usize)> {
     let hir = regex_syntax::parse(pattern).map_err(|e| Error::InvalidCustom {
         name: id.to_owned(),
         reason: format!("regex does not parse: {}", first_line(&e.to_string())),
@@ -48,32 +53,23 @@ fn compile(id: &str, pattern: &str) -> Result<(Regex, Option<usize>, usize)> {
     let props = hir.properties();
     let max = props.maximum_len();
     let min = props.minimum_len().unwrap_or(0);
-    let regex = regex::RegexBuilder::new(pattern)
-        .size_limit(1 << 24)
-        .dfa_size_limit(1 << 24)
-        .build()
-        .map_err(|e| Error::InvalidCustom {
-            name: id.to_owned(),
-            reason: format!("regex does not compile: {}", first_line(&e.to_string())),
-        })?;
-    Ok((regex, max, min))
-}
-
-/// The pattern as `regex::Regex` builds it (leftmost-first, UTF-8), minus the literal
-/// prefilter, which costs more than it saves on a window of a few bytes.
-fn window_regex(pattern: &str) -> meta::Regex {
-    meta::Builder::new()
+    // Configured as `regex::Regex` is (leftmost-first, UTF-8), so ranges can bound a search.
+    let re = meta::Builder::new()
         .configure(
             meta::Config::new()
                 .match_kind(regex_automata::MatchKind::LeftmostFirst)
                 .utf8_empty(true)
                 .nfa_size_limit(Some(1 << 24))
                 .hybrid_cache_capacity(1 << 24)
-                .auto_prefilter(false),
+                .auto_prefilter(prefilter),
         )
         .syntax(regex_automata::util::syntax::Config::new().utf8(true))
         .build(pattern)
-        .expect("built-in patterns compile")
+        .map_err(|e| Error::InvalidCustom {
+            name: id.to_owned(),
+            reason: format!("regex does not compile: {}", first_line(&e.to_string())),
+        })?;
+    Ok((re, max, min))
 }
 
 fn first_line(s: &str) -> String {
@@ -84,7 +80,10 @@ impl Detector {
     /// Compile a built-in by id.
     pub(crate) fn builtin(id: &str) -> Option<Detector> {
         let b = builtin::BUILTINS.iter().find(|b| b.id == id)?;
-        let (regex, max, _) = compile(b.id, b.pattern).expect("built-in patterns compile");
+        // Anchored detectors search a few bytes per window: a literal prefilter would cost
+        // more than it saves there.
+        let (re, max, _) =
+            compile(b.id, b.pattern, b.anchor.is_none()).expect("built-in patterns compile");
         debug_assert!(
             max.is_some_and(|m| m <= MAX_ENTITY_LEN),
             "{} too long",
@@ -93,11 +92,12 @@ impl Detector {
         Some(Detector {
             id: b.id.to_owned(),
             tag: b.id.to_ascii_uppercase(),
-            regex,
+            pattern: b.pattern.to_owned(),
+            re,
             validator: b.validator,
             run: b.run,
             partial: b.partial,
-            anchor: b.anchor.map(|a| (a, window_regex(b.pattern))),
+            anchor: b.anchor,
             max_len: max.unwrap_or(MAX_ENTITY_LEN),
         })
     }
@@ -133,7 +133,7 @@ impl Detector {
                 })
             }
         };
-        let (regex, max, min) = compile(name, pattern)?;
+        let (re, max, min) = compile(name, pattern, true)?;
         if min == 0 {
             return Err(bad("pattern can match the empty string"));
         }
@@ -148,7 +148,8 @@ impl Detector {
         Ok(Detector {
             id: name.to_owned(),
             tag: name.to_ascii_uppercase(),
-            regex,
+            pattern: pattern.to_owned(),
+            re,
             validator,
             run: None,
             partial: validator != Validator::None,
@@ -157,31 +158,44 @@ impl Detector {
         })
     }
 
-    /// Every match in `hay[from..]`, leftmost-first and non-overlapping (each search resumes at
-    /// the previous match's end), as one pass of `find_at` would give them. Anchored detectors
-    /// search only the windows `anchors` allow; `win` is scratch space.
+    /// Every match starting in `hay[from..upto)`, leftmost-first and non-overlapping (each
+    /// search resumes at the previous match's end), as one pass of a plain search over the
+    /// whole text gives them. Returns where the next search resumes: the end of the last
+    /// match, or `upto`. Anchored detectors search only the windows `anchors` allow; `win` is
+    /// scratch space.
+    ///
+    /// A match starting before `upto` ends before `upto + max_len`, so no search reads
+    /// further (look-around still sees the bytes beyond): a call costs at most
+    /// `upto - from + max_len` bytes per search, whatever follows.
     pub(crate) fn find_each(
         &self,
         hay: &str,
         from: usize,
+        upto: usize,
         anchors: &Anchors,
         win: &mut Vec<(usize, usize)>,
         mut f: impl FnMut(usize, usize),
-    ) {
-        let Some((anchor, re)) = &self.anchor else {
-            let mut pos = from;
-            while pos < hay.len() {
-                let Some(mt) = self.regex.find_at(hay, pos) else {
-                    break;
-                };
-                f(mt.start(), mt.end());
-                pos = mt.end().max(mt.start() + 1);
-            }
-            return;
-        };
-        anchors.windows(*anchor, hay.as_bytes(), from, win);
+    ) -> usize {
         let mut pos = from;
+        let Some(anchor) = self.anchor else {
+            let cut = (upto + self.max_len).min(hay.len());
+            while pos < upto {
+                match self.re.search(&Input::new(hay).range(pos..cut)) {
+                    Some(mt) if mt.start() < upto => {
+                        f(mt.start(), mt.end());
+                        pos = mt.end().max(mt.start() + 1);
+                    }
+                    _ => break,
+                }
+            }
+            return pos.max(upto);
+        };
+        anchors.windows(anchor, hay.as_bytes(), from, win);
         for &(a, b) in win.iter() {
+            if a >= upto {
+                break;
+            }
+            let b = b.min(upto);
             // Every match starting before `b` ends before `cut`; the search cannot see past
             // `cut` (look-around still does), so a match it finds starting at `b` or later may
             // be cut short: it is dropped here and found in a later window (see `prefilter`).
@@ -191,12 +205,12 @@ impl Detector {
                 let input = Input::new(hay).range(p..cut);
                 let (s, e) = if b - p == 1 {
                     // One possible start: an anchored forward search gives the end.
-                    match re.search_half(&input.anchored(Anchored::Yes)) {
+                    match self.re.search_half(&input.anchored(Anchored::Yes)) {
                         Some(hm) => (p, hm.offset()),
                         None => break,
                     }
                 } else {
-                    match re.search(&input) {
+                    match self.re.search(&input) {
                         Some(mt) if mt.start() < b => (mt.start(), mt.end()),
                         _ => break,
                     }
@@ -206,6 +220,7 @@ impl Detector {
                 p = pos;
             }
         }
+        pos.max(upto)
     }
 }
 
@@ -216,7 +231,7 @@ mod tests {
     #[test]
     fn builtins_compile_and_are_bounded() {
         for b in builtin::BUILTINS {
-            let (_, max, min) = compile(b.id, b.pattern).unwrap();
+            let (_, max, min) = compile(b.id, b.pattern, true).unwrap();
             assert!(min > 0, "{}", b.id);
             assert!(max.unwrap() <= MAX_ENTITY_LEN, "{} max {:?}", b.id, max);
         }
@@ -225,8 +240,9 @@ mod tests {
     /// Every match of `d` in `hay[from..]` by one plain `find_at` pass.
     fn one_pass(d: &Detector, hay: &str, from: usize) -> Vec<(usize, usize)> {
         let mut v = Vec::new();
+        let re = regex::Regex::new(&d.pattern).unwrap();
         let mut pos = from;
-        while let Some(m) = d.regex.find_at(hay, pos) {
+        while let Some(m) = re.find_at(hay, pos) {
             v.push((m.start(), m.end()));
             pos = m.end().max(m.start() + 1);
         }
@@ -234,10 +250,20 @@ mod tests {
     }
 
     fn windowed(d: &Detector, hay: &str, from: usize) -> Vec<(usize, usize)> {
+        // In windows of a few bytes, as the engine searches, to cover resuming too.
         let mut anchors = Anchors::default();
-        anchors.scan(hay.as_bytes(), from);
         let mut v = Vec::new();
-        d.find_each(hay, from, &anchors, &mut Vec::new(), |s, e| v.push((s, e)));
+        let (mut pos, mut upto) = (from, from);
+        while upto < hay.len() {
+            upto = (upto + 7).min(hay.len());
+            while !hay.is_char_boundary(upto) {
+                upto += 1;
+            }
+            anchors.scan(hay.as_bytes(), pos, (upto + MAX_ENTITY_LEN).min(hay.len()));
+            pos = d.find_each(hay, pos, upto, &anchors, &mut Vec::new(), |s, e| {
+                v.push((s, e))
+            });
+        }
         v
     }
 

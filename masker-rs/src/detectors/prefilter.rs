@@ -44,6 +44,10 @@ pub(crate) enum Anchor {
     Mac,
 }
 
+/// How far [`Anchors::scan`] follows a digit run past its end bound (more than the longest
+/// run length any anchor distinguishes).
+const RUN_PAST: usize = 24;
+
 const DIGIT: u8 = 1;
 const AT: u8 = 2;
 const COLON: u8 = 4;
@@ -83,13 +87,17 @@ pub(crate) struct Anchors {
 }
 
 impl Anchors {
-    /// Scan `hay[from..]`.
-    pub(crate) fn scan(&mut self, hay: &[u8], from: usize) {
+    /// Scan `hay[from..to]`. A digit run crossing `to` is followed at most [`RUN_PAST`]
+    /// bytes further: every run property a window depends on (length up to 19, the byte
+    /// after it) is then decided for starts before `to`, and a long run costs a bounded
+    /// amount per scan.
+    pub(crate) fn scan(&mut self, hay: &[u8], from: usize, to: usize) {
         self.digit_runs.clear();
         self.at.clear();
         self.colon.clear();
         self.mac_sep.clear();
-        let len = hay.len();
+        let len = to.min(hay.len());
+        let run_len = (len + RUN_PAST).min(hay.len());
         let mut i = from;
         while i < len {
             let c = CLASS[hay[i] as usize];
@@ -100,7 +108,7 @@ impl Anchors {
             if c & DIGIT != 0 {
                 let s = i;
                 i += 1;
-                while i < len && hay[i].is_ascii_digit() {
+                while i < run_len && hay[i].is_ascii_digit() {
                     i += 1;
                 }
                 self.digit_runs.push((s, i));
