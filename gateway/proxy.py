@@ -308,7 +308,9 @@ class Proxy:
         total = exchange.elapsed()
         status = exchange.status or writer.status
         decision = exchange.decision.action if exchange.decision else "none"
-        label = exchange.connection or "-"
+        # Configured names only: a caller's made-up name would be a new label set (unbounded,
+        # and its text shown on a page that needs no token).
+        label = exchange.connection if exchange.connection in self.runtime.routes else "-"
         self.metrics.requests.labels(label, str(status), decision).inc()
         self.metrics.duration.labels(label).observe(total)
         if exchange.upstream_started:

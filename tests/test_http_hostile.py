@@ -300,3 +300,21 @@ def test_refusals_before_the_handler_carry_a_uuid_request_id(gateway) -> None:
     response = rawhttp.send(gateway.url, b"GARBAGE\r\n\r\n")
     assert response.status == 400
     assert is_uuid(response.headers["x-request-id"])
+
+
+def test_metric_labels_take_only_configured_connection_names(
+    start_gateway, issuer, upstream, analyst_token
+) -> None:
+    gateway = start_gateway(gateway_config(issuer.url, upstream.url))
+    auth = {"authorization": f"Bearer {analyst_token}"}
+    with httpx.Client(base_url=gateway.url, headers=auth) as client:
+        assert client.get("/llama/v1/models").status_code == 200
+        names = ["123-45-6789", *(f"probe-{i}" for i in range(300))]
+        for name in names:
+            assert client.get(f"/{name}/v1/models").status_code == 404
+        page = client.get("/_gateway/metrics").text
+    assert "123-45-6789" not in page and "probe-" not in page
+    labels = set(re.findall(r'connection="([^"]*)"', page))
+    assert labels <= {"llama", "down", "slow", "-"}, labels
+    assert "llama" in labels
+    assert len(page) < 64 * 1024  # 300 more unknown names did not grow the page
