@@ -182,6 +182,22 @@ def test_dual_control_needs_two_distinct_approvers_and_deny_is_final(gw, people)
     assert (late.status_code, late.json()["error"]["code"]) == (409, "approval_conflict")
 
 
+def test_second_decision_by_the_same_approver_is_already_decided(gw, people) -> None:
+    """already_decided: you decided this already; approval_conflict: it is no longer pending."""
+    alice, rita, raj = people["alice"], people["rita"], people["raj"]
+    body = unique("decided once")
+    approval_id = alice.ticket(body)
+    assert rita.decide(approval_id, "approve").json()["approval"]["status"] == "approved"
+    for verb in ("approve", "deny"):
+        again = rita.decide(approval_id, verb)
+        assert (again.status_code, again.json()["error"]["code"]) == (409, "already_decided")
+    other = raj.decide(approval_id, "approve")
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "approval_conflict")
+    assert alice.infer(body, approval_id=approval_id).status_code == 200
+    after_use = rita.decide(approval_id, "approve")
+    assert after_use.json()["error"]["code"] == "already_decided"
+
+
 def test_expiry(gw, people) -> None:
     alice, rita = people["alice"], people["rita"]
     body = unique("expires", "short-model")

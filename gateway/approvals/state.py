@@ -180,6 +180,9 @@ def decide(
     """
     if decision not in (APPROVE, DENY):
         raise ApprovalRefused(400, "bad_request", "decision must be approve or deny")
+    # Before the state: an approver's own vote is why it is no longer pending, often enough.
+    if any(v.approver == approver for v in approval.votes):
+        raise ApprovalRefused(409, "already_decided", "you have already decided on this request")
     if approval.state is not PENDING:
         raise IllegalTransition(approval.id, approval.state, decision)
     if set(approval.approvers).isdisjoint(groups):
@@ -188,8 +191,6 @@ def decide(
         )
     if approver == approval.requester:
         raise ApprovalRefused(403, "self_approval", "nobody may decide on their own request")
-    if any(v.approver == approver for v in approval.votes):
-        raise ApprovalRefused(409, "already_decided", "you have already decided on this request")
     votes = (*approval.votes, Vote(approver, decision, reason, now))
     if decision == DENY:
         return _set_state(approval, DENY, votes=votes)
