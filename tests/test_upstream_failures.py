@@ -28,11 +28,10 @@ def test_upstream_down_is_502(gateway, analyst_token) -> None:
 
 
 def test_upstream_slow_headers_is_504(gateway, analyst_token) -> None:
-    started = time.monotonic()
+    # The upstream answers after 30 s: only the connection's 1 s upstream_timeout_s gives a 504.
     response = post(gateway, analyst_token, "fail-slow-headers", connection="slow")
     assert response.status_code == 504, response.text
     assert response.json()["error"]["code"] == "upstream_timeout"
-    assert time.monotonic() - started < 5
 
 
 def test_upstream_error_status_passes_through(gateway, analyst_token) -> None:
@@ -55,13 +54,13 @@ def test_stalled_stream_is_cut_after_read_timeout(gateway, analyst_token) -> Non
     sdk = openai.OpenAI(
         base_url=f"{gateway.url}/slow/v1", api_key=analyst_token, max_retries=0, timeout=20
     )
-    started = time.monotonic()
-    with pytest.raises((httpx.RemoteProtocolError, openai.APIConnectionError)):
+    with pytest.raises((httpx.RemoteProtocolError, openai.APIConnectionError)) as cut:
         for _ in sdk.chat.completions.create(
             model="fail-stall-stream", messages=[{"role": "user", "content": "x"}], stream=True
         ):
             pass
-    assert time.monotonic() - started < 10
+    # The gateway cut it (its 1 s read timeout), not the client's own 20 s timeout.
+    assert not isinstance(cut.value, (openai.APITimeoutError, httpx.TimeoutException))
 
 
 def test_client_disconnect_mid_stream_releases_upstream(gateway, upstream, analyst_token) -> None:
