@@ -268,14 +268,19 @@ class HttpConnection(asyncio.Protocol):
 
     async def _continue_or_refuse(self, request: h11.Request) -> None:
         """`Expect: 100-continue` (RFC 9110 §10.1.1): the final refusal, or 100 Continue."""
+        refusal: GatewayError | None = None
         try:
             await self.state.check_head(request.target.decode("ascii", "replace"), request.headers)
         except GatewayError as exc:
-            self.task = None
-            self._refuse(exc.status, exc.code, exc.message, exc.headers)
-            return
+            refusal = exc
+        except Exception:
+            log.exception("checking a request head failed")
+            refusal = GatewayError(500, "internal_error", "internal error")
         self.task = None
-        if self.closed:
+        if self.closed:  # the client left, or the header timer answered already
+            return
+        if refusal is not None:
+            self._refuse(refusal.status, refusal.code, refusal.message, refusal.headers)
             return
         if self.h11.they_are_waiting_for_100_continue:  # the client may not have waited
             self.transport.write(self.send(h11.InformationalResponse(status_code=100, headers=[])))
@@ -359,14 +364,14 @@ class HttpConnection(asyncio.Protocol):
             if self.closed:
                 raise ClientDisconnected("client disconnected")
 
-    def _refuse(self, status: int, code: str, message: str, extra: Headers = ()) -> None:
+    def _refuse(self, status: int, code: str, message: str, extra: Headers | None = None) -> None:
         """Answer a request we will not read any further, then close."""
         self._disarm()
         self.state.on_refused(self.client, status, code, message)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
             body = error_body(code, message)
             headers = [
-                *extra,
+                *(extra or []),
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
