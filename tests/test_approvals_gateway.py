@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import peers
 import pytest
 from approvals_helpers import BODY, MODEL, Client, WebhookReceiver, approvals_config, wait_for
@@ -71,6 +72,29 @@ def test_hold_flow_answers_once_approved(gw, people) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"]
     assert rita.get(f"/{mine['id']}").json()["approval"]["status"] == "used"
+
+
+def test_prefer_wait_in_a_second_prefer_line_still_holds(gw, people) -> None:
+    """RFC 9110 §5.3: two Prefer lines are one list; the wait may be in either."""
+    alice, rita = people["alice"], people["rita"]
+    body = unique("two prefer lines")
+    headers = [
+        *alice.auth.items(),
+        ("x-approval-reason", "quarterly"),
+        ("prefer", "respond-async"),
+        ("prefer", "wait=20"),
+    ]
+    url = f"{gw.url}/llama/v1/chat/completions"
+    result: dict = {}
+    held = threading.Thread(
+        target=lambda: result.update(r=httpx.post(url, json=body, headers=headers, timeout=40))
+    )
+    held.start()
+    pending = wait_for(lambda: rita.get("?status=pending").json()["approvals"])
+    mine = next(a for a in pending if a["preview"] and "two prefer lines" in a["preview"])
+    assert rita.decide(mine["id"], "approve").status_code == 200
+    held.join(30)
+    assert result["r"].status_code == 200, result["r"].text
 
 
 def test_hold_flow_denied_is_403(gw, people) -> None:
