@@ -89,12 +89,15 @@ def request_headers_for_upstream(
 def response_headers_for_client(headers: Headers, *, keep_length: bool) -> Headers:
     """The upstream's headers minus hop-by-hop; Content-Length only if the body is unchanged.
 
-    The server adds the gateway's own `x-request-id` to every response.
+    Only the first Content-Type goes on: it is the one the gateway read (to mask by), so the
+    client must not read a later one. The server adds the gateway's own `x-request-id`.
     """
     drop = HOP_BY_HOP | GATEWAY_OWNED | connection_listed(headers)
     if not keep_length:
         drop = drop | {b"content-length"}
-    return [(n, v) for n, v in headers if n not in drop]
+    out = [(n, v) for n, v in headers if n not in drop]
+    first_type = next((i for i, (n, _) in enumerate(out) if n == b"content-type"), len(out))
+    return [h for i, h in enumerate(out) if i <= first_type or h[0] != b"content-type"]
 
 
 # The canonical 8-4-4-4-12 form: some model servers (llama-cpp-python's) refuse any other id.

@@ -318,3 +318,29 @@ def test_metric_labels_take_only_configured_connection_names(
     assert labels <= {"llama", "down", "slow", "-"}, labels
     assert "llama" in labels
     assert len(page) < 64 * 1024  # 300 more unknown names did not grow the page
+
+
+def test_client_gets_only_the_content_type_the_gateway_read(
+    start_gateway, issuer, analyst_token
+) -> None:
+    """The same class as two Authorization headers, on the response: the client must read the
+    media type the gateway acted on (masked by), not a second one the upstream added."""
+
+    def two_types(_: standins.Head) -> bytes:
+        body = b'{"object": "list", "data": []}'
+        head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-type: application/json\r\n"
+        return (head + f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+    with standins.raw_upstream(two_types) as standin:
+        gateway = start_gateway(gateway_config(issuer.url, standin.url))
+        raw = head("GET", "/llama/v1/models", f"Authorization: Bearer {analyst_token}")
+        with rawhttp.connect(gateway.url) as conn:
+            conn.sendall(raw)
+            conn.sock.settimeout(10)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += conn.sock.recv(65536)
+    lines = received.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert [line for line in lines if line.startswith(b"content-type:")] == [
+        b"content-type: text/plain"
+    ]
