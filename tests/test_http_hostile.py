@@ -87,6 +87,16 @@ def test_two_authorization_headers_are_refused(gateway, upstream, analyst_token,
         assert response.error_code() == "duplicate_header"
         assert "authorization" in response.error_message().lower()
         assert second.rsplit(".", 1)[1] not in response.error_message()
+    auth = f"Authorization: Bearer {analyst_token}"
+    for name, one, other in (
+        ("content-type", "application/json", "text/plain"),
+        ("x-request-id", "0b6c1d9e-3f5a-4c27-9e1d-7a2b8c4d5e6f", "x"),
+        ("x-approval-id", "apr_" + "0" * 24, "apr_" + "1" * 24),
+        ("x-approval-reason", "a", "b"),
+    ):
+        raw = head("GET", "/llama/v1/models", auth, f"{name}: {one}", f"{name}: {other}")
+        response = rawhttp.send(gateway.url, raw)
+        assert (response.status, response.error_code()) == (400, "duplicate_header"), name
     assert peers.upstream_stats(upstream.url)["requests"] == 0
 
 
