@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import AuditLog, AuditUnavailable
+from gateway.audit.seal import SealedStream
 from gateway.config import AuditConfig, Config
 from gateway.errors import GatewayError
 
@@ -63,7 +64,9 @@ class Auditor:
     def enabled(self) -> bool:
         return self.log is not None
 
-    async def append(self, entry: dict[str, Any], sealed: dict[str, bytes] | None = None) -> int:
+    async def append(
+        self, entry: dict[str, Any], sealed: dict[str, bytes | SealedStream] | None = None
+    ) -> int:
         """Append or raise the 503 that refuses the request."""
         if self.log is None:
             return -1
@@ -116,21 +119,30 @@ class Auditor:
         entry["type"] = "decision"
         return await self.append(entry, {"request": exchange.request.body})
 
-    async def completed(self, exchange: Exchange, response_body: bytes) -> int:
-        return await self.append(
-            _exchange_fields(exchange, response_body), {"response": response_body}
-        )
+    def response_tap(self) -> ResponseTap | None:
+        """Where a streamed answer goes to be recorded; None without an audit log."""
+        return ResponseTap(self.log.sealed_stream()) if self.log is not None else None
+
+    async def completed(self, exchange: Exchange, response: bytes | ResponseTap) -> int:
+        if isinstance(response, ResponseTap):
+            response.stream.finish()
+            fields = _exchange_fields(exchange, response.length, response.sha256())
+            sealed: bytes | SealedStream = response.stream if response.length else b""
+        else:
+            fields = _exchange_fields(exchange, len(response), hashlib.sha256(response).hexdigest())
+            sealed = response
+        return await self.append(fields, {"response": sealed})
 
     def failed_later(self, exchange: Exchange) -> None:
         """An allowed exchange that broke off (upstream or client gone): record it off-path."""
-        entry = _exchange_fields(exchange, b"")
+        entry = _exchange_fields(exchange, 0, "")
         entry["error"] = exchange.error
         for unknown in ("bytes_upstream", "response_sha256"):
             del entry[unknown]
         self._later(entry)
 
 
-def _exchange_fields(exchange: Exchange, response_body: bytes) -> dict[str, Any]:
+def _exchange_fields(exchange: Exchange, length: int, sha256: str) -> dict[str, Any]:
     entry = request_fields(exchange)
     entry.update(
         type="inference",
@@ -141,14 +153,43 @@ def _exchange_fields(exchange: Exchange, response_body: bytes) -> dict[str, Any]
         tokens_in=exchange.tokens[0],
         tokens_out=exchange.tokens[1],
         bytes_in=len(exchange.request.body),
-        bytes_upstream=len(response_body),
+        bytes_upstream=length,
         bytes_out=exchange.bytes_out,
         upstream_ttfb_ms=round(exchange.upstream_ttfb * 1000, 3),
         total_ms=round(exchange.elapsed() * 1000, 3),
         masked=exchange.masked,
-        response_sha256=hashlib.sha256(response_body).hexdigest(),
+        response_sha256=sha256,
     )
     return entry
+
+
+class ResponseTap:
+    """A streamed answer as the audit log sees it, never held whole: sealed chunk by chunk as it
+    passes, with its first and last WINDOW bytes kept for the served model and token usage."""
+
+    WINDOW = 64 * 1024
+
+    def __init__(self, stream: SealedStream) -> None:
+        self.stream = stream
+        self.length = 0
+        self.head = bytearray()
+        self.tail = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.stream.add(chunk)
+        self.length += len(chunk)
+        if len(self.head) < self.WINDOW:
+            self.head += chunk[: self.WINDOW - len(self.head)]
+        self.tail += chunk
+        if len(self.tail) > 2 * self.WINDOW:
+            del self.tail[: -self.WINDOW]
+
+    def sha256(self) -> str:
+        return self.stream.sealer.plain_sha.hexdigest()
+
+    def discard(self) -> None:
+        """The exchange was not recorded with its answer: drop what was sealed of it."""
+        self.stream.discard()
 
 
 def request_fields(exchange: Exchange) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from gateway import headers as hdr
 from gateway.answers import NO_TOKENS, Tokens, json_answer, sse_model, sse_tokens
 from gateway.approvals import Approval, Approvals, gate
-from gateway.auditing import Auditor
+from gateway.auditing import Auditor, ResponseTap
 from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
 from gateway.masking import RuleMasking, StreamTransform, masking_failed
@@ -206,7 +206,12 @@ class Proxy:
         stream = masking.stream_for(kind) if masking is not None else None
         if masking is not None and stream is None:
             exchange.masking_skipped = kind
-        await self._relay_stream(response, exchange, writer, stream, length)
+        tap = self.auditor.response_tap()  # the original, sealed as it passes
+        try:
+            await self._relay_stream(response, exchange, writer, stream, length, tap)
+        finally:
+            if tap is not None and not exchange.recorded:
+                tap.discard()
 
     async def _relay_whole(
         self, response: UpstreamResponse, exchange: Exchange, writer: ResponseWriter, kind: str
@@ -226,7 +231,7 @@ class Proxy:
             body, exchange.masked = exchange.masking.mask_body(kind, body)
         self._count_masked(exchange.masked)
         exchange.bytes_out = len(body)
-        await self._completed(exchange, original)
+        await self._completed(exchange, bytes(original))
         out = hdr.response_headers_for_client(response.headers, keep_length=False)
         await writer.send_full(response.status, out, body)
 
@@ -237,14 +242,13 @@ class Proxy:
         writer: ResponseWriter,
         stream: StreamTransform | None,
         length: int | None,
+        tap: ResponseTap | None,
     ) -> None:
         """Relay chunks as they arrive, masked on the way when the rule says so.
 
         The head waits for the first chunk to pass the masker, so a body the masker rejects
         from the start is a clean 502. Only the end of the body waits for the audit entry.
         """
-        keep = self.auditor.enabled  # the original body is kept only to be sealed
-        original = bytearray()
         received = 0
         held = b""
         started = False
@@ -252,8 +256,8 @@ class Proxy:
         try:
             while (chunk := await response.read()) is not None:
                 received += len(chunk)
-                if keep:
-                    original += chunk
+                if tap is not None:
+                    tap.add(chunk)
                 if stream is not None:
                     chunk = stream.push(chunk)
                 elif length is not None and received == length:
@@ -276,7 +280,7 @@ class Proxy:
             exchange.error = "masking failed mid-stream; the rest was withheld"
             assert stream is not None
             if not stream.sse:
-                await self._completed(exchange, original)
+                await self._completed(exchange, tap)
                 writer.abort()
                 return
             await writer.write(MASKING_FAILED_EVENT)
@@ -286,22 +290,23 @@ class Proxy:
             exchange.masked = stream.counts()
             exchange.served_model = stream.model()
             self._count_masked(exchange.masked)
-        else:
-            exchange.served_model = sse_model(original)
-        exchange.tokens = sse_tokens(original)
+        elif tap is not None:
+            exchange.served_model = sse_model(bytes(tap.head))
+        if tap is not None:
+            exchange.tokens = sse_tokens(bytes(tap.tail))
         exchange.bytes_out = writer.bytes_sent + len(held)
-        await self._completed(exchange, original)
+        await self._completed(exchange, tap)
         await writer.end(held)
 
     def _count_masked(self, counts: dict[str, int]) -> None:
         for entity, n in counts.items():
             self.metrics.masked.labels(entity).inc(n)
 
-    async def _completed(self, exchange: Exchange, original: bytearray) -> None:
-        if self.auditor.enabled:
+    async def _completed(self, exchange: Exchange, original: bytes | ResponseTap | None) -> None:
+        if original is not None and self.auditor.enabled:
             # Queued the moment append starts: written even if the client leaves while we wait.
             exchange.recorded = True
-            await self.auditor.completed(exchange, bytes(original))
+            await self.auditor.completed(exchange, original)
 
     def _record(self, exchange: Exchange, writer: ResponseWriter) -> None:
         request = exchange.request

@@ -40,3 +40,24 @@ def open_note(note: str, verifier: str) -> tuple[str, int, bytes]:
     Ed25519PublicKey.from_public_bytes(public[1:]).verify(blob[4:], text.encode())
     origin, size, root = text.splitlines()
     return origin, int(size), base64.b64decode(root)
+
+
+def open_sealed(directory: str, ref: dict, sealing_key: bytes) -> bytes:
+    """A chunked sealed blob, read as docs/audit-format.md describes it: hash, then decrypt."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    with open(f"{directory}/{ref['file']}", "rb") as f:
+        f.seek(ref["offset"])
+        blob = f.read(ref["length"])
+    assert len(blob) == ref["length"]
+    assert hashlib.sha256(blob).hexdigest() == ref["sha256_ciphertext"]
+    record = 12 + ref["chunk"] + 16
+    records = [blob[i : i + record] for i in range(0, len(blob), record)]
+    blob_id = bytes.fromhex(ref["blob"])
+    plain = b""
+    for i, rec in enumerate(records):
+        final = b"\x01" if i == len(records) - 1 else b"\x00"
+        ad = b"gateway-seal/1" + blob_id + i.to_bytes(8, "big") + final
+        plain += AESGCM(sealing_key).decrypt(rec[:12], rec[12:], ad)
+    assert hashlib.sha256(plain).hexdigest() == ref["sha256_plaintext"]
+    return plain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 import time
 
@@ -11,8 +12,10 @@ import openai
 import peers
 import pytest
 from conftest import audited_config, entries
+from independent_verifier import open_sealed
 
-from gateway.audit import verify_inclusion, verify_log
+from gateway.audit import read_secret_key, verify_inclusion, verify_log
+from gateway.audit.seal import SPILL
 from gateway.demo import pii
 
 
@@ -132,3 +135,58 @@ def test_full_disk_gives_503_and_nothing_unaudited_is_forwarded(
     assert response.status_code == 200  # it recovered by itself
     gateway.stop()
     assert verify_log(tmp_path / "audit").problem is None
+
+
+def test_a_long_stream_is_sealed_in_chunks_to_its_own_file(audited, analyst_token) -> None:
+    """Over SPILL bytes of SSE: sealed as it passed, to sealed/{blob}.blob, and unsealed whole."""
+    gateway, audit_dir, keys = audited
+    body = {
+        "model": "llama-3-8b",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 20_000,
+        "stream": True,
+    }
+    headers = {"authorization": f"Bearer {analyst_token}", "x-demo-token-delay-ms": "0"}
+    url = f"{gateway.url}/llama/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as response:
+        received = b"".join(response.iter_raw())
+        request_id = response.headers["x-request-id"]
+    assert len(received) > SPILL
+    slow = {**headers, "x-demo-token-delay-ms": "0.2"}  # broken off once it spilled
+    with httpx.stream("POST", url, json=body, headers=slow, timeout=60) as response:
+        got = 0
+        for chunk in response.iter_raw():
+            got += len(chunk)
+            if got > SPILL + SPILL // 2:
+                break
+        broken = response.headers["x-request-id"]
+    gateway.stop()
+    assert verify_log(audit_dir).ok
+    log = entries(audit_dir)
+    entry = next(e for e in log if e["type"] == "inference" and e["request_id"] == request_id)
+    ref = entry["sealed"]["response"]
+    assert ref["file"] == f"sealed/{ref['blob']}.blob" and ref["offset"] == 0
+    assert entry["response_sha256"] == hashlib.sha256(received).hexdigest()
+    unsealed = subprocess.run(
+        [
+            "gateway",
+            "audit",
+            "unseal",
+            "--dir",
+            str(audit_dir),
+            str(entry["seq"]),
+            "--name",
+            "response",
+            "--key",
+            str(keys / "sealing.key"),
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert unsealed == received
+    key = read_secret_key(keys / "sealing.key")
+    assert open_sealed(str(audit_dir), ref, key) == received  # from the documented format
+    failed = next(e for e in log if e["type"] == "inference" and e["request_id"] == broken)
+    assert "error" in failed and "response" not in failed.get("sealed", {})
+    blobs = list((audit_dir / "sealed").glob("*.blob"))
+    assert blobs == [audit_dir / ref["file"]]  # the broken-off stream's file was removed

@@ -382,8 +382,9 @@ DISK_FULL_CHILD = textwrap.dedent(
                 break
         down = log.available
         size_at_failure = log.size
-        try:  # a concurrent burst while the disk is full: all refused, none half-written
-            await asyncio.gather(*(log.append({"type": "x"}) for _ in range(5)))
+        try:  # a concurrent burst of the same entries while the disk is full: all refused
+            await asyncio.gather(*(log.append({"type": "inference", "i": -1, "pad": "x" * 300},
+                                              {"request": b"y" * 200}) for _ in range(5)))
             burst = "accepted"
         except AuditUnavailable:
             burst = "refused"

@@ -17,9 +17,9 @@ from pathlib import Path
 import orjson
 
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
-from gateway.audit.keys import KeyFileError, init_keys
+from gateway.audit.keys import KeyFileError, init_keys, read_secret_key
 from gateway.audit.merkle import ProofError
-from gateway.audit.seal import SealError, unseal
+from gateway.audit.seal import SealError, plain_length, unseal_iter
 from gateway.audit.store import (
     ENTRIES,
     LEN,
@@ -190,6 +190,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 def cmd_unseal(args: argparse.Namespace) -> int:
     d = _audit_dir(args)
     entry = _reader(args).read_entry(args.seq)
+    key = read_secret_key(Path(args.key))
     sealed = entry.get("sealed") or {}
     names = [args.name] if args.name else sorted(sealed, key=lambda n: (n != "request", n))
     if not names:
@@ -197,10 +198,13 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     for name in names:
         if name not in sealed:
             raise CliError(f"entry {args.seq} has no sealed {name!r}")
-        body = unseal(d, entry, name, Path(args.key))
         if not args.name:
-            sys.stdout.buffer.write(f"=== {name} ({len(body)} bytes)\n".encode())
-        sys.stdout.buffer.write(body + (b"" if args.name else b"\n"))
+            size = plain_length(sealed[name])
+            sys.stdout.buffer.write(f"=== {name} ({size} bytes)\n".encode())
+        for chunk in unseal_iter(d, entry, name, key):  # a large body is never held whole
+            sys.stdout.buffer.write(chunk)
+        if not args.name:
+            sys.stdout.buffer.write(b"\n")
     return 0
 
 

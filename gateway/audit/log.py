@@ -23,6 +23,7 @@ from gateway.audit.canonical import canonical
 from gateway.audit.keys import read_secret_key, read_signing_key
 from gateway.audit.merkle import leaf_hash
 from gateway.audit.recovery import recover
+from gateway.audit.seal import SealedStream
 from gateway.audit.store import ENTRIES, LEN, consistency_proof, inclusion_proof
 from gateway.audit.writer import Pending, Writer
 
@@ -121,6 +122,10 @@ class AuditLog:
         """Entries covered by the latest signed checkpoint (see `signed`)."""
         return self._writer.size
 
+    def sealed_stream(self) -> SealedStream:
+        """A body to seal as it streams; append it (finished) as a sealed body of an entry."""
+        return SealedStream.start(self._writer.aead, self._writer.directory)
+
     @property
     def committed(self) -> int:
         """Entries durable in `entries`: readable, perhaps not covered by a checkpoint yet."""
@@ -143,7 +148,9 @@ class AuditLog:
         """The latest signed checkpoint note (the bytes of {dir}/checkpoint)."""
         return self._writer.note
 
-    async def append(self, entry: dict[str, Any], sealed: dict[str, bytes] | None = None) -> int:
+    async def append(
+        self, entry: dict[str, Any], sealed: dict[str, bytes | SealedStream] | None = None
+    ) -> int:
         """Record one entry; returns its seq.
 
         With durability "sync" this returns once the entry is durable (its signed checkpoint
@@ -178,14 +185,18 @@ class AuditLog:
             if key in entry:
                 raise ValueError(f"audit entries may not set {key!r}; the log assigns it")
         if sealed is not None and not all(
-            isinstance(v, bytes | bytearray) for v in sealed.values()
+            isinstance(v, bytes | bytearray | SealedStream) for v in sealed.values()
         ):
-            raise ValueError("sealed bodies must be bytes")
+            raise ValueError("sealed bodies must be bytes or a finished SealedStream")
         seq = self._next_seq
         record = {"ts": now_rfc3339(), **entry, "seq": seq}
         body = canonical(record)
         self._next_seq += 1
-        blobs = {k: bytes(v) for k, v in sealed.items()} if sealed else None
+        blobs = (
+            {k: v if isinstance(v, SealedStream) else bytes(v) for k, v in sealed.items()}
+            if sealed
+            else None
+        )
         self._queue.append(_Item(Pending(seq, body, blobs), fut))
         self._wake.set()
         return seq

@@ -7,7 +7,6 @@ so a failed write (disk full, EIO, EACCES) never leaves half an entry behind.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from array import array
@@ -23,6 +22,7 @@ from gateway.audit import seal as sealing
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.merkle import CompactRange, leaf_hash
 from gateway.audit.note import Signer
+from gateway.audit.seal import SealedStream
 from gateway.audit.store import (
     OFFSET,
     SEALED,
@@ -32,6 +32,7 @@ from gateway.audit.store import (
 )
 
 log = logging.getLogger(__name__)
+SYNC_THREADS = 4  # fdatasyncs beside the one of `entries`: the segment, streamed bodies' files
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Pending:
 
     seq: int
     body: bytes
-    sealed: dict[str, bytes] | None = None
+    sealed: dict[str, bytes | SealedStream] | None = None
 
 
 @dataclass
@@ -99,7 +100,7 @@ class Writer:
     dirty: bool = field(default=False)
     unsigned: list[bytes] = field(default_factory=list)  # committed, not yet in the tree
     syncer: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="audit-sync")
+        default_factory=lambda: ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="audit-sync")
     )
 
     @property
@@ -138,7 +139,7 @@ class Writer:
         f = self.files
         try:
             self._maybe_rotate()
-            bodies, segment_end = self._seal(batch)
+            bodies, segment_end, spilled = self._seal(batch)
             records = [frame(b) for b in bodies]
             new_offsets = array("Q")
             pos = f.entries_end
@@ -148,14 +149,15 @@ class Writer:
             _write_all(f.entries, b"".join(records), f.entries_end)
             # The blobs and the entries naming them reach the disk together; recovery drops an
             # unsigned entry whose blob did not make it (a power cut between the two).
-            blobs = (
-                self.syncer.submit(os.fdatasync, f.segment)
-                if segment_end != f.segment_end
-                else None
-            )
+            fds = [b.fd for b in spilled]
+            if segment_end != f.segment_end:
+                fds.append(f.segment)
+            syncs = [self.syncer.submit(os.fdatasync, fd) for fd in fds]
+            if spilled:  # their directory entries
+                syncs.append(self.syncer.submit(fsync_dir, self.directory / SEALED))
             os.fdatasync(f.entries)
-            if blobs is not None:
-                blobs.result()
+            for sync in syncs:
+                sync.result()
         except BaseException:
             self.dirty = True
             try:
@@ -165,6 +167,8 @@ class Writer:
             raise
         f.entries_end = pos
         f.segment_end = segment_end
+        for body in spilled:
+            body.close()
         self.offsets.extend(new_offsets)
         self.unsigned.extend(bodies)
 
@@ -192,9 +196,10 @@ class Writer:
         self.unsigned = []
         self.note = note
 
-    def _seal(self, batch: list[Pending]) -> tuple[list[bytes], int]:
-        """Encrypt bodies into the current segment; entry bytes with references, new end."""
-        f, bodies, blobs = self.files, [], []
+    def _seal(self, batch: list[Pending]) -> tuple[list[bytes], int, list[SealedStream]]:
+        """Encrypt bodies into the current segment; entry bytes with references, the new end,
+        and the streamed bodies that went to files of their own (to be fdatasynced too)."""
+        f, bodies, blobs, spilled = self.files, [], [], []
         end = f.segment_end
         file = sealing.segment_name(f.segment_no)
         for p in batch:
@@ -202,15 +207,17 @@ class Writer:
                 bodies.append(p.body)
                 continue
             refs = {}
-            for name, plain in p.sealed.items():
-                blob = sealing.seal(self.aead, p.seq, plain)
-                refs[name] = {
-                    "file": file,
-                    "offset": end,
-                    "length": len(blob),
-                    "sha256_ciphertext": hashlib.sha256(blob).hexdigest(),
-                    "sha256_plaintext": hashlib.sha256(plain).hexdigest(),
-                }
+            for name, body in p.sealed.items():
+                if isinstance(body, SealedStream):
+                    ref = body.sealer.reference()
+                    if body.file is not None:
+                        refs[name] = {"file": body.file, "offset": 0, **ref}
+                        spilled.append(body)
+                        continue
+                    blob = bytes(body.memory)
+                else:
+                    blob, ref = sealing.seal_whole(self.aead, body)
+                refs[name] = {"file": file, "offset": end, **ref}
                 blobs.append(blob)
                 end += len(blob)
             entry = orjson.loads(p.body)
@@ -218,7 +225,7 @@ class Writer:
             bodies.append(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
         if blobs:
             _write_all(f.segment, b"".join(blobs), f.segment_end)
-        return bodies, end
+        return bodies, end, spilled
 
     def _maybe_rotate(self) -> None:
         f = self.files
