@@ -199,6 +199,7 @@ async def test_torn_tail_is_truncated_and_recorded(tmp_path: Path, keys: Path) -
     whole = (d / "entries").read_bytes()
     append_bytes(d / "entries", struct.pack(">I", 500) + b'{"seq":10,"type":"cut')
     log = await open_log(d, keys)
+    await log.signed()  # the recovered entry's checkpoint follows its release
     assert log.size == 11
     rec = log.read_entry(10)
     assert rec["type"] == "gateway.recovered" and rec["truncated_entry_bytes"] == 4 + 21

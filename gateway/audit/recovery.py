@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from array import array
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.audit import resume
 from gateway.audit.canonical import is_canonical
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.merkle import LEAF_PREFIX, CompactRange, build_levels, levels_getter
@@ -37,12 +39,15 @@ from gateway.audit.store import (
     SEALED,
     TREE,
     VERIFIER,
+    Offsets,
     TreeFiles,
     iter_records,
     read_file,
     scan_frames,
 )
 from gateway.audit.writer import Files, Writer, fsync_dir, open_segment, write_atomic
+
+log = logging.getLogger(__name__)
 
 
 class AuditOpenError(Exception):
@@ -111,8 +116,8 @@ def _last_checkpoint(
         if records:
             best = Checkpoint.open(bytes(records[-1]), verifier, origin)
         note = read_file(directory / CHECKPOINT)
-        if note:
-            current = Checkpoint.open(note, verifier, origin)
+        current = _current_checkpoint(note, verifier, origin, best is not None)
+        if current is not None:
             if best and current.size == best.size and current.root != best.root:
                 raise AuditOpenError(
                     f"{directory}: checkpoint and the last of checkpoints disagree at size "
@@ -125,16 +130,30 @@ def _last_checkpoint(
     return best, scan.end, recorded
 
 
-def _valid_tail(directory: Path, records: list, start: int) -> int:
-    """Index of the first record from `start` on that is not a valid entry with its seq, or
-    names a sealed blob that is not (wholly) on disk."""
+def _current_checkpoint(note: bytes, verifier, origin: str, have_record: bool) -> Checkpoint | None:
+    """`checkpoint`, which is rewritten in place: a power cut can tear it, and then the last
+    record of `checkpoints` (written before it) stands in for it."""
+    if not note:
+        return None
+    try:
+        return Checkpoint.open(note, verifier, origin)
+    except CheckpointError:
+        if not have_record:
+            raise
+        log.warning("audit: %s does not verify (torn?); using %s", CHECKPOINT, CHECKPOINTS)
+        return None
+
+
+def _valid_tail(directory: Path, records: list, start: int, first_seq: int = 0) -> int:
+    """Index of the first record from `start` on that is not a valid entry with its seq
+    (`first_seq` + its index), or names a sealed blob that is not (wholly) on disk."""
     for i in range(start, len(records)):
         body = bytes(records[i])
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
             return i
-        if not is_canonical(body, parsed) or parsed.get("seq") != i:
+        if not is_canonical(body, parsed) or parsed.get("seq") != first_seq + i:
             return i
         if not all(_blob_on_disk(directory, ref) for ref in (parsed.get("sealed") or {}).values()):
             return i
@@ -175,10 +194,122 @@ def recover(
     return writer, recovered, lock
 
 
+@dataclass
+class _Found:
+    """What one of the two ways of opening found: the signed state and the unsigned tail."""
+
+    checkpoint: Checkpoint | None
+    checkpoints_end: int
+    checkpoints_total: int
+    recorded: bool
+    size: int  # entries kept
+    entries_end: int
+    entries_total: int
+    base: int  # entries whose offsets stay in `index` (read on demand)
+    offsets: array  # offsets of the entries after `base`
+    range: CompactRange
+    unsigned: list[bytes]  # kept entries after the checkpoint, for the writer to sign
+
+
 def _recover_locked(
     directory: Path, origin: str, signer: Signer, sealing_key: bytes
 ) -> tuple[Writer, Recovered]:
     _check_verifier(directory, signer)
+    tree = TreeFiles(directory, writable=True)
+    try:
+        found = _resume(directory, origin, signer, tree) or _rebuild(directory, origin, signer)
+    except BaseException:
+        tree.close()
+        raise
+    cp_size = found.checkpoint.size if found.checkpoint else 0
+    recovered = Recovered(
+        found.entries_total - found.entries_end,
+        found.entries_end,
+        found.checkpoints_total - found.checkpoints_end,
+        found.size,
+        cp_size,
+    )
+    entries_fd = os.open(directory / ENTRIES, os.O_RDWR | os.O_CREAT, 0o644)
+    cps_fd = os.open(directory / CHECKPOINTS, os.O_RDWR | os.O_CREAT, 0o644)
+    if recovered.entries_bytes:
+        os.ftruncate(entries_fd, found.entries_end)
+        os.fsync(entries_fd)
+    if recovered.checkpoints_bytes:
+        os.ftruncate(cps_fd, found.checkpoints_end)
+        os.fsync(cps_fd)
+    segments = sorted((directory / SEALED).glob("*.seal"))
+    seg_no = int(segments[-1].stem) if segments else 0
+    seg_fd = open_segment(directory, seg_no)
+    index_fd = os.open(directory / INDEX, os.O_RDWR | os.O_CREAT, 0o644)
+    files = Files(
+        entries=entries_fd,
+        entries_end=found.entries_end,
+        index=index_fd,
+        checkpoints=cps_fd,
+        checkpoints_end=found.checkpoints_end,
+        checkpoint=os.open(directory / CHECKPOINT, os.O_RDWR | os.O_CREAT, 0o644),
+        segment_no=seg_no,
+        segment=seg_fd,
+        segment_end=os.fstat(seg_fd).st_size,
+    )
+    writer = Writer(
+        directory=directory,
+        origin=origin,
+        signer=signer,
+        aead=AESGCM(sealing_key),
+        files=files,
+        tree=tree,
+        range=found.range,
+        offsets=Offsets(index_fd, found.base, found.offsets),
+        note=read_file(directory / CHECKPOINT),
+        unsigned=found.unsigned,
+    )
+    cp = found.checkpoint
+    if cp is None or cp.size != found.size or not found.recorded or writer.note != cp.sign(signer):
+        writer.write_batch([])  # sign the recovered size so `checkpoint` matches `entries`
+        os.fsync(cps_fd)
+        os.fsync(files.checkpoint)
+    fsync_dir(directory)
+    return writer, recovered
+
+
+def _resume(directory: Path, origin: str, signer: Signer, tree: TreeFiles) -> _Found | None:
+    """Open from the newest checkpoint and the stored tree, reading only what follows it."""
+    last = resume.last_checkpoint_from_tail(directory, signer.verifier, origin)
+    if last is None:
+        cp, cps_end, recorded = _last_checkpoint(directory, signer, origin)
+        last = resume.LastCheckpoint(cp, cps_end, recorded, _size(directory / CHECKPOINTS))
+    tail = resume.covered_tail(directory, last.checkpoint, tree)
+    if tail is None:
+        return None
+    cp_size = last.checkpoint.size if last.checkpoint else 0
+    keep = _valid_tail(directory, tail.records, 0, first_seq=cp_size)
+    if keep < len(tail.offsets):
+        end = tail.offsets[keep]
+    elif tail.records:
+        end = tail.offsets[-1] + 4 + len(tail.records[-1])
+    else:
+        end = tail.covered_end
+    # Nodes and offsets past the checkpoint are rewritten by the writer from the kept tail.
+    tree.truncate({lvl: cp_size >> lvl for lvl in range(cp_size.bit_length() + 1)})
+    os.truncate(directory / INDEX, cp_size * OFFSET.size)
+    return _Found(
+        checkpoint=last.checkpoint,
+        checkpoints_end=last.records_end,
+        checkpoints_total=last.total,
+        recorded=last.recorded,
+        size=cp_size + keep,
+        entries_end=end,
+        entries_total=tail.entries_total,
+        base=cp_size,
+        offsets=array("Q", tail.offsets[:keep]),
+        range=CompactRange.from_nodes(tree.getter(cp_size), cp_size),
+        unsigned=tail.records[:keep],
+    )
+
+
+def _rebuild(directory: Path, origin: str, signer: Signer) -> _Found:
+    """Re-read and re-hash every entry; rewrite the derived files; refuse a fork."""
     cp, cps_end, recorded = _last_checkpoint(directory, signer, origin)
     cp_size = cp.size if cp else 0
     data = read_file(directory / ENTRIES)
@@ -199,16 +330,6 @@ def _recover_locked(
             f"{directory / ENTRIES}: the first {cp.size} entries do not match the signed "
             "checkpoint (a fork or tampering); refusing to open; run `gateway audit verify`"
         )
-    cps_total = len(read_file(directory / CHECKPOINTS))
-    recovered = Recovered(len(data) - end, end, cps_total - cps_end, keep, cp_size)
-    entries_fd = os.open(directory / ENTRIES, os.O_RDWR | os.O_CREAT, 0o644)
-    cps_fd = os.open(directory / CHECKPOINTS, os.O_RDWR | os.O_CREAT, 0o644)
-    if recovered.entries_bytes:
-        os.ftruncate(entries_fd, end)
-        os.fsync(entries_fd)
-    if recovered.checkpoints_bytes:
-        os.ftruncate(cps_fd, cps_end)
-        os.fsync(cps_fd)
     for level, row in enumerate(rows if records else []):
         _sync_derived(directory / TREE / f"{level:02d}", row)
     for stale in (directory / TREE).glob("*"):
@@ -216,34 +337,23 @@ def _recover_locked(
             stale.unlink()
     offsets = array("Q", scan.offsets[:keep])
     _sync_derived(directory / INDEX, b"".join([OFFSET.pack(o) for o in offsets]))
-    segments = sorted((directory / SEALED).glob("*.seal"))
-    seg_no = int(segments[-1].stem) if segments else 0
-    seg_fd = open_segment(directory, seg_no)
-    files = Files(
-        entries=entries_fd,
-        entries_end=end,
-        index=os.open(directory / INDEX, os.O_RDWR | os.O_CREAT, 0o644),
-        checkpoints=cps_fd,
+    return _Found(
+        checkpoint=cp,
         checkpoints_end=cps_end,
-        checkpoint=os.open(directory / CHECKPOINT, os.O_RDWR | os.O_CREAT, 0o644),
-        segment_no=seg_no,
-        segment=seg_fd,
-        segment_end=os.fstat(seg_fd).st_size,
-    )
-    writer = Writer(
-        directory=directory,
-        origin=origin,
-        signer=signer,
-        aead=AESGCM(sealing_key),
-        files=files,
-        tree=TreeFiles(directory, writable=True),
-        range=CompactRange.from_nodes(node, keep),
+        checkpoints_total=_size(directory / CHECKPOINTS),
+        recorded=recorded,
+        size=keep,
+        entries_end=end,
+        entries_total=len(data),
+        base=0,
         offsets=offsets,
-        note=read_file(directory / CHECKPOINT),
+        range=CompactRange.from_nodes(node, keep),
+        unsigned=[],
     )
-    if cp is None or cp.size != keep or not recorded or writer.note != cp.sign(signer):
-        writer.write_batch([])  # sign the recovered size so `checkpoint` matches `entries`
-        os.fsync(cps_fd)
-        os.fsync(files.checkpoint)
-    fsync_dir(directory)
-    return writer, recovered
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

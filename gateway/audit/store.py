@@ -170,6 +170,32 @@ class TreeFiles:
         self._fds.clear()
 
 
+class Offsets:
+    """Entry offsets in `entries`: the first `base` read from `index` when asked for, the rest
+    (appended since the log was opened) in memory, so opening does not read the whole index."""
+
+    def __init__(self, index_fd: int, base: int, tail: array) -> None:
+        self._fd = index_fd
+        self._base = base
+        self._tail = tail
+
+    def __len__(self) -> int:
+        return self._base + len(self._tail)
+
+    def __getitem__(self, seq: int) -> int:
+        if seq >= self._base:
+            return self._tail[seq - self._base]
+        (off,) = OFFSET.unpack(os.pread(self._fd, OFFSET.size, seq * OFFSET.size))
+        return off
+
+    def extend(self, offsets: array) -> None:
+        self._tail.extend(offsets)
+
+    def packed_from(self, seq: int) -> bytes:
+        """Offsets from `seq` on (not before `base`) as `index` stores them."""
+        return b"".join([OFFSET.pack(o) for o in self._tail[seq - self._base :]])
+
+
 def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:

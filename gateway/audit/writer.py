@@ -26,6 +26,7 @@ from gateway.audit.seal import SealedStream
 from gateway.audit.store import (
     OFFSET,
     SEALED,
+    Offsets,
     TreeFiles,
     _write_all,
     frame,
@@ -95,7 +96,7 @@ class Writer:
     files: Files
     tree: TreeFiles
     range: CompactRange
-    offsets: array
+    offsets: Offsets
     note: bytes
     dirty: bool = field(default=False)
     unsigned: list[bytes] = field(default_factory=list)  # committed, not yet in the tree
@@ -181,7 +182,7 @@ class Writer:
             rng.append(leaf_hash(b))
         for level, (first, hashes) in rows.items():
             self.tree.write_at(level, first, b"".join(hashes))
-        packed = b"".join([OFFSET.pack(o) for o in self.offsets[size:]])
+        packed = self.offsets.packed_from(size)
         _write_all(f.index, packed, size * OFFSET.size)
         note = Checkpoint(self.origin, rng.size, rng.root()).sign(self.signer)
         record = frame(note)
