@@ -110,11 +110,15 @@ class Auditor:
         task.add_done_callback(self.background.discard)
 
     async def denied(self, exchange: Exchange, error: GatewayError) -> None:
+        if self.log is None:  # no entry to build: the request path pays nothing
+            return
         entry = request_fields(exchange)
         entry.update(type="denied", status=error.status, code=error.code, reason=error.message)
         await self.append(entry, {"request": exchange.request.body})
 
     async def allowed(self, exchange: Exchange) -> int:
+        if self.log is None:
+            return -1
         entry = request_fields(exchange)
         entry["type"] = "decision"
         return await self.append(entry, {"request": exchange.request.body})

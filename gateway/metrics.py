@@ -21,6 +21,8 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 class Metrics:
     def __init__(self) -> None:
+        self._counts: dict[tuple[str, int, str], Counter] = {}
+        self._timers: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -62,6 +64,34 @@ class Metrics:
         self.masked = Counter(
             "gateway_masked_entities", "Values masked, by entity type", ["entity"], registry=r
         )
+
+    def exchange(
+        self,
+        connection: str,
+        status: int,
+        decision: str,
+        total: float,
+        upstream: tuple[float, float] | None,
+    ) -> None:
+        """One exchange: its count, duration and, if it reached the upstream, (ttfb, overhead).
+
+        Labelled children are kept per label values: `labels()` validates and locks on every
+        call, which the request path would pay four times per exchange.
+        """
+        key = (connection, status, decision)
+        count = self._counts.get(key)
+        if count is None:
+            count = self._counts[key] = self.requests.labels(connection, str(status), decision)
+        count.inc()
+        timers = self._timers.get(connection)
+        if timers is None:
+            timers = self._timers[connection] = tuple(
+                h.labels(connection) for h in (self.duration, self.upstream_ttfb, self.overhead)
+            )
+        timers[0].observe(total)
+        if upstream is not None:
+            timers[1].observe(upstream[0])
+            timers[2].observe(upstream[1])
 
     def jwks_refreshes_inc(self, result: str) -> None:
         self.jwks_refreshes.labels(result).inc()

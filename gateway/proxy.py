@@ -8,12 +8,12 @@ it; only its last byte waits for the exchange's audit entry to be durable.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from dataclasses import dataclass, field
 
 from gateway import headers as hdr
+from gateway.access_log import AccessLog
 from gateway.answers import NO_TOKENS, Tokens, json_answer, sse_model, sse_tokens
 from gateway.approvals import Approval, Approvals, gate
 from gateway.auditing import Auditor, ResponseTap
@@ -27,8 +27,6 @@ from gateway.runtime import Route, Runtime
 from gateway.server import ClientDisconnected, IncomingRequest, ResponseWriter
 from gateway.strict_json import parse_request, request_model
 from gateway.upstream import UpstreamResponse
-
-access_log = logging.getLogger("gateway.access")
 
 # Dot segments, empty segments and encoded slashes or dots would let a path mean one thing to the
 # policy and another to the upstream; refuse them rather than guess how the upstream normalises.
@@ -96,6 +94,7 @@ class Proxy:
         self.runtime = runtime
         self.verifier = verifier
         self.metrics = metrics
+        self.access_log = AccessLog()
         self.auditor = auditor
         self.approvals = approvals
 
@@ -316,14 +315,14 @@ class Proxy:
         # Configured names only: a caller's made-up name would be a new label set (unbounded,
         # and its text shown on a page that needs no token).
         label = exchange.connection if exchange.connection in self.runtime.routes else "-"
-        self.metrics.requests.labels(label, str(status), decision).inc()
-        self.metrics.duration.labels(label).observe(total)
-        if exchange.upstream_started:
-            self.metrics.upstream_ttfb.labels(label).observe(exchange.upstream_ttfb)
-            self.metrics.overhead.labels(label).observe(max(total - exchange.upstream_time, 0.0))
-        access_log.info(
-            "exchange",
-            extra={
+        upstream = (
+            (exchange.upstream_ttfb, max(total - exchange.upstream_time, 0.0))
+            if exchange.upstream_started
+            else None
+        )
+        self.metrics.exchange(label, status, decision, total, upstream)
+        self.access_log.exchange(
+            {
                 "request_id": request.request_id,
                 "client": request.client,
                 "method": request.method,
@@ -338,5 +337,5 @@ class Proxy:
                 "duration_ms": round(total * 1000, 3),
                 "upstream_ttfb_ms": round(exchange.upstream_ttfb * 1000, 3),
                 "error": exchange.error,
-            },
+            }
         )

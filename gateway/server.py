@@ -51,8 +51,12 @@ class IncomingRequest:
     client: str
     request_id: str
     started: float = field(default_factory=time.perf_counter)
-    received_at: str = field(default_factory=now_rfc3339)
+    received: float = field(default_factory=time.time)  # formatted only if an entry names it
     digest: str | None = field(default=None, repr=False)
+
+    @property
+    def received_at(self) -> str:
+        return now_rfc3339(self.received)
 
     def body_sha256(self) -> str:
         """Hex SHA-256 of the body, computed once: audit entries and approvals all name it."""

@@ -69,6 +69,10 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+# One decoder for every call: `json.loads` with a hook builds a new one each time.
+_PAIRS = json.JSONDecoder(object_pairs_hook=_refuse_duplicates)
+
+
 def has_duplicate_key(body: bytes) -> bool:
     """Does any object in this body (one orjson accepted) name a key twice?
 
@@ -80,7 +84,7 @@ def has_duplicate_key(body: bytes) -> bool:
             reads; callers refuse it too.
     """
     try:
-        json.loads(body.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
+        _PAIRS.decode(body.decode("utf-8"))
     except _DuplicateKey:
         return True
     return False

@@ -39,9 +39,10 @@ class AuditUnavailable(Exception):
     """The log cannot be written now; callers must refuse the request (fail closed)."""
 
 
-def now_rfc3339() -> str:
-    """UTC time with microseconds, e.g. 2025-01-02T03:04:05.123456Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_rfc3339(at: float | None = None) -> str:
+    """UTC time (now, or POSIX time `at`) with microseconds, e.g. 2025-01-02T03:04:05.123456Z."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
