@@ -89,9 +89,12 @@ class Auditor:
 
     # -- per-request entries --------------------------------------------------------------
 
-    def refused_later(self, client: str, status: int, code: str, reason: str) -> None:
+    def refused_later(
+        self, client: str, request_id: str, status: int, code: str, reason: str
+    ) -> None:
         """A request the server refused before it could be parsed (malformed, too large...)."""
-        entry = {"type": "denied", "client": client, "status": status, "code": code}
+        entry: dict[str, Any] = {"type": "denied", "client": client, "request_id": request_id}
+        entry.update(status=status, code=code)
         self._later({**entry, "reason": reason})
 
     def _later(self, entry: dict[str, Any]) -> None:

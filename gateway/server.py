@@ -126,8 +126,8 @@ class ServerState:
         self.connections: set[HttpConnection] = set()
         self.draining = False
         self.on_open: Callable[[int], None] = lambda n: None
-        # (client, status, code, reason) of requests refused before reaching the handler.
-        self.on_refused: Callable[[str, int, str, str], None] = lambda *a: None
+        # (client, request id, status, code, reason) of requests refused before the handler.
+        self.on_refused: Callable[[str, str, int, str, str], None] = lambda *a: None
         # (target, headers) of a request whose client waits for 100 Continue: raises the
         # GatewayError to answer instead, before the body is sent.
         self.check_head: Callable[[str, Headers], Awaitable[None]] = _nothing_to_check
@@ -371,7 +371,9 @@ class HttpConnection(asyncio.Protocol):
     def _refuse(self, status: int, code: str, message: str, extra: Headers | None = None) -> None:
         """Answer a request we will not read any further, then close."""
         self._disarm()
-        self.state.on_refused(self.client, status, code, message)
+        # The client's own UUID if its head was parsed, as for requests that reach the handler.
+        rid = request_id(self.request.headers) if self.request else str(uuid.uuid4())
+        self.state.on_refused(self.client, rid, status, code, message)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
             body = error_body(code, message)
             headers = [
@@ -379,7 +381,7 @@ class HttpConnection(asyncio.Protocol):
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
-                (b"x-request-id", str(uuid.uuid4()).encode()),
+                (b"x-request-id", rid.encode()),
             ]
             with contextlib.suppress(h11.LocalProtocolError):
                 self.transport.write(

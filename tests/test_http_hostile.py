@@ -14,7 +14,7 @@ import orjson
 import peers
 import rawhttp
 import standins
-from conftest import UPSTREAM_KEY, audited_config, gateway_config
+from conftest import UPSTREAM_KEY, audited_config, entries, gateway_config
 
 CHAT = "/llama/v1/chat/completions"
 UUID_FORM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -353,4 +353,21 @@ def test_client_gets_only_the_content_type_the_gateway_read(
     lines = received.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
     assert [line for line in lines if line.startswith(b"content-type:")] == [
         b"content-type: text/plain"
+    ]
+
+
+def test_refusals_before_the_handler_name_their_request_id_in_the_audit_log(
+    start_gateway, issuer, upstream, tmp_path, analyst_token
+) -> None:
+    gateway = start_gateway(audited_config(issuer.url, upstream.url, tmp_path))
+    garbage = rawhttp.send(gateway.url, b"GARBAGE\r\n\r\n")
+    own = "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b"
+    lines = (f"Authorization: Bearer {analyst_token}", f"x-request-id: {own}")
+    too_big = rawhttp.send(gateway.url, head("POST", CHAT, *lines, "Content-Length: 999999999"))
+    assert too_big.status == 413 and too_big.headers["x-request-id"] == own
+    gateway.stop()
+    denied = [e for e in entries(tmp_path / "audit") if e["type"] == "denied"]
+    assert [(e["status"], e["request_id"]) for e in denied] == [
+        (400, garbage.headers["x-request-id"]),
+        (413, own),
     ]
