@@ -156,8 +156,8 @@ class Gateway:
         log.info("draining", extra={"grace_s": self.config.server.drain_timeout_s})
         if self.server is not None:
             await drain(self.server, self.state, self.config.server.drain_timeout_s)
-        for route in self.proxy.runtime.routes.values():
-            route.pool.close()
+        for pool in self.proxy.runtime.pools():
+            pool.close()
         await self.jwks.close()
         await self.approvals.close()
         try:

@@ -93,6 +93,26 @@ class ApprovalsConfig:
     webhook_url: str | None = None
 
 
+GOOGLE_DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+# How a connection authenticates upstream, and the keys each mode takes (see gateway.upstream_auth).
+AUTH_KEYS = {
+    "static": ("credential_env", "credential_file", "credential_header", "credential_prefix"),
+    "aws_sigv4": ("aws_region", "aws_service"),
+    "google": ("google_credentials_file", "google_scopes"),
+    "oauth2_client_credentials": (
+        "token_url",
+        "client_id",
+        "client_secret_env",
+        "client_secret_file",
+        "scope",
+    ),
+}
+AUTH_REQUIRED = {
+    "aws_sigv4": ("aws_region", "aws_service"),
+    "oauth2_client_credentials": ("token_url", "client_id"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionConfig:
     name: str
@@ -105,6 +125,16 @@ class ConnectionConfig:
     ca_file: str | None = None
     pool_size: int = 64
     upstream_timeout_s: float | None = None
+    auth: str = "static"  # one of AUTH_MODES
+    aws_region: str | None = None
+    aws_service: str | None = None
+    google_credentials_file: str | None = None
+    google_scopes: tuple[str, ...] = GOOGLE_DEFAULT_SCOPES
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    scope: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -122,14 +152,6 @@ class ConnectionConfig:
     @property
     def base_path(self) -> str:
         return urlsplit(self.upstream).path.rstrip("/")
-
-    def credential(self) -> str | None:
-        """The secret to inject, read at load so a missing one is found before traffic."""
-        if self.credential_env:
-            return os.environ.get(self.credential_env)
-        if self.credential_file:
-            return Path(self.credential_file).read_text().strip()
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,10 +327,7 @@ def _split_listen(s: _Section, listen: str) -> tuple[str, int]:
 
 def _identity(s: _Section) -> IdentityConfig:
     issuer = s.str("issuer", required=True)
-    if urlsplit(issuer).scheme not in ("https", "http") or not urlsplit(issuer).hostname:
-        raise s.fail("issuer", "must be an http(s) URL")
-    if urlsplit(issuer).scheme == "http" and not is_loopback(urlsplit(issuer).hostname or ""):
-        raise s.fail("issuer", "must use https (plain http is allowed only on loopback)")
+    _check_url(s, "issuer", issuer)
     algorithms = s.strings("algorithms", ("RS256", "ES256", "EdDSA"))
     for alg in algorithms:
         if alg not in ASYMMETRIC_ALGORITHMS:
@@ -428,15 +447,58 @@ def _connections(file: Path, raw: Any) -> tuple[ConnectionConfig, ...]:
             ca_file=s.str("ca_file"),
             pool_size=s.integer("pool_size", 64),
             upstream_timeout_s=s.number("upstream_timeout_s", 0.0) or None,
+            auth=s.str("auth", "static"),
+            aws_region=s.str("aws_region"),
+            aws_service=s.str("aws_service"),
+            google_credentials_file=s.str("google_credentials_file"),
+            google_scopes=s.strings("google_scopes", GOOGLE_DEFAULT_SCOPES),
+            token_url=s.str("token_url"),
+            client_id=s.str("client_id"),
+            client_secret_env=s.str("client_secret_env"),
+            client_secret_file=s.str("client_secret_file"),
+            scope=s.str("scope"),
         )
         s.read.add("credential_prefix")
         if not isinstance(conn.credential_prefix, str):
             raise s.fail("credential_prefix", "must be a string")
         if conn.credential_env and conn.credential_file:
             raise s.fail("credential_env", "set credential_env or credential_file, not both")
+        _auth_keys(s, conn)
         s.done()
         out.append(conn)
     return tuple(out)
+
+
+def _auth_keys(s: _Section, conn: ConnectionConfig) -> None:
+    """Each auth mode takes its own keys, and only those: a key of another mode is a mistake."""
+    if conn.auth not in AUTH_KEYS:
+        raise s.fail("auth", f"must be one of {', '.join(AUTH_KEYS)}, got {conn.auth!r}")
+    for mode, keys in AUTH_KEYS.items():
+        if mode == conn.auth:
+            continue
+        for key in keys:
+            if key in s.table and key not in AUTH_KEYS[conn.auth]:
+                raise s.fail(key, f"applies only to auth = {mode!r}")
+    for key in AUTH_REQUIRED.get(conn.auth, ()):
+        if key not in s.table:
+            raise s.fail(key, f"is required with auth = {conn.auth!r}")
+    if conn.auth == "oauth2_client_credentials":
+        if bool(conn.client_secret_env) == bool(conn.client_secret_file):
+            raise s.fail(
+                "client_secret_env", "set exactly one of client_secret_env, client_secret_file"
+            )
+        _check_url(s, "token_url", conn.token_url or "")
+    if conn.auth == "google" and not conn.google_scopes:
+        raise s.fail("google_scopes", "must name at least one scope")
+
+
+def _check_url(s: _Section, key: str, url: str) -> None:
+    """An https URL, or http on loopback only: secrets never cross a network in the clear."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise s.fail(key, "must be an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise s.fail(key, "must use https (plain http is allowed only on loopback)")
 
 
 APPROVAL_KEYS = ("approvers", "min_approvals", "timeout_s", "reason_required")

@@ -62,27 +62,20 @@ def connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 
 def request_headers_for_upstream(
-    headers: Headers,
-    host: bytes,
-    credential: tuple[bytes, bytes] | None,
-    request_id: bytes,
-    body_length: int,
+    headers: Headers, host: bytes, request_id: bytes, body_length: int
 ) -> Headers:
     """The caller's headers minus hop-by-hop, framing and caller secrets, plus ours.
 
-    The body was read whole, so it always goes upstream with a Content-Length.
+    The body was read whole, so it always goes upstream with a Content-Length. The connection's
+    credential is added after this (gateway.upstream_auth), replacing any copy the caller sent.
     """
     drop = HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | GATEWAY_CONSUMED | OVERRIDES
     drop |= connection_listed(headers)
-    if credential is not None:
-        drop = drop | {credential[0]}
     out: Headers = [(b"host", host)]
     out.extend((n, v) for n, v in headers if n not in drop)
     out.append((b"x-request-id", request_id))
     if body_length:
         out.append((b"content-length", str(body_length).encode()))
-    if credential is not None:
-        out.append(credential)
     return out
 
 

@@ -163,5 +163,13 @@ class Ops:
         upstreams = dict(zip(routes, results, strict=True))
         checks = {"signing_keys_loaded": self.keys_ready(), "upstreams_reachable": upstreams}
         ready = checks["signing_keys_loaded"] and all(upstreams.values())
-        body = orjson.dumps({"status": "ok" if ready else "unavailable", "checks": checks})
+        report = {"status": "ok" if ready else "unavailable", "checks": checks}
+        # A connection that cannot get its upstream credential is a warning: one bad token
+        # endpoint must not take every replica out of the load balancer.
+        report["warnings"] = [
+            {"connection": name, "check": "upstream_credentials", "problem": route.auth.problem}
+            for name, route in routes.items()
+            if route.auth.problem
+        ]
+        body = orjson.dumps(report)
         await writer.send_full(200 if ready else 503, JSON, body)

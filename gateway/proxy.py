@@ -170,12 +170,9 @@ class Proxy:
         if exchange.masking is not None:
             body, exchange.masked_request = exchange.masking.mask_request(body)
         headers = hdr.request_headers_for_upstream(
-            request.headers,
-            route.pool.host_header,
-            route.credential,
-            request.request_id.encode(),
-            len(body),
+            request.headers, route.pool.host_header, request.request_id.encode(), len(body)
         )
+        headers = await route.auth.apply(request.method, route.url(target), headers, body)
         exchange.upstream_started = time.perf_counter()
         response = await route.pool.request(request.method, target, headers, body)
         exchange.upstream_ttfb = time.perf_counter() - exchange.upstream_started

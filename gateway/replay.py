@@ -165,8 +165,9 @@ async def _send(
     # Entries keep no request headers; the model APIs behind the gateway take JSON bodies.
     sent = [(b"content-type", b"application/json")] if body else []
     headers = hdr.request_headers_for_upstream(
-        sent, route.pool.host_header, route.credential, investigator.request_id.encode(), len(body)
+        sent, route.pool.host_header, investigator.request_id.encode(), len(body)
     )
+    headers = await route.auth.apply(decision["method"], route.url(target), headers, body)
     response = await route.pool.request(decision["method"], target, headers, body)
     try:
         chunks = bytearray()

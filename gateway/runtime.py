@@ -8,17 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import Config, ConfigError, ConnectionConfig
+from gateway.config import Config, ConnectionConfig
 from gateway.masking import compile_masking
 from gateway.policy import Policy
 from gateway.upstream import UpstreamPool
+from gateway.upstream_auth import UpstreamAuth
+from gateway.upstream_auth import build as build_auth
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     connection: ConnectionConfig
     pool: UpstreamPool
-    credential: tuple[bytes, bytes] | None
+    auth: UpstreamAuth
+
+    def url(self, target: str) -> str:
+        """The absolute URL of a target on this upstream (what a signature covers)."""
+        return f"{self.connection.scheme}://{self.pool.host_header.decode()}{target}"
 
 
 class Runtime:
@@ -28,44 +34,29 @@ class Runtime:
         self.masking = compile_masking(config)
         self.routes: dict[str, Route] = {}
         for conn in config.connections:
-            self.routes[conn.name] = Route(
-                conn, self._pool(conn, previous), _credential(config, conn)
-            )
+            old = previous.routes.get(conn.name) if previous is not None else None
+            self.routes[conn.name] = Route(conn, self._pool(conn, old), _auth(config, conn, old))
 
-    def _pool(self, conn: ConnectionConfig, previous: Runtime | None) -> UpstreamPool:
+    def _pool(self, conn: ConnectionConfig, old: Route | None) -> UpstreamPool:
         """Keep the warm pool of a connection whose settings did not change."""
-        if previous is not None:
-            old = previous.routes.get(conn.name)
-            if old is not None and old.connection == conn:
-                return old.pool
+        if old is not None and old.connection == conn:
+            return old.pool
         return UpstreamPool(conn, self.config.server)
 
+    def pools(self) -> list[UpstreamPool]:
+        """Every pool: the upstreams' and those of their token endpoints."""
+        return [p for r in self.routes.values() for p in (r.pool, *r.auth.pools())]
+
     def retired_pools(self, previous: Runtime) -> list[UpstreamPool]:
-        current = {id(r.pool) for r in self.routes.values()}
-        return [r.pool for r in previous.routes.values() if id(r.pool) not in current]
+        current = {id(p) for p in self.pools()}
+        return [p for p in previous.pools() if id(p) not in current]
 
 
-def _credential(config: Config, conn: ConnectionConfig) -> tuple[bytes, bytes] | None:
-    """The secret, read when the gateway starts or reloads (not by tools that only read config).
-
-    A configured credential that cannot be read refuses the config: sending the request
-    without it would fail upstream in a less clear way.
+def _auth(config: Config, conn: ConnectionConfig, old: Route | None) -> UpstreamAuth:
+    """The secret is read when the gateway starts or reloads (not by tools that only read the
+    config); a cached token survives a reload that changed neither its settings nor its secret.
     """
-    key = f"connections[{conn.name}]"
-    try:
-        secret = conn.credential()
-    except OSError as exc:
-        raise ConfigError(config.path, f"{key}.credential_file", exc.strerror or str(exc)) from None
-    if secret is None and conn.credential_env:
-        raise ConfigError(
-            config.path,
-            f"{key}.credential_env",
-            f"environment variable {conn.credential_env} is unset",
-        )
-    if secret is None:
-        return None
-    if not secret or any(c in secret for c in "\r\n\0"):
-        raise ConfigError(
-            config.path, f"connections.{conn.name}", "credential is empty or has control chars"
-        )
-    return conn.credential_header.encode(), (conn.credential_prefix + secret).encode()
+    auth = build_auth(config, conn)
+    if old is not None and old.auth.fingerprint == auth.fingerprint:
+        return old.auth
+    return auth

@@ -113,23 +113,26 @@ def entries(audit_dir: Path) -> list[dict]:
     return [reader.read_entry(i) for i in range(reader.size)]
 
 
-def launch_gateway(config_path: Path) -> peers.Peer:
-    """`gateway serve -c config_path` with the upstream credential in its environment."""
-    env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-    return peers.launch(["gateway", "serve", "-c", str(config_path)], env=env)
+def launch_gateway(config_path: Path, env: dict[str, str | None] | None = None) -> peers.Peer:
+    """`gateway serve -c config_path` with the upstream credential in its environment; `env`
+    sets more variables (None: remove it)."""
+    merged = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
+    environment = {k: v for k, v in merged.items() if v is not None}
+    return peers.launch(["gateway", "serve", "-c", str(config_path)], env=environment)
 
 
 @pytest.fixture(scope="session")
 def start_gateway(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[[str], peers.Peer]]:
-    """Start `gateway serve -c <file>` on a config text; stopped at the end of the session."""
+) -> Iterator[Callable[..., peers.Peer]]:
+    """Start `gateway serve -c <file>` on a config text (and extra environment variables);
+    stopped at the end of the session."""
     started: list[peers.Peer] = []
 
-    def start(config_text: str) -> peers.Peer:
+    def start(config_text: str, env: dict[str, str | None] | None = None) -> peers.Peer:
         path = tmp_path_factory.mktemp("gw") / "gateway.toml"
         path.write_text(config_text)
-        peer = launch_gateway(path)
+        peer = launch_gateway(path, env)
         peer.config_path = path  # type: ignore[attr-defined]
         started.append(peer)
         return peer

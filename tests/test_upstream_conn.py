@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.headers import CALLER_SECRETS, HOP_BY_HOP, request_headers_for_upstream
+from gateway.upstream_auth.static import StaticAuth
 
 BODY = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
 
@@ -212,8 +213,9 @@ header_lists = st.lists(st.tuples(names, st.binary(max_size=20)), max_size=12)
 @given(header_lists, st.binary(min_size=1, max_size=10))
 def test_caller_secrets_and_hop_by_hop_never_cross(headers, listed) -> None:
     headers = [*headers, (b"connection", b"x-custom, " + listed)]
-    credential = (b"authorization", b"Bearer connection-secret")
-    out = request_headers_for_upstream(headers, b"up:80", credential, b"rid", 0)
+    auth = StaticAuth("llama", b"authorization", "Bearer ", "connection-secret")
+    out = request_headers_for_upstream(headers, b"up:80", b"rid", 0)
+    out = asyncio.run(auth.apply("POST", "http://up:80/v1", out, b""))
     names_out = [n for n, _ in out]
     assert not (set(names_out) & (HOP_BY_HOP | {b"cookie"}))
     assert not any(n == b"x-custom" for n in names_out)  # named in Connection

@@ -27,7 +27,13 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ["DOT_PROVIDER_DB"],
-        "OPTIONS": {"timeout": 30},
+        # WAL: readers never wait for a writer; IMMEDIATE: a writing transaction takes the lock
+        # up front (waiting for it), never failing halfway on a lock upgrade.
+        "OPTIONS": {
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "transaction_mode": "IMMEDIATE",
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
