@@ -21,12 +21,14 @@ from gateway.audit.keys import KeyFileError, init_keys, read_secret_key
 from gateway.audit.merkle import ProofError
 from gateway.audit.seal import SealError, plain_length, unseal_iter
 from gateway.audit.store import (
+    CHECKPOINT,
     ENTRIES,
     LEN,
     LogReader,
     consistency_proof,
     inclusion_proof,
     log_dirs,
+    read_file,
 )
 from gateway.audit.verify import verify_log
 
@@ -118,14 +120,34 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Every log the directory holds (its own and each worker's); fails if any one fails."""
     directory = _audit_dir(args)
+    kept = _kept_by_origin(args.from_)
     failed = False
     for log_dir in log_dirs(directory) or [directory]:
-        report = verify_log(log_dir, args.verifier)
+        since = kept.get(_origin_of(log_dir))
+        if args.from_ and since is None:
+            print(
+                f"note: {log_dir}: no --from checkpoint for its origin; all of it checked",
+                file=sys.stderr,
+            )
+        report = verify_log(log_dir, args.verifier, since)
         for w in report.warnings:
             print(f"warning: {log_dir}: {w}", file=sys.stderr)
         print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
         failed = failed or not report.ok
     return EXIT_FAIL if failed else 0
+
+
+def _kept_by_origin(paths: list[str] | None) -> dict[str, bytes]:
+    """Checkpoints an auditor kept (`--from FILE`), by the origin each names."""
+    kept = {}
+    for path in paths or []:
+        note = Path(path).read_bytes()
+        kept[note.split(b"\n", 1)[0].decode(errors="replace")] = note
+    return kept
+
+
+def _origin_of(log_dir: Path) -> str:
+    return read_file(log_dir / CHECKPOINT).split(b"\n", 1)[0].decode(errors="replace")
 
 
 @_handler
@@ -236,6 +258,14 @@ def register_audit(verbs: Subparsers) -> None:
     p = sub.add_parser("verify", help="recompute the tree, check signatures and sealed blobs")
     _dir_args(p)
     p.add_argument("--verifier", help="verifier key, or a file holding it (default: DIR/verifier)")
+    p.add_argument(
+        "--from",
+        dest="from_",
+        action="append",
+        metavar="CHECKPOINT_FILE",
+        help="a signed checkpoint you kept from an earlier verify (e.g. a copy of DIR/checkpoint):"
+        " the log must extend it, and only the entries after it are read; repeat for each log",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("show", help="print entry N")

@@ -1,6 +1,7 @@
 """Offline verification of an audit directory, naming the first thing that does not match.
 
-Checks, in order: every entry frames, parses, is canonical and carries its own seq; every
+Checks, in order: every entry frames and hashes; entries past the latest signed checkpoint
+(and those naming sealed blobs) parse, are canonical and carry their own seq; every
 checkpoint in `checkpoints` and `checkpoint` verifies with the key and its root equals the
 RFC 9162 root recomputed from `entries` at its size (so consecutive checkpoints are
 consistent: they are prefixes of one tree); every sealed blob's SHA-256 matches its entry;
@@ -11,17 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
+import struct
 import time
 from array import array
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
-from gateway.audit.merkle import HASH_SIZE, LEAF_PREFIX, build_levels, levels_getter
+from gateway.audit.entry_scan import scan_entries
+from gateway.audit.merkle import HASH_SIZE, CompactRange, build_levels, levels_getter
 from gateway.audit.merkle import root as tree_root
 from gateway.audit.note import NoteError, Verifier
 from gateway.audit.store import (
@@ -34,12 +34,11 @@ from gateway.audit.store import (
     SEALED,
     TREE,
     VERIFIER,
+    TreeFiles,
     iter_records,
     read_file,
     scan_frames,
 )
-
-SORT = orjson.OPT_SORT_KEYS
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,8 @@ class VerifyReport:
     problem: Problem | None = None
     torn: bool = False
     warnings: list[str] = field(default_factory=list)
+    from_size: int = 0  # entries before this were verified earlier (`--from`) and not read
+    kept_origin: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -76,8 +77,9 @@ class VerifyReport:
     def summary(self) -> str:
         if self.problem:
             return f"FAIL {self.directory}: {self.problem}"
+        since = f" (checked from the kept checkpoint at {self.from_size})" if self.from_size else ""
         return (
-            f"OK {self.directory}: {self.size} entries, {self.checkpoints} checkpoints "
+            f"OK {self.directory}: {self.size} entries{since}, {self.checkpoints} checkpoints "
             f"(latest size {self.checkpoint_size}, root {self.root.hex()}), "
             f"{self.sealed_blobs} sealed blobs, {self.seconds:.2f}s"
         )
@@ -87,16 +89,6 @@ class _Failed(Exception):
     def __init__(self, kind: str, index: int | None, message: str) -> None:
         super().__init__(message)
         self.problem = Problem(kind, index, message)
-
-
-@contextmanager
-def _mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
-    """The file's bytes without reading them all into memory (b"" if missing or empty)."""
-    if not path.exists() or path.stat().st_size == 0:
-        yield b""
-        return
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        yield m
 
 
 def load_verifier(
@@ -120,8 +112,14 @@ def load_verifier(
         raise _Failed("verifier", None, f"verifier key: {exc}") from None
 
 
-def verify_log(directory: Path, verifier: str | Verifier | None = None) -> VerifyReport:
-    """Verify everything in an audit directory. Never raises for bad content: see .problem."""
+def verify_log(
+    directory: Path, verifier: str | Verifier | None = None, since: bytes | None = None
+) -> VerifyReport:
+    """Verify everything in an audit directory. Never raises for bad content: see .problem.
+
+    `since` is a signed checkpoint note the auditor kept from an earlier verification: the log
+    must be consistent with it, and only the entries after it are read and checked.
+    """
     directory = Path(directory)
     report = VerifyReport(directory)
     start = time.perf_counter()
@@ -129,13 +127,20 @@ def verify_log(directory: Path, verifier: str | Verifier | None = None) -> Verif
         if not (directory / ENTRIES).is_file():
             raise _Failed("io", None, f"{directory} is not an audit directory (no {ENTRIES})")
         key = load_verifier(directory, verifier, report)
-        with _mapped(directory / ENTRIES) as data:
-            leaves, refs, offsets = _check_entries(data, report)
-        rows = build_levels(leaves)
-        node = levels_getter(rows)
-        _check_checkpoints(directory, key, rows, node, report)
+        kept = _kept_checkpoint(since, key) if since is not None else None
+        resume = _resume_point(directory, kept) if kept is not None else None
+        first, offset = resume[:2] if resume else (0, 0)
+        leaves, refs, offsets = _check_entries(directory, key, report, first, offset)
+        if resume:
+            tree = _Tree.extending(resume[2], leaves, first, _checkpoint_sizes(directory, first))
+        else:
+            tree = _Tree.whole(leaves)
+        if kept is not None:
+            _check_kept(kept, tree, report)
+        _check_checkpoints(directory, key, tree, report)
         _check_sealed(directory, refs, report)
-        _check_caches(directory, rows, b"".join([OFFSET.pack(o) for o in offsets]), report)
+        _check_caches(directory, tree, b"".join([OFFSET.pack(o) for o in offsets]), report)
+        report.from_size = first
     except _Failed as exc:
         report.problem = exc.problem
     except OSError as exc:
@@ -144,62 +149,169 @@ def verify_log(directory: Path, verifier: str | Verifier | None = None) -> Verif
     return report
 
 
-def _check_entries(
-    data: bytes | mmap.mmap, report: VerifyReport
-) -> tuple[list[bytes], list, array]:
-    """One pass over `entries`: parse, canonical and seq checks, leaf hashes."""
-    scan = scan_frames(data)
-    view = memoryview(data)
-    rec: memoryview | bytes = b""
-    refs: list[tuple[int, str, dict]] = []
-    leaves: list[bytes] = []
-    loads, dumps, unpack = orjson.loads, orjson.dumps, LEN.unpack_from
-    base = hashlib.sha256(LEAF_PREFIX)
+def _kept_checkpoint(note: bytes, key: Verifier) -> Checkpoint:
     try:
-        for i, off in enumerate(scan.offsets):
-            rec = view[off + 4 : off + 4 + unpack(view, off)[0]]
-            try:
-                entry = loads(rec)
-            except orjson.JSONDecodeError:
-                raise _Failed("entry", i, f"entry {i}: not valid JSON") from None
-            if not isinstance(entry, dict) or dumps(entry, option=SORT) != rec:
-                raise _Failed("entry", i, f"entry {i}: not canonical JSON")
-            if entry.get("seq") != i:
-                raise _Failed("entry", i, f"entry {i}: its seq is {entry.get('seq')!r}")
-            sealed = entry.get("sealed")
-            if sealed:
-                refs.extend((i, name, ref) for name, ref in sealed.items())
-            h = base.copy()
-            h.update(rec)
-            leaves.append(h.digest())
-    finally:  # drop the last slice so the caller can unmap `entries`, even on failure
-        rec = b""
-        view.release()
-    n = len(leaves)
-    if scan.bad_length:
-        raise _Failed("entry", n, f"entry {n}: length prefix is corrupt (larger than any entry)")
-    if scan.end != scan.total:
+        return Checkpoint.open(note, key)
+    except CheckpointError as exc:
+        raise _Failed("checkpoint", None, f"--from checkpoint: {exc}") from None
+
+
+def _resume_point(directory: Path, kept: Checkpoint) -> tuple[int, int, CompactRange] | None:
+    """(seq, byte offset, tree edge) to start from after `kept`, when the stored tree and index
+    reach it and the stored edge reproduces its root; None: check from the first entry."""
+    m = kept.size
+    if m == 0:
+        return None
+    stored = TreeFiles(directory)
+    try:
+        if not stored.covers(m):
+            return None
+        edge = CompactRange.from_nodes(stored.getter(m), m)
+        if edge.root() != kept.root:
+            return None  # the full check says whether the log or only the cache differs
+        with open(directory / INDEX, "rb") as index, open(directory / ENTRIES, "rb") as entries:
+            (last,) = OFFSET.unpack(os.pread(index.fileno(), OFFSET.size, (m - 1) * OFFSET.size))
+            head = os.pread(entries.fileno(), LEN.size, last)
+    except (OSError, LookupError, struct.error):
+        return None
+    finally:
+        stored.close()
+    if len(head) != LEN.size:
+        return None
+    return m, last + LEN.size + LEN.unpack(head)[0], edge
+
+
+def _check_kept(kept: Checkpoint, tree: _Tree, report: VerifyReport) -> None:
+    """The log must extend the checkpoint the auditor kept: same origin, a prefix of it."""
+    if kept.size > tree.size:
+        raise _Failed(
+            "checkpoint",
+            None,
+            f"--from checkpoint (size {kept.size}): the log has only {tree.size} entries "
+            "(truncated or rewritten)",
+        )
+    if tree.root(kept.size) != kept.root:
+        raise _Failed(
+            "checkpoint",
+            None,
+            f"--from checkpoint (size {kept.size}): the log's first {kept.size} entries do not "
+            "hash to its root: the log was rewritten or forked since you kept it",
+        )
+    report.kept_origin = kept.origin
+
+
+class _Tree:
+    """Roots of the log's tree at the sizes verification asks for, and its leaf hashes from
+    `first` on: either the whole tree rebuilt from every entry, or a kept checkpoint's tree
+    (its edge, from stored hashes it authenticates) extended by the entries after it."""
+
+    def __init__(self, first: int, leaves: bytes, roots, rows: dict[int, tuple[int, bytes]]):
+        self.first = first
+        self.leaves = leaves
+        self.size = first + len(leaves) // HASH_SIZE
+        self._roots = roots
+        self.rows = rows  # level -> (index of the first node, their hashes), to check tree/
+
+    @classmethod
+    def whole(cls, leaves: bytes) -> _Tree:
+        levels = build_levels([leaves])
+        node = levels_getter(levels)
+        rows = {level: (0, row) for level, row in enumerate(levels)}
+        return cls(0, leaves, lambda size: tree_root(node, size), rows)
+
+    @classmethod
+    def extending(cls, edge: CompactRange, leaves: bytes, first: int, sizes: list[int]) -> _Tree:
+        """Append the new leaves to the kept tree's edge, noting the root at each size."""
+        rows: dict[int, tuple[int, list[bytes]]] = {}
+
+        def on_node(level: int, index: int, digest: bytes) -> None:
+            rows.setdefault(level, (index, []))[1].append(digest)
+
+        rng = CompactRange(first, edge.edge, on_node=on_node)
+        roots: dict[int, bytes] = {}
+        wanted, j = sorted(set(sizes)), 0
+        for i in range(0, len(leaves), HASH_SIZE):
+            while j < len(wanted) and wanted[j] <= rng.size:
+                roots[wanted[j]], j = rng.root(), j + 1
+            rng.append(leaves[i : i + HASH_SIZE])
+        roots.update(dict.fromkeys(wanted[j:], b""))  # beyond the log: refused by size first
+        roots[rng.size] = rng.root()
+        joined = {lvl: (start, b"".join(h)) for lvl, (start, h) in rows.items()}
+        return cls(first, leaves, roots.__getitem__, joined)
+
+    def root(self, size: int) -> bytes:
+        return self._roots(size)
+
+    def leaf(self, seq: int) -> bytes:
+        i = (seq - self.first) * HASH_SIZE
+        return self.leaves[i : i + HASH_SIZE]
+
+
+def _checkpoint_sizes(directory: Path, first: int) -> list[int]:
+    """Tree sizes named by the checkpoints at or after `first` (bodies read, not verified:
+    each is verified when it is checked)."""
+    data = read_file(directory / CHECKPOINTS)
+    notes = [bytes(r) for r in iter_records(data, scan_frames(data))]
+    sizes = []
+    for note in [*notes, read_file(directory / CHECKPOINT)]:
+        parts = note.split(b"\n", 2)
+        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) >= first:
+            sizes.append(int(parts[1]))
+    return sizes
+
+
+def _check_entries(
+    directory: Path, key: Verifier, report: VerifyReport, first: int, offset: int
+) -> tuple[bytes, list, array]:
+    """One pass over `entries` from entry `first` (at `offset`): framing, leaf hashes, and
+    JSON where needed (entry_scan.py)."""
+    path = directory / ENTRIES
+    total = path.stat().st_size
+    signed = _signed_size(directory, key)
+    ranges = scan_entries(path, directory / INDEX, offset, first, signed, total)
+    leaves, refs, offsets = [], [], array("Q")
+    for found in ranges:
+        leaves.append(found.leaves)
+        refs.extend(found.refs)
+        offsets.extend(found.offsets)
+        if found.problem:
+            seq, message = found.problem
+            raise _Failed("entry", seq, message)
+        if found.bad_length:
+            n = found.first_seq + found.count
+            raise _Failed(
+                "entry", n, f"entry {n}: length prefix is corrupt (larger than any entry)"
+            )
+    n, end = first + len(offsets), ranges[-1].end
+    if end != total:
         report.torn = True
         report.warnings.append(
-            f"{scan.total - scan.end} bytes after entry {n - 1} are not a whole entry "
+            f"{total - end} bytes after entry {n - 1} are not a whole entry "
             "(a torn write; the writer truncates it when it next opens the log)"
         )
     report.size = n
-    return leaves, refs, scan.offsets
+    return b"".join(leaves), refs, offsets
 
 
-def _locate(directory: Path, leaves: list[bytes], lo: int, hi: int) -> int | None:
+def _signed_size(directory: Path, key: Verifier) -> int:
+    """Entries the latest checkpoint signs (their bytes are vouched for); 0 if it does not
+    verify (then every entry is parsed, and the checkpoint check fails later anyway)."""
+    try:
+        return Checkpoint.open(read_file(directory / CHECKPOINT), key).size
+    except CheckpointError:
+        return 0
+
+
+def _locate(directory: Path, tree: _Tree, lo: int, hi: int) -> int | None:
     """The first entry in [lo, hi) whose leaf hash differs from the one recorded at write time."""
     stored = read_file(directory / TREE / "00")
-    for i in range(lo, min(hi, len(stored) // HASH_SIZE)):
-        if stored[i * HASH_SIZE : (i + 1) * HASH_SIZE] != leaves[i]:
+    for i in range(max(lo, tree.first), min(hi, len(stored) // HASH_SIZE)):
+        if stored[i * HASH_SIZE : (i + 1) * HASH_SIZE] != tree.leaf(i):
             return i
     return None
 
 
-def _check_checkpoints(
-    directory: Path, key: Verifier, rows: list[bytes], node, report: VerifyReport
-) -> None:
+def _check_checkpoints(directory: Path, key: Verifier, tree: _Tree, report: VerifyReport) -> None:
     data = read_file(directory / CHECKPOINTS)
     scan = scan_frames(data)
     notes = [bytes(r) for r in iter_records(data, scan)]
@@ -215,10 +327,11 @@ def _check_checkpoints(
         raise _Failed(
             "checkpoint", None, "checkpoint: not the last checkpoint recorded in checkpoints"
         )
-    leaves = None
-    origin, prev = None, 0
+    origin, prev = report.kept_origin, tree.first
     for k, note in enumerate([*notes, latest]):
         label = f"checkpoints[{k}]" if k < len(notes) else "checkpoint"
+        if tree.first and _note_size(note) < tree.first:
+            continue  # before the checkpoint the auditor kept: verified back then
         try:
             cp = Checkpoint.open(note, key, origin)
         except CheckpointError as exc:
@@ -237,10 +350,8 @@ def _check_checkpoints(
             )
         if k < len(notes) and cp.size < prev:
             raise _Failed("checkpoint", k, f"{label}: size {cp.size} is smaller than {prev}")
-        if tree_root(node, cp.size) != cp.root:
-            if leaves is None:
-                leaves = [rows[0][i : i + HASH_SIZE] for i in range(0, len(rows[0]), HASH_SIZE)]
-            bad = _locate(directory, leaves, prev if k < len(notes) else 0, cp.size)
+        if tree.root(cp.size) != cp.root:
+            bad = _locate(directory, tree, prev if k < len(notes) else 0, cp.size)
             if bad is not None:
                 raise _Failed(
                     "entry",
@@ -255,12 +366,17 @@ def _check_checkpoints(
             )
         prev = cp.size if k < len(notes) else prev
         report.checkpoint_size, report.root = cp.size, cp.root
-    report.checkpoints = len(notes)
+        report.checkpoints += k < len(notes)
     if report.size > report.checkpoint_size:
         report.warnings.append(
             f"entries {report.checkpoint_size}..{report.size - 1} are not covered by a signed "
             "checkpoint yet"
         )
+
+
+def _note_size(note: bytes) -> int:
+    parts = note.split(b"\n", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
 
 
 def _check_sealed(directory: Path, refs: list, report: VerifyReport) -> None:
@@ -320,12 +436,14 @@ class _Empty(bytes):
         """Nothing to release for an empty segment."""
 
 
-def _check_caches(directory: Path, rows: list[bytes], index: bytes, report: VerifyReport) -> None:
+def _check_caches(directory: Path, tree: _Tree, index: bytes, report: VerifyReport) -> None:
     """The derived caches must agree with entries, or proofs served from them are wrong."""
-    for level, row in enumerate(rows if report.size else []):
-        stored = read_file(directory / TREE / f"{level:02d}")[: len(row)]
+    for level, (first, row) in sorted(tree.rows.items()) if report.size else ():
+        at = first * HASH_SIZE
+        stored = read_file(directory / TREE / f"{level:02d}")[at : at + len(row)]
         if stored != row and len(stored) == len(row):
             raise _Failed("tree", level, f"tree/{level:02d}: cached hashes differ from entries")
-    stored = read_file(directory / INDEX)[: len(index)]
+    at = tree.first * OFFSET.size
+    stored = read_file(directory / INDEX)[at : at + len(index)]
     if stored != index and len(stored) == len(index):
         raise _Failed("index", None, "index: cached offsets differ from entries")
