@@ -48,14 +48,31 @@ class Masker:
     def mask_json(self, body: bytes) -> tuple[bytes, dict[str, int]]:
         """Mask the string values selected by ``paths``; returns the body and counts by entity.
 
+        A selected value that itself holds JSON (first non-whitespace char ``{`` or ``[``, as
+        tool-call ``arguments`` do) is masked string by string like :meth:`mask_json_strings`,
+        so it stays valid JSON.
+
         Raises:
             ValueError: malformed JSON or invalid UTF-8 (the message echoes no content).
         """
+    def mask_json_strings(self, body: bytes) -> tuple[bytes, dict[str, int]]:
+        """Mask every string (member names and values) of a JSON text, whatever ``paths``
+        say: each is decoded (escapes resolved), masked as text and re-encoded; bytes outside
+        strings are kept. Valid JSON in, valid JSON out. Text that is not JSON only has its
+        double-quoted parts masked (never an error for that).
+
+        Raises:
+            ValueError: invalid UTF-8.
+        """
+    def json_stream(self) -> TextStream:
+        """A stream doing :meth:`mask_json_strings` chunk by chunk (cuts anywhere, even inside
+        an escape or a UTF-8 sequence, give the same output as the whole text)."""
     def text_stream(self) -> TextStream: ...
     def sse_stream(self) -> SseStream: ...
 
 class TextStream:
-    """Plain text masked as one stream; output equals ``mask_text`` of the whole input."""
+    """Text masked as one stream: output equals ``mask_text`` of the whole input (from
+    :meth:`Masker.text_stream`) or ``mask_json_strings`` of it (from :meth:`Masker.json_stream`)."""
 
     def push(self, chunk: bytes) -> bytes:
         """Feed bytes (UTF-8 may be split anywhere); returns the releasable masked text.

@@ -28,6 +28,8 @@
 
 mod detectors;
 mod error;
+mod field;
+mod json_text;
 pub mod jsonpath;
 mod masker;
 mod sse;
@@ -43,7 +45,7 @@ pub use detectors::{builtin_ids, MAX_ENTITY_LEN};
 pub use error::{Error, Result};
 pub use masker::{Config, Counts, Custom, Finding, Masker};
 pub use sse::SseStream;
-pub use stream::TextStream;
+pub use stream::{JsonStream, TextStream};
 pub use styles::Style;
 pub use text::{HOLD_BACK, MAX_PENDING};
 

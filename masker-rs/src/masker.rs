@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use crate::detectors::{builtin_ids, Detector};
 use crate::error::{Error, Result};
+use crate::field::holds_json;
+use crate::json_text::JsonCore;
 use crate::jsonpath::{get_mut, Paths};
 use crate::sse::SseStream;
-use crate::stream::TextStream;
+use crate::stream::{JsonStream, TextStream};
 use crate::styles::Style;
 use crate::text::{Core, Hit};
 
@@ -194,7 +196,9 @@ impl Masker {
 
     /// Mask the string values selected by the paths in a JSON body. The rest of the document
     /// is kept (key order preserved); if nothing is selected or changed the body is returned
-    /// byte for byte.
+    /// byte for byte. A selected value that holds JSON itself (first non-whitespace char `{`
+    /// or `[`, as tool-call arguments do) is masked string by string, as
+    /// [`Masker::mask_json_strings`] does, so it stays valid JSON.
     ///
     /// # Errors
     /// [`Error::InvalidUtf8`] or [`Error::InvalidJson`]; messages never echo the content.
@@ -205,12 +209,21 @@ impl Masker {
         let mut changed = false;
         for loc in self.paths.locate(&doc) {
             if let Some(Value::String(s)) = get_mut(&mut doc, &loc) {
-                let mut hits = Vec::new();
-                let masked = self.mask_into(s, &mut hits);
-                for h in &hits {
-                    *counts.entry(self.detectors[h.det].id.clone()).or_insert(0) += 1;
+                let (masked, found) = if holds_json(s) {
+                    self.json_strings(s)
+                } else {
+                    let mut hits = Vec::new();
+                    let masked = self.mask_into(s, &mut hits);
+                    let mut found = vec![0; self.detectors.len()];
+                    for h in &hits {
+                        found[h.det] += 1;
+                    }
+                    (masked, found)
+                };
+                for (id, n) in self.counts(&found) {
+                    *counts.entry(id).or_insert(0) += n;
                 }
-                if masked != *s {
+                if found.iter().any(|&n| n > 0) && masked != *s {
                     *s = masked;
                     changed = true;
                 }
@@ -220,6 +233,30 @@ impl Masker {
             return Ok((body.to_vec(), counts));
         }
         Ok((serde_json::to_vec(&doc)?, counts))
+    }
+
+    fn json_strings(&self, text: &str) -> (String, Vec<u64>) {
+        let mut json = JsonCore::new(self);
+        let mut out = String::with_capacity(text.len() + 16);
+        // Whole input at once: nothing is held, so neither call can hit the hold cap.
+        let _ = json.push(self, text, &mut out, None);
+        let _ = json.finish(self, &mut out, None);
+        (out, json.counts())
+    }
+
+    /// Mask every string (member names and values) of a JSON text, decoded first and
+    /// re-encoded after; the bytes outside strings are kept. Valid JSON in, valid JSON out;
+    /// other text only has its double-quoted parts masked. Paths are not consulted.
+    #[must_use]
+    pub fn mask_json_strings(&self, text: &str) -> (String, Counts) {
+        let (out, found) = self.json_strings(text);
+        (out, self.counts(&found))
+    }
+
+    /// A streaming masker for JSON text ([`Masker::mask_json_strings`] chunk by chunk).
+    #[must_use]
+    pub fn json_stream(self: &Arc<Self>) -> JsonStream {
+        JsonStream::new(Arc::clone(self))
     }
 
     /// A streaming masker for plain text.

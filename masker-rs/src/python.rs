@@ -93,10 +93,29 @@ impl PyMasker {
         Ok((PyBytes::new(py, &out), counts))
     }
 
+    /// Every string of a JSON text masked (decoded, masked, re-encoded); counts by entity.
+    fn mask_json_strings<'py>(
+        &self,
+        py: Python<'py>,
+        body: &[u8],
+    ) -> PyResult<(Bound<'py, PyBytes>, PyCounts)> {
+        let text = std::str::from_utf8(body).map_err(Error::from)?;
+        let (out, counts) =
+            detached_if_large(py, body.len(), || self.inner.mask_json_strings(text));
+        Ok((PyBytes::new(py, out.as_bytes()), counts))
+    }
+
+    /// A stream masker for JSON text (every string masked).
+    fn json_stream(&self) -> PyTextStream {
+        PyTextStream {
+            inner: Stream::Json(self.inner.json_stream()),
+        }
+    }
+
     /// A stream masker for plain text.
     fn text_stream(&self) -> PyTextStream {
         PyTextStream {
-            inner: self.inner.text_stream(),
+            inner: Stream::Text(self.inner.text_stream()),
         }
     }
 
@@ -124,28 +143,42 @@ impl PyMasker {
     }
 }
 
-/// Plain text masked as one stream.
+enum Stream {
+    Text(crate::TextStream),
+    Json(crate::JsonStream),
+}
+
+/// Plain text, or JSON text string by string, masked as one stream.
 #[pyclass(name = "TextStream", module = "gateway._masker")]
 struct PyTextStream {
-    inner: crate::TextStream,
+    inner: Stream,
 }
 
 #[pymethods]
 impl PyTextStream {
     fn push<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let inner = &mut self.inner;
-        let out = detached_if_large(py, chunk.len(), || inner.push(chunk))?;
+        let out = detached_if_large(py, chunk.len(), || match inner {
+            Stream::Text(s) => s.push(chunk),
+            Stream::Json(s) => s.push(chunk),
+        })?;
         Ok(PyBytes::new(py, out.as_bytes()))
     }
 
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let out = self.inner.finish()?;
+        let out = match &mut self.inner {
+            Stream::Text(s) => s.finish(),
+            Stream::Json(s) => s.finish(),
+        }?;
         Ok(PyBytes::new(py, out.as_bytes()))
     }
 
     #[getter]
     fn counts(&self) -> PyCounts {
-        self.inner.counts()
+        match &self.inner {
+            Stream::Text(s) => s.counts(),
+            Stream::Json(s) => s.counts(),
+        }
     }
 }
 

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::field::Field;
 use crate::jsonpath::{get, get_mut, Location, Seg};
 use crate::masker::{Counts, Masker};
-use crate::text::Core;
 
 struct Loc {
     path: Location,
-    core: Core,
+    field: Field,
     /// Data of the last event that carried this location (skeleton for a flush event).
     template: String,
 }
@@ -117,8 +117,9 @@ impl SseStream {
     #[must_use]
     pub fn counts(&self) -> Counts {
         let mut raw = self.retired.clone();
+        let n = raw.len();
         for l in &self.locs {
-            for (a, b) in raw.iter_mut().zip(&l.core.counts) {
+            for (a, b) in raw.iter_mut().zip(&l.field.counts(n)) {
                 *a += b;
             }
         }
@@ -266,7 +267,7 @@ impl SseStream {
             } else {
                 self.locs.push(Loc {
                     path: loc.clone(),
-                    core: Core::new(&self.masker),
+                    field: Field::new(),
                     template: String::new(),
                 });
                 self.locs.len() - 1
@@ -279,9 +280,9 @@ impl SseStream {
                 continue;
             };
             let mut released = String::new();
-            l.core.push(&m, s, &mut released, None)?;
+            l.field.push(&m, s, &mut released)?;
             if fin {
-                l.core.finish(&m, &mut released, None)?;
+                l.field.finish(&m, &mut released)?;
             }
             if released != *s {
                 *s = released;
@@ -289,7 +290,11 @@ impl SseStream {
             }
             if fin {
                 let l = self.locs.remove(idx);
-                for (a, b) in self.retired.iter_mut().zip(&l.core.counts) {
+                for (a, b) in self
+                    .retired
+                    .iter_mut()
+                    .zip(&l.field.counts(m.detectors.len()))
+                {
                     *a += b;
                 }
             }
@@ -320,8 +325,9 @@ impl SseStream {
     /// Finish one location and emit its remainder as a flush event (if any).
     fn retire(&mut self, mut l: Loc, out: &mut Vec<u8>) -> Result<()> {
         let mut rem = String::new();
-        l.core.finish(&self.masker, &mut rem, None)?;
-        for (a, b) in self.retired.iter_mut().zip(&l.core.counts) {
+        l.field.finish(&self.masker, &mut rem)?;
+        let n = self.masker.detectors.len();
+        for (a, b) in self.retired.iter_mut().zip(&l.field.counts(n)) {
             *a += b;
         }
         if !rem.is_empty() {

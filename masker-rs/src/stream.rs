@@ -1,8 +1,10 @@
-//! [`TextStream`]: plain text (e.g. chunked `text/plain`) masked as one stream.
+//! [`TextStream`]: plain text (e.g. chunked `text/plain`) masked as one stream;
+//! [`JsonStream`]: JSON text masked string by string as it streams.
 
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::json_text::JsonCore;
 use crate::masker::{Counts, Masker};
 use crate::text::Core;
 
@@ -58,9 +60,37 @@ impl Utf8Carry {
 /// `finish` equals [`Masker::mask_text`] of the whole input, however it was cut.
 pub struct TextStream {
     masker: Arc<Masker>,
-    core: Core,
+    engine: Engine,
     utf8: Utf8Carry,
     failed: bool,
+}
+
+enum Engine {
+    Text(Core),
+    Json(JsonCore),
+}
+
+impl Engine {
+    fn push(&mut self, m: &Masker, text: &str, out: &mut String) -> Result<()> {
+        match self {
+            Engine::Text(core) => core.push(m, text, out, None),
+            Engine::Json(json) => json.push(m, text, out, None),
+        }
+    }
+
+    fn finish(&mut self, m: &Masker, out: &mut String) -> Result<()> {
+        match self {
+            Engine::Text(core) => core.finish(m, out, None),
+            Engine::Json(json) => json.finish(m, out, None),
+        }
+    }
+
+    fn counts(&self) -> Vec<u64> {
+        match self {
+            Engine::Text(core) => core.counts.clone(),
+            Engine::Json(json) => json.counts(),
+        }
+    }
 }
 
 impl std::fmt::Debug for TextStream {
@@ -71,10 +101,10 @@ impl std::fmt::Debug for TextStream {
 
 impl TextStream {
     pub(crate) fn new(masker: Arc<Masker>) -> TextStream {
-        let core = Core::new(&masker);
+        let engine = Engine::Text(Core::new(&masker));
         TextStream {
             masker,
-            core,
+            engine,
             utf8: Utf8Carry::default(),
             failed: false,
         }
@@ -96,10 +126,10 @@ impl TextStream {
     pub fn push(&mut self, chunk: &[u8]) -> Result<String> {
         self.guard()?;
         let mut out = String::new();
-        let (m, core) = (&self.masker, &mut self.core);
+        let (m, engine) = (&self.masker, &mut self.engine);
         let r = self
             .utf8
-            .decode(chunk, |t| core.push(m, t, &mut out, None))
+            .decode(chunk, |t| engine.push(m, t, &mut out))
             .and_then(|r| r);
         self.failed = r.is_err();
         r.map(|()| out)
@@ -121,13 +151,53 @@ impl TextStream {
         self.guard()?;
         self.utf8.finish()?;
         let mut out = String::new();
-        self.core.finish(&self.masker, &mut out, None)?;
+        self.engine.finish(&self.masker, &mut out)?;
         Ok(out)
     }
 
     /// Masking counts so far.
     #[must_use]
     pub fn counts(&self) -> Counts {
-        self.masker.counts(&self.core.counts)
+        self.masker.counts(&self.engine.counts())
+    }
+}
+
+/// Masks JSON text chunk by chunk, string by string: the concatenated output equals
+/// [`Masker::mask_json_strings`] of the whole input, however it was cut.
+#[derive(Debug)]
+pub struct JsonStream(TextStream);
+
+impl JsonStream {
+    pub(crate) fn new(masker: Arc<Masker>) -> JsonStream {
+        let engine = Engine::Json(JsonCore::new(&masker));
+        JsonStream(TextStream {
+            masker,
+            engine,
+            utf8: Utf8Carry::default(),
+            failed: false,
+        })
+    }
+
+    /// Feed raw bytes (UTF-8 sequences may be split across pushes); returns the JSON text
+    /// that can be released now, its strings masked.
+    ///
+    /// # Errors
+    /// Invalid UTF-8, or the hold-back cap ([`crate::MAX_PENDING`]).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<String> {
+        self.0.push(chunk)
+    }
+
+    /// End of input: release the held tail.
+    ///
+    /// # Errors
+    /// An incomplete UTF-8 sequence at the end.
+    pub fn finish(&mut self) -> Result<String> {
+        self.0.finish()
+    }
+
+    /// Masking counts so far.
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        self.0.counts()
     }
 }

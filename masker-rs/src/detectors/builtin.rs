@@ -78,7 +78,8 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         anchor: Some(Anchor::Email),
         ..row(
             "email",
-            r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,150}[A-Za-z0-9])?\.[A-Za-z]{2,24}",
+            // Local part: ASCII up to 64, or with letters of any script up to 24 (RFC 6531).
+            r"(?:[A-Za-z0-9._%+-]{1,64}|[\p{L}\p{M}\p{N}._%+-]{1,24})@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,120}[A-Za-z0-9])?\.[A-Za-z]{2,24}",
             Validator::Email,
         )
     },

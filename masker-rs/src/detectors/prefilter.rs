@@ -18,8 +18,8 @@
 /// text or after a non-word byte. A "run" is a maximal run of ASCII digits `[r0, r1)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Anchor {
-    /// `email`: `[local]{1,64}@[A-Za-z0-9]`: an `@` at offset 1..=64 with only local-part
-    /// bytes before it and an alphanumeric after it.
+    /// `email`: `[local]{1,64}@[A-Za-z0-9]` (or 24 chars of any script): an `@` at byte
+    /// offset 1..=96 with only local-part bytes before it and an alphanumeric after it.
     Email,
     /// `credit_card`: `\b` then `[0-9]{13,19}\b` (a run of 13-19) or `[0-9]{4}[ -]` (a run of
     /// 4 followed by a space or dash), at the run's start.
@@ -72,9 +72,14 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// A byte of an email local part: ASCII local chars, or any byte of a non-ASCII char (letters
+/// of any script; the pattern decides which chars).
 fn is_local(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-') || b >= 0x80
 }
+
+/// Longest email local part in bytes (64 ASCII or 24 chars of up to 4 bytes).
+const LOCAL_MAX: usize = 96;
 
 /// Anchors found in `hay[from..]` by one pass. Reused across scans (no allocation once warm).
 #[derive(Debug, Default)]
@@ -152,7 +157,7 @@ impl Anchors {
                     if p + 1 >= len || !hay[p + 1].is_ascii_alphanumeric() {
                         continue;
                     }
-                    let lim = p.saturating_sub(64).max(from);
+                    let lim = p.saturating_sub(LOCAL_MAX).max(from);
                     let mut s = p;
                     while s > lim && is_local(hay[s - 1]) {
                         s -= 1;

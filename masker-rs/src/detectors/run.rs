@@ -29,11 +29,13 @@ fn b64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
+/// Base64, header-line and line-break bytes; `\` too, so a key whose line breaks are written
+/// as `\n` escapes (JSON inside text) is swallowed whole.
 fn pem_body(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'+' | b'/' | b'=' | b':' | b',' | b'-' | b' ' | b'\t' | b'\r' | b'\n'
+            b'+' | b'/' | b'=' | b':' | b',' | b'-' | b' ' | b'\t' | b'\r' | b'\n' | b'\\'
         )
 }
 
