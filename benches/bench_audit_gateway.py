@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import uvloop
@@ -73,6 +74,27 @@ async def run(args: argparse.Namespace, urls: dict[str, str], token: str) -> Non
     print(row("one request at a time", lone))
     print(row(f"open loop, {args.rate:g} req/s", rated))
     print(f"\n{len(lone['sync'])} sequential and {len(rated['sync'])} open-loop requests per mode")
+    syncs = fdatasync_seconds(Path(urls["dir"]))
+    print(
+        f"fdatasync of a 1 KB append on this disk: p50 {pct(syncs, 0.5):.3f} ms, "
+        f"p99 {pct(syncs, 0.99):.3f} ms (sync's target at p50: 2 x fdatasync + 0.3 ms = "
+        f"{2 * pct(syncs, 0.5) + 0.3:.3f} ms added)"
+    )
+
+
+def fdatasync_seconds(directory: Path, count: int = 300) -> list[float]:
+    """What one durable append costs on the disk the logs are on, measured in this run."""
+    fd = os.open(directory / "fdatasync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        out = []
+        for _ in range(count):
+            os.write(fd, b"x" * 1024)
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            out.append(time.perf_counter() - start)  # seconds, as pct() takes them
+        return out
+    finally:
+        os.close(fd)
 
 
 def main() -> int:
@@ -103,8 +125,12 @@ def main() -> int:
                 command = ["gateway", "serve", "-c", str(tmp / f"{mode}.toml")]
                 gateways[mode] = peers.launch(command, env=env)
             token = peers.mint(issuer.url, "bench", ["analysts"])
-            print(f"# bench_audit_gateway: {os.cpu_count()} cores, python {sys.version.split()[0]}")
-            uvloop.run(run(args, {m: g.url for m, g in gateways.items()}, token))
+            print(
+                f"# bench_audit_gateway: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+                f"load average {os.getloadavg()[0]:.2f}"
+            )
+            urls = {m: g.url for m, g in gateways.items()} | {"dir": tmp_dir}
+            uvloop.run(run(args, urls, token))
         finally:
             for gateway in gateways.values():
                 gateway.stop()
