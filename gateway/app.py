@@ -20,7 +20,7 @@ from gateway.auditing import Auditor
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
 from gateway.headers import Headers
-from gateway.identity import JwksCache, TokenVerifier, bearer_token
+from gateway.identity import TokenVerifier, bearer_token
 from gateway.metrics import Metrics
 from gateway.ops import PREFIX, AuditReaders, Ops
 from gateway.proxy import Proxy
@@ -29,7 +29,14 @@ from gateway.server import IncomingRequest, ResponseWriter, ServerState, drain, 
 from gateway.workers import WorkerSlot, supervise
 
 log = logging.getLogger("gateway")
-RESTART_ONLY = ("server", "identity", "audit", "masking", "approvals")
+# Config attributes a reload cannot swap in, with the section an operator knows them by.
+RESTART_ONLY = {
+    "server": "server",
+    "issuers": "identity",
+    "audit": "audit",
+    "masking": "masking",
+    "approvals": "approvals",
+}
 
 
 class Gateway:
@@ -37,8 +44,7 @@ class Gateway:
         self.config = config
         self.slot = slot  # None: the only process; else one of `[server] workers`
         self.metrics = Metrics()
-        self.jwks = JwksCache(config.identity, self.metrics.jwks_refreshes_inc)
-        self.verifier = TokenVerifier(config.identity, self.jwks)
+        self.verifier = TokenVerifier(config.issuers, self.metrics.jwks_refreshes_inc)
         self.auditor = Auditor(None)  # opened in start()
         self.approvals = Approvals(config.approvals, self.auditor)  # opened in start()
         self.proxy = Proxy(
@@ -46,7 +52,7 @@ class Gateway:
         )
         self.ops = Ops(
             lambda: self.proxy.runtime,
-            lambda: self.jwks.ready,
+            lambda: self.verifier.ready,
             self.metrics.render,
             AuditReaders(self.verifier, self.auditor, config.audit),
             ApprovalsApi(self.verifier, self.approvals),
@@ -85,8 +91,8 @@ class Gateway:
         await self.auditor.lifecycle("gateway.started", self.config, version=__version__)
         await self._policy_loaded(self.config)
         await self.approvals.open()
-        await self.jwks.start()
-        if not self.jwks.ready:
+        await self.verifier.start()
+        if not self.verifier.ready:
             log.warning("no signing keys yet: every call gets 401 until the IdP answers")
         server_config = self.config.server
         port = self.slot.port if self.slot else server_config.port
@@ -106,7 +112,11 @@ class Gateway:
         except ConfigError as exc:
             log.error("reload refused, previous policy stays in force: %s", exc)
             return False
-        changed = [s for s in RESTART_ONLY if getattr(new, s) != getattr(self.config, s)]
+        changed = [
+            section
+            for attribute, section in RESTART_ONLY.items()
+            if getattr(new, attribute) != getattr(self.config, attribute)
+        ]
         if changed:
             log.warning("changes to [%s] take effect only after a restart", "], [".join(changed))
         old, self.proxy.runtime = self.proxy.runtime, runtime
@@ -158,7 +168,7 @@ class Gateway:
             await drain(self.server, self.state, self.config.server.drain_timeout_s)
         for pool in self.proxy.runtime.pools():
             pool.close()
-        await self.jwks.close()
+        await self.verifier.close()
         await self.approvals.close()
         try:
             await self.auditor.lifecycle("gateway.stopped", self.config)

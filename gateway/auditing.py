@@ -211,6 +211,7 @@ def request_fields(exchange: Exchange) -> dict[str, Any]:
         "method": request.method,
         "path": request.path,
         "subject": identity.subject if identity else None,
+        "issuer": identity.issuer if identity else None,
         "groups": sorted(identity.groups) if identity else [],
         "connection": exchange.connection,
         "model": exchange.model,

@@ -24,6 +24,9 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 CONNECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 RESERVED_PREFIX = "_gateway"
+# A claim by name or dotted path (a string), or by a list of keys for names that contain dots.
+ClaimPath = str | tuple[str, ...]
+DEFAULT_ISSUER_NAME = "default"  # the name of the one issuer of an `[identity]` table
 
 
 class ConfigError(ValueError):
@@ -51,10 +54,14 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class IdentityConfig:
+    """One trusted issuer: `[identity]`, or one table of `[[identity.issuers]]`."""
+
     issuer: str
     audience: str
-    groups_claim: str = "groups"
-    subject_claim: str = "sub"
+    name: str = DEFAULT_ISSUER_NAME
+    groups_claim: ClaimPath = "groups"
+    subject_claim: ClaimPath = "sub"
+    subject_prefix: str = ""
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     leeway_s: float = 30.0
     jwks_cache_s: float = 300.0
@@ -179,7 +186,7 @@ class Config:
     path: str
     sha256: str
     server: ServerConfig
-    identity: IdentityConfig
+    issuers: tuple[IdentityConfig, ...]
     connections: tuple[ConnectionConfig, ...]
     rules: tuple[RuleConfig, ...]
     audit: AuditConfig | None = None
@@ -276,7 +283,7 @@ def parse(raw: dict[str, Any], file: Path, sha256: str = "") -> Config:
     server = _server(_Section(file, "server", raw.get("server", {})))
     if "identity" not in raw:
         raise ConfigError(file, "identity", "is required: the gateway authenticates every call")
-    identity = _identity(_Section(file, "identity", raw["identity"]))
+    issuers = _issuers(file, raw["identity"])
     audit = _audit(_Section(file, "audit", raw["audit"])) if "audit" in raw else None
     masking = _masking(_Section(file, "masking", raw.get("masking", {})))
     approvals = (
@@ -289,7 +296,7 @@ def parse(raw: dict[str, Any], file: Path, sha256: str = "") -> Config:
         path=str(file),
         sha256=sha256,
         server=server,
-        identity=identity,
+        issuers=issuers,
         connections=connections,
         rules=rules,
         audit=audit,
@@ -325,7 +332,33 @@ def _split_listen(s: _Section, listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _identity(s: _Section) -> IdentityConfig:
+def _issuers(file: Path, table: Any) -> tuple[IdentityConfig, ...]:
+    """`[identity]` (one issuer) or `[[identity.issuers]]` (several), never both."""
+    if not isinstance(table, dict) or "issuers" not in table:
+        return (_identity(_Section(file, "identity", table), DEFAULT_ISSUER_NAME),)
+    beside = sorted(set(table) - {"issuers"})
+    if beside:
+        raise ConfigError(
+            file,
+            f"identity.{beside[0]}",
+            "[identity] keys cannot stand beside [[identity.issuers]]; move them into an issuer",
+        )
+    raw = table["issuers"]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(file, "identity.issuers", "must be one or more [[identity.issuers]]")
+    out: list[IdentityConfig] = []
+    for i, entry in enumerate(raw):
+        s = _Section(file, f"identity.issuers[{i}]", entry)
+        issuer = _identity(s, s.str("name", required=True))
+        if any(o.name == issuer.name for o in out):
+            raise s.fail("name", f"duplicate issuer name {issuer.name!r}")
+        if any(o.issuer == issuer.issuer for o in out):
+            raise s.fail("issuer", f"{issuer.issuer!r} is listed twice: `iss` must pick one")
+        out.append(issuer)
+    return tuple(out)
+
+
+def _identity(s: _Section, name: str) -> IdentityConfig:
     issuer = s.str("issuer", required=True)
     _check_url(s, "issuer", issuer)
     algorithms = s.strings("algorithms", ("RS256", "ES256", "EdDSA"))
@@ -341,16 +374,31 @@ def _identity(s: _Section) -> IdentityConfig:
     config = IdentityConfig(
         issuer=issuer,
         audience=s.str("audience", required=True),
-        groups_claim=s.str("groups_claim", "groups"),
-        subject_claim=s.str("subject_claim", "sub"),
+        name=name,
+        groups_claim=_claim_path(s, "groups_claim", "groups"),
+        subject_claim=_claim_path(s, "subject_claim", "sub"),
+        subject_prefix=s.table.get("subject_prefix", ""),
         algorithms=algorithms,
         leeway_s=s.number("leeway_s", 30.0),
         jwks_cache_s=s.number("jwks_cache_s", 300.0, minimum=1.0),
         jwks_min_refresh_interval_s=s.number("jwks_min_refresh_interval_s", 10.0),
         ca_file=s.str("ca_file"),
     )
+    s.read.add("subject_prefix")
+    if not isinstance(config.subject_prefix, str):
+        raise s.fail("subject_prefix", "must be a string")
     s.done()
     return config
+
+
+def _claim_path(s: _Section, name: str, default: str) -> ClaimPath:
+    """A claim name or dotted path (a string), or a list of keys."""
+    value = s._get(name, default, False)
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise s.fail(name, "must be a claim name, a dotted path, or a list of keys")
 
 
 def is_loopback(host: str) -> bool:

@@ -326,6 +326,7 @@ class Proxy:
                 "path": request.path,
                 "connection": exchange.connection,
                 "subject": exchange.identity.subject if exchange.identity else None,
+                "issuer": exchange.identity.issuer if exchange.identity else None,
                 "model": exchange.model,
                 "decision": decision,
                 "rule": exchange.decision.rule_id if exchange.decision else None,

@@ -85,7 +85,7 @@ def test_not_yet_valid_token_rejected(gateway, issuer) -> None:
 
 def test_wrong_issuer_rejected(gateway, issuer) -> None:
     token = peers.mint(issuer.url, "bob", ["analysts"], iss="https://evil.example")
-    assert reason(call(gateway, token)) == "wrong issuer"
+    assert reason(call(gateway, token)) == "unknown issuer (not one this gateway trusts)"
 
 
 def test_wrong_audience_rejected(gateway, issuer) -> None:

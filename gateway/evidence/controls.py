@@ -637,19 +637,23 @@ def _previous_load(entries: list[Entry], seq: int) -> str | None:
 
 
 def _ia2(s: Scope) -> Outcome:
-    identity = s.config.identity
+    issuers = s.config.issuers
     anonymous = _anonymous(s)
     subjects = sorted({e["subject"] for _, e in s.pairs() if is_request(e) and e.get("subject")})
-    issuer = urlsplit(identity.issuer)
-    plain = issuer.scheme != "https" and not is_loopback(issuer.hostname or "")
+    plain = [
+        i.name
+        for i in issuers
+        if urlsplit(i.issuer).scheme != "https"
+        and not is_loopback(urlsplit(i.issuer).hostname or "")
+    ]
     measures = [
         Measure(
             "identity_provider",
-            "OIDC issuer, audience and accepted signature algorithms",
-            items=(
-                f"issuer {identity.issuer}",
-                f"audience {identity.audience}",
-                f"algorithms {', '.join(identity.algorithms)}",
+            "OIDC issuers, audiences and accepted signature algorithms",
+            items=tuple(
+                f"{i.name}: issuer {i.issuer}, audience {i.audience}, "
+                f"algorithms {', '.join(i.algorithms)}"
+                for i in issuers
             ),
         ),
         s.measure(
@@ -665,7 +669,7 @@ def _ia2(s: Scope) -> Outcome:
         measures,
         [
             gap(anonymous, "exchanges without an identified subject"),
-            "the identity provider is reached over plain HTTP" if plain else None,
+            f"identity provider {', '.join(plain)} reached over plain HTTP" if plain else None,
         ],
         "every allowed call was made by a subject authenticated with an OIDC token",
         unassessed=None if any(is_request(e) for _, e in s.pairs()) else NO_REQUESTS,

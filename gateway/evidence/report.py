@@ -65,7 +65,8 @@ def assess(
     prover = Prover(logs)
     controls = [Assessed(c, o, pick(o.measures)) for c, o in evaluate(scope)]
     refs = dict.fromkeys(ref for a in controls for ref in a.samples)
-    table = Usage(config.identity.issuer)
+    only = config.issuers[0].name if len(config.issuers) == 1 else None
+    table = Usage(only)
     for log, e in scope.pairs():
         table.add(log.origin, e)
     return Report(
