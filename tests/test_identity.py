@@ -167,6 +167,9 @@ def test_flood_of_unknown_kids_is_rate_limited(start_gateway, fresh_issuer, upst
     for i in range(50):
         token = peers.mint(fresh_issuer.url, "x", ["analysts"], kid=f"bogus-{i}")
         assert "unknown signing key" in reason(call(gateway, token))
+        # Without a kid, a signature no cached key verifies is rate-limited the same way.
+        header, payload, _ = peers.mint(fresh_issuer.url, "x", [], omit_kid=True).split(".")
+        assert reason(call(gateway, f"{header}.{payload}.{b64(b'x' * 256)}")) == "bad signature"
     assert peers.issuer_stats(fresh_issuer.url)["jwks_fetches"] == before
     assert call(gateway, good).status_code == 200  # the keys in force stayed in force
 
