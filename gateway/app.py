@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from gateway.approvals.api import ApprovalsApi
 from gateway.approvals.store import StoreUnavailable
 from gateway.audit import AuditOpenError, KeyFileError
 from gateway.auditing import Auditor
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, is_loopback
 from gateway.errors import GatewayError
 from gateway.headers import Headers
 from gateway.identity import TokenVerifier, bearer_token
@@ -26,6 +27,7 @@ from gateway.ops import PREFIX, AuditReaders, Ops
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime
 from gateway.server import IncomingRequest, ResponseWriter, ServerState, drain, serve
+from gateway.tls import ListenerTls
 from gateway.workers import WorkerSlot, supervise
 
 log = logging.getLogger("gateway")
@@ -57,6 +59,7 @@ class Gateway:
             AuditReaders(self.verifier, self.auditor, config.audit),
             ApprovalsApi(self.verifier, self.approvals),
         )
+        self.tls = _listener_tls(config)
         self.state = ServerState(self.handle, config.server)
         self.state.on_open = self.metrics.open_connections.set
         self.state.check_head = self.check_head
@@ -96,16 +99,35 @@ class Gateway:
             log.warning("no signing keys yet: every call gets 401 until the IdP answers")
         server_config = self.config.server
         port = self.slot.port if self.slot else server_config.port
+        tls = self.tls.context if self.tls is not None else None
         self.server = await serve(
-            self.state, server_config.host, port, reuse_port=self.slot is not None
+            self.state, server_config.host, port, reuse_port=self.slot is not None, tls=tls
         )
         host, port = self.server.sockets[0].getsockname()[:2]
+        if tls is None and not is_loopback(server_config.host):
+            log.warning(
+                "listening on %s without TLS: bearer tokens and prompts cross the network in "
+                "cleartext; set [server] tls_cert and tls_key, or front it with a TLS terminator",
+                server_config.host,
+            )
         log.info("listening", extra={"host": host, "port": port, "config": self.config.path})
         return host, port
 
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{shown}:{port}"
+
     def reload(self) -> bool:
-        """Swap in a new policy and connections; a bad file leaves the old ones in force."""
+        """Swap in a new policy and connections; a bad file leaves the old ones in force.
+
+        The listener's certificate is loaded again too (SIGHUP after a rotation).
+        """
         self.file_stamp = _stamp(self.config.path)
+        if self.tls is not None:
+            self.tls.reload()
         try:
             new = config_module.load(self.config.path)
             runtime = Runtime(new, previous=self.proxy.runtime)
@@ -152,8 +174,8 @@ class Gateway:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        host, port = await self.start()
-        print(f"listening on http://{host}:{port}", flush=True)
+        await self.start()
+        print(f"listening on {self.url}", flush=True)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -176,6 +198,17 @@ class Gateway:
             log.error("audit: gateway.stopped not recorded: %s", exc.message)
         await self.auditor.close()
         log.info("stopped")
+
+
+def _listener_tls(config: Config) -> ListenerTls | None:
+    """The listener's TLS context; unreadable or mismatched files refuse the config."""
+    if not config.server.tls:
+        return None
+    try:
+        return ListenerTls(config.server)
+    except (OSError, ssl.SSLError) as exc:
+        problem = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(config.path, "server.tls_cert", f"cannot load: {problem}") from None
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

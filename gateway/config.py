@@ -50,6 +50,14 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     reload_poll_s: float = 2.0
     workers: int = 1
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tls_client_auth: str = "required"  # with tls_client_ca: "optional" | "required"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,9 +328,26 @@ def _server(s: _Section) -> ServerConfig:
         drain_timeout_s=s.number("drain_timeout_s", 30.0),
         reload_poll_s=s.number("reload_poll_s", 2.0),
         workers=s.integer("workers", 1, minimum=1),
+        tls_cert=s.str("tls_cert"),
+        tls_key=s.str("tls_key"),
+        tls_client_ca=s.str("tls_client_ca"),
+        tls_client_auth=s.str("tls_client_auth", "required"),
     )
+    _tls(s, config)
     s.done()
     return config
+
+
+def _tls(s: _Section, config: ServerConfig) -> None:
+    if (config.tls_cert is None) != (config.tls_key is None):
+        missing = "tls_key" if config.tls_key is None else "tls_cert"
+        raise s.fail(missing, "tls_cert and tls_key go together (the listener is HTTPS only)")
+    if config.tls_client_ca is not None and not config.tls:
+        raise s.fail("tls_client_ca", "needs tls_cert and tls_key: client certificates need TLS")
+    if "tls_client_auth" in s.table and config.tls_client_ca is None:
+        raise s.fail("tls_client_auth", "needs tls_client_ca (the CA client certificates chain to)")
+    if config.tls_client_auth not in ("optional", "required"):
+        raise s.fail("tls_client_auth", "must be optional or required")
 
 
 def _split_listen(s: _Section, listen: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -432,12 +433,25 @@ class HttpConnection(asyncio.Protocol):
 
 
 async def serve(
-    state: ServerState, host: str, port: int, *, reuse_port: bool = False
+    state: ServerState,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
-    """The one place the listening socket is made; `reuse_port` lets N workers share a port."""
+    """The one place the listening socket is made; `reuse_port` lets N workers share a port;
+    with `tls` the port speaks HTTPS only (a TLS handshake gets header_timeout_s)."""
     loop = asyncio.get_running_loop()
+    handshake = state.limits.header_timeout_s if tls is not None else None
     return await loop.create_server(
-        lambda: HttpConnection(state), host, port, backlog=1024, reuse_port=reuse_port or None
+        lambda: HttpConnection(state),
+        host,
+        port,
+        backlog=1024,
+        reuse_port=reuse_port or None,
+        ssl=tls,
+        ssl_handshake_timeout=handshake,
     )
 
 

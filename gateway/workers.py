@@ -102,7 +102,8 @@ class Supervisor:
                 log.error("%s; stopping", exc)
                 await self.stop_all()
                 return exc.code
-            print(f"listening on http://{server.host}:{self.port}", flush=True)
+            scheme = "https" if server.tls else "http"
+            print(f"listening on {scheme}://{server.host}:{self.port}", flush=True)
             keepers = [loop.create_task(self.keep(i)) for i in range(server.workers)]
             await self.stopping.wait()
             for keeper in keepers:

@@ -15,8 +15,9 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 PERIOD = Period(T0, T0 + timedelta(hours=1))
 
 
-def config(upstream: str = "https://models.internal", **rule: object):
+def config(upstream: str = "https://models.internal", server: dict | None = None, **rule: object):
     raw = {
+        "server": server or {},
         "identity": {"issuer": "https://idp.example.com", "audience": "gw"},
         "approvals": {"store": "sqlite:///tmp/approvals.db"},
         "connections": [{"name": "llama", "upstream": upstream}],
@@ -123,6 +124,22 @@ def test_sc8_follows_the_upstream_scheme() -> None:
     assert "llama" in plain.gaps[0] and "loopback" not in plain.gaps[0]
     sent = next(m for m in plain.measures if m.name == "exchanges_plain_http")
     assert sent.total == 1
+
+
+def test_sc8_judges_the_listener_too() -> None:
+    """A plain-HTTP listener on a network address is a gap; HTTPS there is not."""
+    one = [{"type": "inference", "connection": "llama", "decision_seq": 0}]
+    exposed = evaluate("SC-8", scope(one, config(server={"listen": "10.0.0.2:8443"})))
+    assert exposed.status is Status.NOT_SATISFIED
+    assert exposed.gaps == [exposed.gaps[0]] and "10.0.0.2 over plain HTTP" in exposed.gaps[0]
+    tls = {"listen": "10.0.0.2:8443", "tls_cert": "/tls/crt", "tls_key": "/tls/key",
+           "tls_client_ca": "/tls/ca", "tls_client_auth": "optional"}  # fmt: skip
+    https = evaluate("SC-8", scope(one, config(server=tls)))
+    assert https.status is Status.SATISFIED, https.gaps
+    listener = next(m for m in https.measures if m.name == "listener")
+    assert listener.items == (
+        "10.0.0.2:8443 (HTTPS, TLS 1.2 or later, client certificates optional)",
+    )
 
 
 def test_ac6_unscoped_grant_is_a_gap() -> None:

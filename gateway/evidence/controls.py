@@ -709,7 +709,7 @@ def _sc8(s: Scope) -> Outcome:
         f"{', loopback: traffic stays on this host' if is_loopback(c.host) else ''})"
         for c in plain
     ]
-    if not is_loopback(listener):
+    if not config.server.tls and not is_loopback(listener):
         gaps.append(
             f"the gateway listens on {listener} over plain HTTP: clients' tokens and prompts "
             "are protected only if a TLS terminator fronts it, which this report cannot see"
@@ -735,10 +735,21 @@ def _sc8(s: Scope) -> Outcome:
         Measure(
             "listener",
             "where clients reach the gateway",
-            items=(f"{listener}:{config.server.port} (plain HTTP)",),
+            items=(f"{listener}:{config.server.port} ({_listener_transport(config)})",),
         ),
     ]
-    return judge(measures, gaps, "every upstream is reached over TLS; the listener is local")
+    return judge(
+        measures, gaps, "every upstream is reached over TLS; the listener is HTTPS or local"
+    )
+
+
+def _listener_transport(config: Config) -> str:
+    server = config.server
+    if not server.tls:
+        return "plain HTTP"
+    if server.tls_client_ca is None:
+        return "HTTPS, TLS 1.2 or later"
+    return f"HTTPS, TLS 1.2 or later, client certificates {server.tls_client_auth}"
 
 
 def _sc28(s: Scope) -> Outcome:
@@ -907,8 +918,9 @@ CONTROLS: tuple[Control, ...] = (
         ("sc-8",),
         "Transmission Confidentiality and Integrity",
         "Protect the confidentiality and integrity of transmitted information.",
-        "Upstreams may be reached over HTTPS (verified against a CA); plain-HTTP upstreams "
-        "are reported here as gaps.",
+        "The listener speaks HTTPS (TLS 1.2 or later, optional client certificates) and "
+        "upstreams may be reached over HTTPS (verified against a CA); plain-HTTP upstreams "
+        "and a plain-HTTP listener on a network address are reported here as gaps.",
         _sc8,
     ),
     Control(
