@@ -60,6 +60,7 @@ class Gateway:
             ApprovalsApi(self.verifier, self.approvals),
         )
         self.tls = _listener_tls(config)
+        _check_introspection_secrets(config)
         self.state = ServerState(self.handle, config.server)
         self.state.on_open = self.metrics.open_connections.set
         self.state.check_head = self.check_head
@@ -209,6 +210,18 @@ def _listener_tls(config: Config) -> ListenerTls | None:
     except (OSError, ssl.SSLError) as exc:
         problem = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(config.path, "server.tls_cert", f"cannot load: {problem}") from None
+
+
+def _check_introspection_secrets(config: Config) -> None:
+    """The client secret for introspection is read at start, so a missing one stops it here."""
+    for issuer in config.issuers:
+        env = issuer.introspection_client_secret_env
+        if issuer.introspection and env and not os.environ.get(env):
+            raise ConfigError(
+                config.path,
+                f"identity.issuers[{issuer.name}].introspection_client_secret_env",
+                f"environment variable {env} is unset",
+            )
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

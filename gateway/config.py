@@ -75,6 +75,10 @@ class IdentityConfig:
     jwks_cache_s: float = 300.0
     jwks_min_refresh_interval_s: float = 10.0
     ca_file: str | None = None
+    introspection: bool = False  # opaque tokens checked at the RFC 7662 endpoint
+    introspection_client_id: str | None = None
+    introspection_client_secret_env: str | None = None
+    introspection_cache_max_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +412,18 @@ def _identity(s: _Section, name: str) -> IdentityConfig:
         jwks_cache_s=s.number("jwks_cache_s", 300.0, minimum=1.0),
         jwks_min_refresh_interval_s=s.number("jwks_min_refresh_interval_s", 10.0),
         ca_file=s.str("ca_file"),
+        introspection=s.boolean("introspection", False),
+        introspection_client_id=s.str("introspection_client_id"),
+        introspection_client_secret_env=s.str("introspection_client_secret_env"),
+        introspection_cache_max_s=s.number("introspection_cache_max_s", 60.0),
     )
+    if config.introspection and not config.introspection_client_id:
+        raise s.fail("introspection_client_id", "introspection needs the gateway's client id")
+    if config.introspection and not config.introspection_client_secret_env:
+        raise s.fail(
+            "introspection_client_secret_env",
+            "introspection needs the environment variable holding the gateway's client secret",
+        )
     s.read.add("subject_prefix")
     if not isinstance(config.subject_prefix, str):
         raise s.fail("subject_prefix", "must be a string")

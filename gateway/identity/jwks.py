@@ -57,6 +57,7 @@ class JwksCache:
         self.on_refresh = on_refresh
         self.keys: tuple[SigningKey, ...] = ()
         self.jwks_uri: str | None = None
+        self.metadata: dict[str, Any] = {}  # the discovery document, once fetched
         self.last_attempt = float("-inf")
         self.inflight: asyncio.Future[bool] | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -121,14 +122,15 @@ class JwksCache:
         assert self.session is not None
         if self.jwks_uri is None:
             discovery_url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            document = await self._get_json(discovery_url)
+            document = await self.get_json(discovery_url)
             if document.get("issuer") != self.config.issuer:
                 raise ValueError("discovery document names a different issuer")
             uri = document.get("jwks_uri")
-            if not isinstance(uri, str) or not _allowed_url(uri):
+            if not isinstance(uri, str) or not allowed_url(uri):
                 raise ValueError("discovery document has no usable https jwks_uri")
+            self.metadata = document
             self.jwks_uri = uri
-        jwks = await self._get_json(self.jwks_uri)
+        jwks = await self.get_json(self.jwks_uri)
         keys = self._parse(jwks)
         if not keys:
             raise ValueError("JWKS holds no usable signing key")
@@ -140,7 +142,7 @@ class JwksCache:
                 listener(removed)
         return True
 
-    async def _get_json(self, url: str) -> dict[str, Any]:
+    async def get_json(self, url: str) -> dict[str, Any]:
         assert self.session is not None
         async with self.session.get(url) as resp:
             if resp.status != 200:
@@ -169,11 +171,7 @@ class JwksCache:
         return tuple(keys)
 
 
-def _allowed_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
-
-
-def _allowed_url(url: str) -> bool:
+def allowed_url(url: str) -> bool:
+    """https, or plain http to loopback only (tests and sidecars)."""
     parts = urlsplit(url)
     return parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))

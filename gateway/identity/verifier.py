@@ -1,7 +1,8 @@
 """The one entry point for bearer tokens: pick the issuer, verify, remember until expiry.
 
 A JWT's `iss` selects the issuer among those configured, and only that issuer's keys may
-verify it, so one IdP can never vouch for another's subjects. Verified tokens are cached by
+verify it, so one IdP can never vouch for another's subjects. A token that is not a JWT goes
+to the issuers with `introspection = true`. Verified tokens are cached by
 their SHA-256 until they expire, so the hot path verifies a signature once per token, not once
 per request; a key an issuer withdraws takes every cached token it signed with it.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import jwt
 
 from gateway.config import IdentityConfig
+from gateway.identity.introspection import IntrospectionUnavailable, Introspector
 from gateway.identity.jwks import JwksCache
 from gateway.identity.jwt_check import JwtVerifier
 from gateway.identity.model import AuthError, Identity
@@ -31,6 +33,7 @@ class Issuer:
         self.config = config
         self.jwks = JwksCache(config, on_refresh)
         self.jwt = JwtVerifier(config, self.jwks)
+        self.introspector = Introspector(config, self.jwks) if config.introspection else None
 
 
 class TokenVerifier:
@@ -43,6 +46,7 @@ class TokenVerifier:
     ) -> None:
         self.issuers = tuple(Issuer(config, on_refresh) for config in configs)
         self.by_iss = {issuer.config.issuer: issuer for issuer in self.issuers}
+        self.introspectors = [i.introspector for i in self.issuers if i.introspector is not None]
         self.cache: dict[bytes, tuple[float, Identity]] = {}  # digest: (valid until, identity)
         for issuer in self.issuers:
             issuer.jwks.listeners.append(self._forget_keys)
@@ -73,10 +77,28 @@ class TokenVerifier:
         try:
             unverified = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            raise AuthError("malformed token") from None
+            return await self._introspect(token), 0.0  # cached no longer than the IdP said
         issuer = self._issuer_of(unverified["payload"])
         identity = await issuer.jwt.verify(token, unverified["header"])
         return identity, issuer.config.leeway_s
+
+    async def _introspect(self, token: str) -> Identity:
+        """An opaque token: the issuers that introspect are asked in config order."""
+        if not self.introspectors:
+            raise AuthError("malformed token")
+        refusal: AuthError | None = None
+        unavailable: IntrospectionUnavailable | None = None
+        for introspector in self.introspectors:
+            try:
+                return await introspector.verify(token)
+            except AuthError as exc:
+                refusal = exc
+            except IntrospectionUnavailable as exc:
+                unavailable = exc  # maybe the token is this issuer's: never a 401 for it
+        if unavailable is not None:
+            raise unavailable
+        assert refusal is not None
+        raise refusal
 
     def _issuer_of(self, claims: dict[str, Any]) -> Issuer:
         iss = claims.get("iss")

@@ -41,8 +41,13 @@ def create_client(
     confidential: bool = True,
     redirect_uris: str = "",
     name: str = "",
+    skip_authorization: bool = False,
+    algorithm: str = "",
 ) -> Any:
-    """An OAuth2 client (replaced if it exists); `grant_type` is DOT's Application constant."""
+    """An OAuth2 client (replaced if it exists); `grant_type` is DOT's Application constant.
+
+    `algorithm = "RS256"` gives it OIDC ID tokens; `skip_authorization` skips the consent page.
+    """
     from oauth2_provider.models import Application
 
     Application.objects.filter(client_id=client_id).delete()
@@ -53,6 +58,8 @@ def create_client(
         client_type=Application.CLIENT_CONFIDENTIAL if confidential else Application.CLIENT_PUBLIC,
         authorization_grant_type=grant_type,
         redirect_uris=redirect_uris,
+        skip_authorization=skip_authorization,
+        algorithm=algorithm,
     )
     _lifetimes[client_id] = token_lifetime_s
     return app

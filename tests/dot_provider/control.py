@@ -19,21 +19,26 @@ from django.views.decorators.csrf import csrf_exempt
 
 from dot_provider import accounts
 
-TOKEN_PATH = "/o/token/"
+# The endpoints whose requests are counted and can be failed or slowed, by the name the
+# /_test/ API uses for them ("token": {"down", "token_delay_ms"}, "introspect": likewise).
+ENDPOINTS = {"/o/token/": "token", "/o/introspect/": "introspect"}
+
+
+class _Endpoint:
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()  # by client id ("" when none sent)
+        self.down = False
+        self.delay_s = 0.0
 
 
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.token_requests: Counter[str] = Counter()  # by client id ("" when none sent)
-        self.down = False
-        self.token_delay_s = 0.0
+        self.endpoints = {name: _Endpoint() for name in ENDPOINTS.values()}
 
     def reset(self) -> None:
         with self.lock:
-            self.token_requests.clear()
-            self.down = False
-            self.token_delay_s = 0.0
+            self.endpoints = {name: _Endpoint() for name in ENDPOINTS.values()}
 
 
 state = _State()
@@ -50,16 +55,19 @@ def _client_id(request: HttpRequest) -> str:
 
 
 class FaultMiddleware:
-    """Counts every token request, then answers 503 when down or waits when told to."""
+    """Counts every token and introspection request, then answers 503 when that endpoint is
+    down or waits when told to."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path == TOKEN_PATH:
+        name = ENDPOINTS.get(request.path)
+        if name is not None:
             with state.lock:
-                state.token_requests[_client_id(request)] += 1
-                down, delay = state.down, state.token_delay_s
+                endpoint = state.endpoints[name]
+                endpoint.requests[_client_id(request)] += 1
+                down, delay = endpoint.down, endpoint.delay_s
             if down:
                 return JsonResponse({"error": "temporarily_unavailable"}, status=503)
             if delay:
@@ -87,18 +95,27 @@ def users(request: HttpRequest) -> JsonResponse:
 
 @csrf_exempt
 def faults(request: HttpRequest) -> JsonResponse:
-    """POST {"down"?: bool, "token_delay_ms"?: number}."""
+    """POST {"down"?: bool, "token_delay_ms"?: number, "introspect_down"?: bool,
+    "introspect_delay_ms"?: number}: `down`/`token_*` for the token endpoint."""
     body = _body(request)
+    answer: dict[str, Any] = {}
     with state.lock:
-        state.down = bool(body.get("down", state.down))
-        state.token_delay_s = float(body.get("token_delay_ms", state.token_delay_s * 1000)) / 1000
-    return JsonResponse({"down": state.down, "token_delay_ms": state.token_delay_s * 1000})
+        for name, endpoint in state.endpoints.items():
+            down_key = "down" if name == "token" else f"{name}_down"
+            delay_key = f"{name}_delay_ms"
+            endpoint.down = bool(body.get(down_key, endpoint.down))
+            endpoint.delay_s = float(body.get(delay_key, endpoint.delay_s * 1000)) / 1000
+            answer |= {down_key: endpoint.down, delay_key: endpoint.delay_s * 1000}
+    return JsonResponse(answer)
 
 
 def stats(_: HttpRequest) -> JsonResponse:
-    """{"token_requests": {client_id: n}}: every request to the token endpoint, failed or not."""
+    """{"token_requests": {client_id: n}, "introspect_requests": {client_id: n}}: every
+    request to those endpoints, failed or not."""
     with state.lock:
-        return JsonResponse({"token_requests": dict(state.token_requests)})
+        return JsonResponse(
+            {f"{name}_requests": dict(e.requests) for name, e in state.endpoints.items()}
+        )
 
 
 @csrf_exempt

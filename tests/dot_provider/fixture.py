@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import peers
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
@@ -37,6 +38,37 @@ def token_url(provider_url: str) -> str:
     return f"{provider_url}/o/token/"
 
 
+def issuer(provider_url: str) -> str:
+    """The OIDC issuer (`iss`, discovery at {issuer}/.well-known/openid-configuration)."""
+    return f"{provider_url}/o"
+
+
+def password_token(
+    provider_url: str, client_id: str, client_secret: str, username: str, password: str
+) -> str:
+    """An opaque access token for a user (resource-owner password grant; the client must
+    have grant_type "password")."""
+    response = httpx.post(
+        token_url(provider_url),
+        data={"grant_type": "password", "username": username, "password": password},
+        auth=(client_id, client_secret),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def revoke(provider_url: str, client_id: str, client_secret: str, token: str) -> None:
+    """Revoke an access token at the provider (RFC 7009)."""
+    response = httpx.post(
+        f"{provider_url}/o/revoke_token/",
+        data={"token": token},
+        auth=(client_id, client_secret),
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
 def create_client(provider_url: str, client_id: str, client_secret: str, **opts: Any) -> None:
     """A confidential client; opts: token_lifetime_s, grant_type, redirect_uris, name."""
     peers._call(
@@ -59,16 +91,15 @@ def token_requests(provider_url: str, client_id: str) -> int:
     return peers._call("GET", f"{provider_url}/_test/stats")["token_requests"].get(client_id, 0)
 
 
-def faults(
-    provider_url: str, *, down: bool | None = None, token_delay_ms: float | None = None
-) -> None:
-    """Make the token endpoint answer 503 (down) and/or wait before answering."""
-    body: dict[str, Any] = {}
-    if down is not None:
-        body["down"] = down
-    if token_delay_ms is not None:
-        body["token_delay_ms"] = token_delay_ms
-    peers._call("POST", f"{provider_url}/_test/faults", body)
+def introspections(provider_url: str, client_id: str) -> int:
+    """How many introspection requests this client (the gateway) made, failed ones included."""
+    stats = peers._call("GET", f"{provider_url}/_test/stats")
+    return stats["introspect_requests"].get(client_id, 0)
+
+
+def faults(provider_url: str, **faults: Any) -> None:
+    """Fail (503) or slow endpoints: down, token_delay_ms, introspect_down, introspect_delay_ms."""
+    peers._call("POST", f"{provider_url}/_test/faults", faults)
 
 
 def reset(provider_url: str) -> None:

@@ -5,7 +5,21 @@ from __future__ import annotations
 import os
 import secrets
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from dot_provider import accounts
+
+
+def _rsa_private_key_pem() -> str:
+    """A fresh RS256 key per provider process: it lives and dies with the test run."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
 
 SECRET_KEY = secrets.token_urlsafe(32)
 DEBUG = False
@@ -21,7 +35,18 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "dot_provider.control.FaultMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+# The login page DOT's authorize endpoint sends a browser to (authorization code + PKCE).
+LOGIN_URL = "/accounts/login/"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [os.path.join(os.path.dirname(__file__), "templates")],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
 ]
 DATABASES = {
     "default": {
@@ -42,7 +67,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_EXPIRE_SECONDS": accounts.token_lifetime,
-    "SCOPES": {"read": "read", "write": "write", "inference": "call model endpoints"},
+    "SCOPES": {
+        "read": "read",
+        "write": "write",
+        "inference": "call model endpoints",
+        "openid": "OpenID Connect",
+        "introspection": "introspect tokens",
+    },
     "DEFAULT_SCOPES": ["read"],
+    # OpenID Connect: discovery at /o/.well-known/openid-configuration, RS256 ID tokens.
+    "OIDC_ENABLED": True,
+    "OIDC_RSA_PRIVATE_KEY": _rsa_private_key_pem(),
+    "OAUTH2_VALIDATOR_CLASS": "dot_provider.oidc.GroupsValidator",
+    "PKCE_REQUIRED": True,
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
