@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway import headers as hdr
+from gateway import model_list
 from gateway.access_log import AccessLog
 from gateway.answers import NO_TOKENS, Tokens, json_answer, sse_model, sse_tokens
 from gateway.approvals import Approval, Approvals, gate
@@ -66,6 +68,8 @@ class Exchange:
     masked: dict[str, int] = field(default_factory=dict)
     masked_request: dict[str, int] = field(default_factory=dict)
     masking_skipped: str | None = None  # media type the masker cannot read
+    # GET /v1/models: cuts the upstream's list to the models the caller may use
+    model_filter: Callable[[bytes], bytes] | None = None
     error: str | None = None
     recorded: bool = False  # the `inference` entry was written
 
@@ -159,6 +163,9 @@ class Proxy:
         if decision.action not in ("allow", "approve"):
             raise GatewayError(403, "forbidden", f"denied by policy: {decision.reason}")
         exchange.masking = runtime.masking.get(decision.rule_id or "")
+        if model_list.is_model_list(request.method, exchange.upstream_path):
+            policy = runtime.policy
+            exchange.model_filter = lambda body: model_list.filtered(body, policy, identity, name)
         return route
 
     async def _forward(self, route: Route, exchange: Exchange, writer: ResponseWriter) -> None:
@@ -194,8 +201,10 @@ class Proxy:
         length_header = hdr.get(response.headers, b"content-length")
         length = int(length_header) if length_header is not None else None
         masking = exchange.masking
-        if (masking is not None and is_json(kind)) or (
-            length is not None and length <= COALESCE_MAX
+        if (
+            (masking is not None and is_json(kind))
+            or (length is not None and length <= COALESCE_MAX)
+            or (exchange.model_filter is not None and response.status == 200)
         ):
             await self._relay_whole(response, exchange, writer, kind)
             return
@@ -221,6 +230,8 @@ class Proxy:
         body = bytes(original)
         if self.auditor.enabled:  # served model and usage are recorded only in the audit entry
             exchange.served_model, exchange.tokens = json_answer(body)
+        if exchange.model_filter is not None and response.status == 200:
+            body = exchange.model_filter(body)
         if exchange.masking is not None:
             if not (is_json(kind) or kind.startswith("text/")):
                 exchange.masking_skipped = kind
