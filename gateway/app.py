@@ -15,6 +15,7 @@ from gateway import config as config_module
 from gateway import headers as hdr
 from gateway.approvals import Approvals
 from gateway.approvals.api import ApprovalsApi
+from gateway.approvals.signin import sign_in_for
 from gateway.approvals.store import StoreUnavailable
 from gateway.audit import AuditOpenError, KeyFileError
 from gateway.auditing import Auditor
@@ -43,6 +44,7 @@ RESTART_ONLY = {
 
 class Gateway:
     def __init__(self, config: Config, slot: WorkerSlot | None = None) -> None:
+        _check_client_secrets(config)
         self.config = config
         self.slot = slot  # None: the only process; else one of `[server] workers`
         self.metrics = Metrics()
@@ -57,10 +59,9 @@ class Gateway:
             lambda: self.verifier.ready,
             self.metrics.render,
             AuditReaders(self.verifier, self.auditor, config.audit),
-            ApprovalsApi(self.verifier, self.approvals),
+            ApprovalsApi(self.verifier, self.approvals, sign_in_for(config, self.verifier)),
         )
         self.tls = _listener_tls(config)
-        _check_introspection_secrets(config)
         self.state = ServerState(self.handle, config.server)
         self.state.on_open = self.metrics.open_connections.set
         self.state.check_head = self.check_head
@@ -212,16 +213,19 @@ def _listener_tls(config: Config) -> ListenerTls | None:
         raise ConfigError(config.path, "server.tls_cert", f"cannot load: {problem}") from None
 
 
-def _check_introspection_secrets(config: Config) -> None:
-    """The client secret for introspection is read at start, so a missing one stops it here."""
-    for issuer in config.issuers:
-        env = issuer.introspection_client_secret_env
-        if issuer.introspection and env and not os.environ.get(env):
-            raise ConfigError(
-                config.path,
-                f"identity.issuers[{issuer.name}].introspection_client_secret_env",
-                f"environment variable {env} is unset",
-            )
+def _check_client_secrets(config: Config) -> None:
+    """Client secrets (introspection, the approvals page) are read at start: a missing one
+    stops it here, not at a caller's first token."""
+    wanted = [
+        (f"identity.issuers[{i.name}].introspection_client_secret_env", env)
+        for i in config.issuers
+        if i.introspection and (env := i.introspection_client_secret_env)
+    ]
+    if config.approvals is not None and config.approvals.client_secret_env:
+        wanted.append(("approvals.client_secret_env", config.approvals.client_secret_env))
+    for key, env in wanted:
+        if not os.environ.get(env):
+            raise ConfigError(config.path, key, f"environment variable {env} is unset")
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

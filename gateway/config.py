@@ -110,6 +110,11 @@ class ApprovalsConfig:
     timeout_s: float = 900.0
     hold_max_s: float = 60.0
     webhook_url: str | None = None
+    # The approvals page signs approvers in with this issuer (authorization code + PKCE).
+    sign_in_issuer: str | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None  # None: a public client
+    public_url: str | None = None  # redirect URI: {public_url}/_gateway/approvals/callback
 
 
 GOOGLE_DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -301,6 +306,13 @@ def parse(raw: dict[str, Any], file: Path, sha256: str = "") -> Config:
     approvals = (
         _approvals(_Section(file, "approvals", raw["approvals"])) if "approvals" in raw else None
     )
+    sign_in = approvals.sign_in_issuer if approvals is not None else None
+    if sign_in is not None and sign_in not in {i.name for i in issuers}:
+        raise ConfigError(
+            file,
+            "approvals.sign_in_issuer",
+            f"no issuer named {sign_in!r} (names: {', '.join(i.name for i in issuers)})",
+        )
     connections = _connections(file, raw.get("connections", []))
     names = {c.name for c in connections}
     rules = _rules(file, raw.get("rules", []), names, approvals is not None)
@@ -489,7 +501,12 @@ def _approvals(s: _Section) -> ApprovalsConfig:
         timeout_s=s.number("timeout_s", 900.0, minimum=1.0),
         hold_max_s=s.number("hold_max_s", 60.0),
         webhook_url=s.str("webhook_url"),
+        sign_in_issuer=s.str("sign_in_issuer"),
+        client_id=s.str("client_id"),
+        client_secret_env=s.str("client_secret_env"),
+        public_url=_public_url(s),
     )
+    _sign_in(s, config)
     store = urlsplit(config.store)
     if store.scheme != "sqlite" or store.netloc or store.path in ("", "/"):
         raise s.fail(
@@ -503,6 +520,31 @@ def _approvals(s: _Section) -> ApprovalsConfig:
             raise s.fail("webhook_url", "must be an http(s) URL")
     s.done()
     return config
+
+
+def _public_url(s: _Section) -> str | None:
+    url = s.str("public_url")
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise s.fail("public_url", "must be the gateway's http(s) base URL, without a query")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise s.fail("public_url", "must use https (authorization codes travel in it)")
+    return url.rstrip("/")
+
+
+def _sign_in(s: _Section, config: ApprovalsConfig) -> None:
+    """sign_in_issuer needs a client id and a public URL; the others need sign_in_issuer."""
+    if config.sign_in_issuer is None:
+        for key in ("client_id", "client_secret_env", "public_url"):
+            if key in s.table:
+                raise s.fail(key, "applies only with sign_in_issuer")
+        return
+    if config.client_id is None:
+        raise s.fail("client_id", "sign_in_issuer needs the page's client id at the IdP")
+    if config.public_url is None:
+        raise s.fail("public_url", "sign_in_issuer needs the URL browsers reach the gateway at")
 
 
 def _connections(file: Path, raw: Any) -> tuple[ConnectionConfig, ...]:

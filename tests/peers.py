@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -157,3 +159,16 @@ def upstream_stats(url: str) -> dict[str, int]:
 def upstream_reset(url: str) -> None:
     """Forget seen requests and zero the counters (open connections are live, not counted)."""
     _call("POST", f"{url}/_demo/reset")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0, poll_s: float = 0.05) -> Any:
+    """Poll until `condition()` is truthy and return it; AssertionError after `timeout` s.
+
+    For what a server does just after it answers (a log line, a reload): waits on the state
+    itself, with a deadline, instead of a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"not true within {timeout} s: {condition}"
+        time.sleep(poll_s)
+    return result

@@ -148,7 +148,11 @@ def test_each_issuer_vouches_for_its_own_subjects(gateway, issuer, pipelines) ->
         ("pipelines", "k8s:system:serviceaccount:web:x", ["web"], 403),
         ("staff", TRAINER, ["analysts"], 403),
     ]
-    access = [json.loads(line) for line in gateway.stderr().splitlines() if '"exchange"' in line]
+
+    def exchanges() -> list[dict]:
+        return [json.loads(x) for x in gateway.stderr().splitlines() if '"exchange"' in x]
+
+    access = peers.wait_for(lambda: len(exchanges()) >= 6 and exchanges())
     assert [(a["issuer"], a["subject"]) for a in access[:2]] == [
         ("staff", "alice@example.com"),
         ("pipelines", f"k8s:{TRAINER}"),

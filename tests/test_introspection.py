@@ -105,7 +105,11 @@ def test_opaque_token_is_introspected_once_and_names_user_and_groups(gateway, pr
     assert call(gateway, bearer).status_code == 200  # from the cache
     assert asked(provider) == before + 1
     assert call(gateway, token(provider, "ivan")).status_code == 403  # groups: interns
-    access = [json.loads(x) for x in gateway.stderr().splitlines() if '"exchange"' in x]
+
+    def exchanges() -> list[dict]:
+        return [json.loads(x) for x in gateway.stderr().splitlines() if '"exchange"' in x]
+
+    access = peers.wait_for(lambda: len(exchanges()) >= 3 and exchanges())
     assert [(a["issuer"], a["subject"], a["status"]) for a in access[-3:]] == [
         ("people", "dot:alice", 200),
         ("people", "dot:alice", 200),

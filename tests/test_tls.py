@@ -7,7 +7,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -21,7 +20,6 @@ from tlsfiles import TestCa
 from gateway.config import ConfigError, load
 
 BODY = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-DEADLINE_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -113,28 +111,20 @@ def test_sighup_rotates_the_certificate_without_dropping_open_connections(
         broken = ca.issue("broken")
         shutil.copy(broken.cert, first.cert)  # a new certificate with the old key: refused
         gateway.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "TLS certificate reload refused" in gateway.stderr())
+        peers.wait_for(lambda: "TLS certificate reload refused" in gateway.stderr())
         assert served_serial(gateway.url, context) == first.serial
 
         second = ca.issue("rotated")
         shutil.copy(second.key, first.key)
         shutil.copy(second.cert, first.cert)
         gateway.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: served_serial(gateway.url, context) == second.serial)
+        peers.wait_for(lambda: served_serial(gateway.url, context) == second.serial)
         # The connection opened before the rotation is still open, on the old certificate.
         after = open_client.post(url, json=BODY)
         assert after.status_code == 200
         stream = after.extensions["network_stream"]
         assert stream.get_extra_info("client_addr") == local_address
         assert serial_of(stream.get_extra_info("ssl_object").getpeercert(True)) == first.serial
-
-
-def wait_for(condition) -> None:
-    """Poll a condition until it holds, failing after DEADLINE_S (no fixed sleeps)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("mode", ["required", "optional"])
@@ -167,7 +157,7 @@ def test_non_loopback_listener_without_tls_warns(start_gateway, issuer, upstream
         'listen = "127.0.0.1:0"', 'listen = "0.0.0.0:0"'
     )
     gateway = start_gateway(text)
-    wait_for(lambda: "without TLS" in gateway.stderr())
+    peers.wait_for(lambda: "without TLS" in gateway.stderr())
     tls = start_gateway(gateway_config(issuer.url, upstream.url))
     assert "without TLS" not in tls.stderr()
 

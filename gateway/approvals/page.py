@@ -1,9 +1,11 @@
 """The approvers' web page: one static HTML document with a little vanilla JS, no build step.
 
-The page holds no data and needs no token to load; it signs in with an approver's pasted
-token (kept in sessionStorage, sent as a Bearer header) and calls the JSON API. Data is
-written with textContent only, and the CSP admits exactly this page's inline script (by hash),
-same-origin fetches, and no framing (approve buttons must not be clickjackable).
+The page holds no data and needs no token to load. It signs in one of two ways: with the IdP
+(`[approvals] sign_in_issuer`: a link to `approvals/login`, then the session cookie and an
+`x-csrf-token` from `approvals/session` on every call), or else with an approver's pasted
+token (kept in sessionStorage, sent as a Bearer header). Data is written with textContent
+only, and the CSP admits exactly this page's inline script (by hash), same-origin fetches, and
+no framing (approve buttons must not be clickjackable).
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ SCRIPT = """
 "use strict";
 const KEY = "gatewayToken";
 const $ = (id) => document.getElementById(id);
+const IDP = document.body.dataset.signIn === "idp";
 let timer = null;
+let csrf = null;  // with IdP sign-in: the session's CSRF token, from approvals/session
 
-function token() { return sessionStorage.getItem(KEY); }
+function token() { return IDP ? csrf : sessionStorage.getItem(KEY); }
+
+function credentials() {
+  return IDP ? { "x-csrf-token": csrf } : { authorization: "Bearer " + token() };
+}
 
 function say(text, bad) {
   const m = $("message");
@@ -28,8 +36,9 @@ function say(text, bad) {
 async function call(path, options) {
   const response = await fetch(path, {
     ...options,
-    headers: { accept: "application/json", authorization: "Bearer " + token(),
-               "content-type": "application/json" },
+    credentials: "same-origin",
+    headers: { accept: "application/json", "content-type": "application/json",
+               ...credentials() },
   });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
@@ -110,9 +119,22 @@ async function decide(id, verb, reason) {
   await refresh();
 }
 
-function show() {
+async function session() {
+  if (!IDP) return;
+  try {
+    const who = await call("/_gateway/approvals/session");
+    csrf = who.csrf;
+    $("who").textContent = who.subject + " (" + who.groups.join(", ") + ")";
+  } catch (e) {
+    csrf = null;
+  }
+}
+
+async function show() {
+  await session();
   const signedIn = Boolean(token());
-  $("signin-form").hidden = signedIn;
+  $("signin-form").hidden = IDP || signedIn;
+  $("signin-idp").hidden = !IDP || signedIn;
   $("signed-in").hidden = !signedIn;
   clearInterval(timer);
   if (signedIn) {
@@ -128,7 +150,11 @@ $("signin-form").addEventListener("submit", (event) => {
   if (value) sessionStorage.setItem(KEY, value);
   show();
 });
-$("signout").addEventListener("click", () => {
+$("signout").addEventListener("click", async () => {
+  if (IDP) {
+    await call("/_gateway/approvals/logout", { method: "POST" }).catch(() => {});
+    csrf = null;
+  }
   sessionStorage.removeItem(KEY);
   $("rows").replaceChildren();
   say("", false);
@@ -154,14 +180,16 @@ button { margin: .1em; }
 .good { color: #060; } .bad { color: #a00; }
 </style>
 </head>
-<body>
+<body data-sign-in="__SIGN_IN__">
 <h1>Pending approvals</h1>
-<form id="signin-form">
+<p id="signin-idp" hidden><a id="signin-link" href="/_gateway/approvals/login">Sign in with your
+identity provider</a></p>
+<form id="signin-form" hidden>
   <label>Approver token <input id="token" type="password" autocomplete="off" size="60"></label>
   <button id="signin" type="submit">Sign in</button>
 </form>
 <div id="signed-in" hidden>
-  <p>Signed in with a token (kept in this tab only).
+  <p>Signed in as <span id="who">an approver (token kept in this tab only)</span>.
   <button id="reload" type="button">Refresh</button>
   <button id="signout" type="button">Sign out</button></p>
   <p id="message" role="status"></p>
@@ -177,7 +205,8 @@ button { margin: .1em; }
 </html>
 """
 
-PAGE = _HTML.replace("__SCRIPT__", SCRIPT).encode()
+PAGE = _HTML.replace("__SCRIPT__", SCRIPT).replace("__SIGN_IN__", "token").encode()
+PAGE_SIGN_IN = _HTML.replace("__SCRIPT__", SCRIPT).replace("__SIGN_IN__", "idp").encode()
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 PAGE_HEADERS = [
     (b"content-type", b"text/html; charset=utf-8"),

@@ -116,11 +116,10 @@ class Introspector:
         ):
             raise AuthError("wrong audience")
         claims = dict(answer)
-        if (
-            claim_at(claims, self.config.subject_claim) is None
-            and self.config.subject_claim == "sub"
-        ):
-            claims["sub"] = answer.get("username")  # RFC 7662: sub is optional, username too
+        subject_claim = self.config.subject_claim
+        if isinstance(subject_claim, str) and claim_at(claims, subject_claim) is None:
+            # RFC 7662 makes `sub` optional; `username` is the token owner's readable name.
+            claims[subject_claim] = answer.get("username")
         until = now + self.config.introspection_cache_max_s
         expires_at = min(float(exp), until) if exp is not None else until
         return identity_from(self.config, claims, expires_at, None)

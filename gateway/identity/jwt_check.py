@@ -25,6 +25,11 @@ class JwtVerifier:
         self.algorithms = frozenset(config.algorithms)
 
     async def verify(self, token: str, header: dict[str, Any]) -> Identity:
+        claims, key = await self.claims(token, header)
+        return identity_from(self.config, claims, float(claims["exp"]), key.fingerprint)
+
+    async def claims(self, token: str, header: dict[str, Any]) -> tuple[dict[str, Any], SigningKey]:
+        """The verified claims and the key that verified them; AuthError if none does."""
         alg = header.get("alg")
         if alg not in self.algorithms:
             named = alg if alg in jwt.algorithms.get_default_algorithms() else "unrecognised"
@@ -33,13 +38,12 @@ class JwtVerifier:
         if kid is not None and not isinstance(kid, str):
             raise AuthError("malformed token (kid is not a string)")
         try:
-            claims, key = self._check(token, alg, kid)
+            return self._check(token, alg, kid)
         except NoKeyVerifies:
             # The IdP may have rotated since the last fetch: look once more, rate-limited.
             if not await self.jwks.refresh_if_due():
                 raise
-            claims, key = self._check(token, alg, kid)
-        return identity_from(self.config, claims, float(claims["exp"]), key.fingerprint)
+            return self._check(token, alg, kid)
 
     def _check(self, token: str, alg: str, kid: str | None) -> tuple[dict[str, Any], SigningKey]:
         """The claims and the key that verified them, from the keys cached now."""

@@ -72,6 +72,8 @@ OAUTH2_PROVIDER = {
         "write": "write",
         "inference": "call model endpoints",
         "openid": "OpenID Connect",
+        "profile": "your name",
+        "email": "your email address",
         "introspection": "introspect tokens",
     },
     "DEFAULT_SCOPES": ["read"],
