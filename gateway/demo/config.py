@@ -12,7 +12,7 @@ UPSTREAM_KEY_ENV = "DEMO_UPSTREAM_KEY"
 
 TEMPLATE = """
 [server]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{port}"
 
 [identity]
 issuer = "{issuer}"
@@ -72,11 +72,16 @@ hash_key = "{work}/keys/masking.key"
 store = "sqlite://{store}"
 timeout_s = 900
 hold_max_s = 30
+sign_in_issuer = "default"            # approvers sign in at the demo issuer's login page
+client_id = "gateway-approvals"
+public_url = "http://127.0.0.1:{port}"
 """
 
 
-def demo_config_text(issuer: str, upstream: str, work: Path) -> str:
+def demo_config_text(issuer: str, upstream: str, work: Path, port: int) -> str:
+    """`port`: the gateway's, chosen before it starts (it is in the sign-in redirect URI)."""
     return TEMPLATE.format(
+        port=port,
         issuer=issuer,
         upstream=upstream,
         credential_env=UPSTREAM_KEY_ENV,
@@ -85,12 +90,12 @@ def demo_config_text(issuer: str, upstream: str, work: Path) -> str:
     )
 
 
-def demo_config(issuer: str, upstream: str, work: Path) -> Config:
+def demo_config(issuer: str, upstream: str, work: Path, port: int) -> Config:
     """The demo config; `work` holds its keys and audit log (keys are created if missing)."""
     from gateway.audit import init_keys
 
     if not (work / "keys" / "signing.key").exists():
         init_keys(work / "keys", "demo.gateway")
-    text = demo_config_text(issuer, upstream, work)
+    text = demo_config_text(issuer, upstream, work, port)
     sha256 = hashlib.sha256(text.encode()).hexdigest()
     return parse(tomllib.loads(text), Path("<embedded demo config>"), sha256)

@@ -2,8 +2,9 @@
 
     python -m gateway.demo.issuer --host 127.0.0.1 --port 0
 
-NOT a real identity provider: there is no login, and `POST /_demo/token` signs any subject,
-groups and claims it is given. It exists so `gateway demo` and the tests can hand the gateway
+NOT a real identity provider: `POST /_demo/token` signs any subject, groups and claims it is
+given, and its login page (`/authorize`, for the approvals page's sign-in) offers the demo
+identities without a password. It exists so `gateway demo` and the tests can hand the gateway
 real RS256, ES256 and EdDSA tokens, and so the tests can stage what a real IdP does to a
 gateway: key rotation (`/_demo/rotate`), outages (`/_demo/outage`), expired, early, foreign and
 wrongly-keyed tokens (`/_demo/token` options), and the public key for key-confusion forgeries.
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.demo._serve import base_parser, error_body, error_response, serve, start_app
+from gateway.demo.signin import DemoSignIn
 
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
 DEFAULT_AUDIENCE = "inference-gateway"
@@ -149,20 +151,35 @@ class DemoIssuer:
         ).decode()
 
     def discovery(self) -> dict[str, Any]:
-        """OIDC discovery metadata; only endpoints that exist are listed (there is no login)."""
+        """OIDC discovery metadata; only endpoints that exist are listed."""
         return {
             "issuer": self.url,
             "jwks_uri": f"{self.url}/jwks",
+            "authorization_endpoint": f"{self.url}/authorize",
+            "token_endpoint": f"{self.url}/token",
+            "grant_types_supported": ["authorization_code"],
+            "code_challenge_methods_supported": ["S256"],
             "id_token_signing_alg_values_supported": list(ALGORITHMS),
-            "response_types_supported": ["id_token"],
+            "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", GROUPS_CLAIM],
+            "claims_supported": [
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "nbf",
+                "jti",
+                "nonce",
+                GROUPS_CLAIM,
+            ],
         }
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", self._get_discovery)
         app.router.add_get("/jwks", self._get_jwks)
+        DemoSignIn(self.mint).routes(app)
         app.router.add_post("/_demo/token", self._post_token)
         app.router.add_post("/_demo/rotate", self._post_rotate)
         app.router.add_post("/_demo/outage", self._post_outage)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,14 @@ def run_demo(*, serve: bool, verbose: bool, work: Path | None) -> int:
     return uvloop.run(_run(serve=serve, work=work))
 
 
+def _free_port() -> int:
+    """A loopback port for the gateway, known before it starts: the approvals page's sign-in
+    redirect URI names it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class Stack:
     """The three servers the demo runs, on free loopback ports."""
 
@@ -58,7 +67,9 @@ class Stack:
         self.upstream_runner, self.upstream_url = await start_upstream(
             "127.0.0.1", 0, api_key=upstream_key, token_delay_ms=15
         )
-        self.gateway = Gateway(demo_config(self.issuer_url, self.upstream_url, self.work))
+        self.port = _free_port()
+        config = demo_config(self.issuer_url, self.upstream_url, self.work, self.port)
+        self.gateway = Gateway(config)
         host, port = await self.gateway.start()
         self.url = f"http://{host}:{port}"
 
@@ -260,7 +271,8 @@ async def _serve_forever(stack: Stack) -> None:
     ivan = stack.issuer.mint("ivan@example.com", ["interns"], ttl_s=8 * 3600)
     body = '{"model":"llama-3-8b-instruct","messages":[{"role":"user","content":"hello"}]}'
     url = f"{stack.url}/llama/v1/chat/completions"
-    print("Config in use:\n" + demo_config_text(stack.issuer_url, stack.upstream_url, stack.work))
+    text = demo_config_text(stack.issuer_url, stack.upstream_url, stack.work, stack.port)
+    print("Config in use:\n" + text)
     print("Try (tokens valid for 8 hours):\n")
     print(f"  curl -s {url} -H 'authorization: Bearer {alice}' -d '{body}'\n")
     stream_body = body.replace('"hello"}]', '"tell me pii"}],"stream":true')
@@ -273,7 +285,8 @@ async def _serve_forever(stack: Stack) -> None:
         f"  curl -s {url} -H 'authorization: Bearer {alice}' -H 'prefer: wait=30' "
         f"-H 'x-approval-reason: quarterly review' -d '{held}'   # held for approval\n"
     )
-    print(f"  approve it at {stack.url}/_gateway/approvals signed in with rita's token, or:")
+    print(f"  approve it in a browser: {stack.url}/_gateway/approvals/login")
+    print("  (sign in as rita@example.com at the demo issuer's login page), or:")
     print(f"  GATEWAY_URL={stack.url} GATEWAY_TOKEN={rita} gateway approvals list\n")
     print(f"  curl -s {stack.url}/_gateway/health\n\nCtrl-C stops.", flush=True)
     stop = asyncio.Event()
