@@ -108,6 +108,8 @@ def gateway(dot_provider, upstream, tmp_path):
     }
     with peers.launch(["gateway", "serve", "-c", str(path)], env=env) as peer:
         peer.audit_dir = tmp_path / "audit"  # type: ignore[attr-defined]
+        peer.config_path = path  # type: ignore[attr-defined]
+        peer.env = env  # type: ignore[attr-defined]
         yield peer
 
 
@@ -161,6 +163,9 @@ def test_approver_signs_in_at_the_idp_and_releases_a_held_request(gateway, dot_p
         assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
         assert "response" not in held
 
+        # Nothing is kept server-side: another replica (its own process) knows the session.
+        assert replica_session(gateway, {session["name"]: session["value"]}) == "rita"
+
         row = page.locator("#rows tr", has_text="uma")
         expect(row).to_have_count(1, timeout=10_000)
         expect(row).to_contain_text(MODEL)
@@ -177,6 +182,21 @@ def test_approver_signs_in_at_the_idp_and_releases_a_held_request(gateway, dot_p
     gateway.stop()
     decided = next(e for e in entries(gateway.audit_dir) if e["type"] == "approval.decided")
     assert (decided["approver"], decided["requester"]) == ("rita", "uma")
+
+
+def replica_session(gateway: peers.Peer, cookies: dict[str, str]) -> str:
+    """Who a second gateway process, same config but its own port and log, says is signed in."""
+    text = gateway.config_path.read_text()
+    port = gateway.url.rsplit(":", 1)[1]
+    replica = gateway.config_path.parent / "replica"
+    text = text.replace(f'listen = "127.0.0.1:{port}"', 'listen = "127.0.0.1:0"')
+    text = text.replace(str(gateway.audit_dir), str(replica / "audit"))
+    path = gateway.config_path.parent / "replica.toml"
+    path.write_text(text)
+    with peers.launch(["gateway", "serve", "-c", str(path)], env=gateway.env) as other:
+        answer = httpx.get(f"{other.url}/_gateway/approvals/session", cookies=cookies)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["subject"]
 
 
 def test_callback_without_a_sign_in_in_progress_is_refused(gateway) -> None:
