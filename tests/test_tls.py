@@ -194,3 +194,25 @@ def test_unreadable_certificate_refuses_to_start(tmp_path, issuer, upstream) -> 
     path.write_text(text)
     with pytest.raises(peers.PeerStartError, match=r"server\.tls_cert"):
         launch_gateway(path)
+
+
+def test_sign_in_cookies_are_secure_under_tls(start_gateway, issuer, upstream, ca, tmp_path):
+    """public_url is plain http here: the listener's TLS alone makes the cookies Secure."""
+    text = (
+        tls_config(issuer, upstream, ca)
+        + f"""
+[approvals]
+store = "sqlite://{tmp_path}/approvals.db"
+sign_in_issuer = "default"
+client_id = "gateway-approvals"
+public_url = "http://127.0.0.1:8443"
+"""
+    )
+    gateway = start_gateway(text)
+    trust = ssl.create_default_context(cafile=ca.pem)
+    login = httpx.get(f"{gateway.url}/_gateway/approvals/login", verify=trust)
+    assert login.status_code == 302
+    assert login.headers["location"].startswith(f"{issuer.url}/authorize?")
+    cookie = login.headers["set-cookie"]
+    assert cookie.startswith("gateway_approvals_signin=")
+    assert all(flag in cookie for flag in ("; HttpOnly", "; SameSite=Lax", "; Secure"))
