@@ -129,6 +129,8 @@ class SignIn:
             raise SignInFailed(f"the identity provider answered {params['error'][:64]!r}")
         if not hmac.compare_digest(params.get("state", "").encode(), state.encode()):
             raise SignInFailed("state does not match (a forged or stale redirect)")
+        if "iss" in params and params["iss"] != self.issuer.config.issuer:
+            raise SignInFailed("the answer names another issuer (RFC 9207)")  # a mix-up
         code = params.get("code")
         if not code:
             raise SignInFailed("the identity provider sent no code")
