@@ -152,14 +152,13 @@ def test_client_certificates(start_gateway, issuer, upstream, ca, analyst_token,
         assert httpx.post(url, json=BODY, headers=auth, verify=without).status_code == 200
 
 
-def test_non_loopback_listener_without_tls_warns(start_gateway, issuer, upstream) -> None:
+def test_non_loopback_listener_without_tls_warns(start_gateway, issuer, upstream, gateway):
     text = gateway_config(issuer.url, upstream.url).replace(
         'listen = "127.0.0.1:0"', 'listen = "0.0.0.0:0"'
     )
-    gateway = start_gateway(text)
-    peers.wait_for(lambda: "without TLS" in gateway.stderr())
-    tls = start_gateway(gateway_config(issuer.url, upstream.url))
-    assert "without TLS" not in tls.stderr()
+    exposed = start_gateway(text)
+    peers.wait_for(lambda: "without TLS" in exposed.stderr())
+    assert "without TLS" not in gateway.stderr()  # the shared one listens on loopback only
 
 
 @pytest.mark.parametrize(
@@ -216,3 +215,26 @@ public_url = "http://127.0.0.1:8443"
     cookie = login.headers["set-cookie"]
     assert cookie.startswith("gateway_approvals_signin=")
     assert all(flag in cookie for flag in ("; HttpOnly", "; SameSite=Lax", "; Secure"))
+
+
+def test_every_worker_serves_https_and_rotates_on_sighup(
+    start_gateway, issuer, upstream, ca, analyst_token
+) -> None:
+    """`workers = 2`: the supervisor passes SIGHUP on, so no worker keeps the old certificate."""
+    first = ca.issue("workers")
+    text = gateway_config(
+        issuer.url, upstream.url, workers=2, tls_cert=str(first.cert), tls_key=str(first.key)
+    )
+    gateway = start_gateway(text)
+    assert gateway.url.startswith("https://")
+    context = ssl.create_default_context(cafile=ca.pem)
+    auth = {"authorization": f"Bearer {analyst_token}"}
+    url = f"{gateway.url}/llama/v1/chat/completions"
+    assert httpx.post(url, json=BODY, headers=auth, verify=context).status_code == 200
+    second = ca.issue("workers-rotated")
+    shutil.copy(second.key, first.key)
+    shutil.copy(second.cert, first.cert)
+    gateway.proc.send_signal(signal.SIGHUP)
+    peers.wait_for(lambda: gateway.stderr().count("TLS certificate reloaded") == 2)
+    # New connections land on either worker (SO_REUSEPORT): every one sees the new certificate.
+    assert {served_serial(gateway.url, context) for _ in range(16)} == {second.serial}
