@@ -1,6 +1,7 @@
 """Opaque access tokens from a real OAuth2 provider (django-oauth-toolkit), checked by RFC 7662
 introspection: discovered endpoint, client credentials, caching, single-flight, revocation,
-and an IdP outage that is a 503, not a 401."""
+an IdP outage that is a 503, not a 401; and a second issuer's JWTs (the demo issuer's
+Kubernetes-style tokens) accepted by the same gateway at the same time."""
 
 from __future__ import annotations
 
@@ -20,10 +21,19 @@ BODY = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}], 
 INACTIVE = "token is not active (revoked, expired or unknown to the issuer)"
 
 
-def config(provider: str, upstream: str, cache_max_s: float) -> str:
+def config(provider: str, upstream: str, cache_max_s: float, pipelines: str) -> str:
+    """Two issuers at once: people from DOT (opaque tokens), pipelines' JWTs from the demo
+    issuer shaped like Kubernetes service-account tokens."""
     return f"""
 [server]
 listen = "127.0.0.1:0"
+
+[[identity.issuers]]
+name = "pipelines"
+issuer = "{pipelines}"
+audience = "inference-gateway"
+groups_claim = ["kubernetes.io", "namespace"]
+subject_prefix = "k8s:"
 
 [[identity.issuers]]
 name = "people"
@@ -42,7 +52,7 @@ credential_env = "TEST_UPSTREAM_KEY"
 
 [[rules]]
 id = "analysts"
-groups = ["analysts"]
+groups = ["analysts", "ml"]
 models = ["llama-3*"]
 action = "allow"
 """
@@ -57,9 +67,9 @@ def provider(dot_provider):
     return dot_provider.url
 
 
-def start(tmp_path_factory, provider: str, upstream: peers.Peer, cache_max_s: float):
+def start(tmp_path_factory, provider: str, upstream: peers.Peer, issuer: peers.Peer, cache_s):
     path = tmp_path_factory.mktemp("introspection") / "gateway.toml"
-    path.write_text(config(provider, upstream.url, cache_max_s))
+    path.write_text(config(provider, upstream.url, cache_s, issuer.url))
     env = {
         **os.environ,
         "TEST_UPSTREAM_KEY": UPSTREAM_KEY,
@@ -69,14 +79,14 @@ def start(tmp_path_factory, provider: str, upstream: peers.Peer, cache_max_s: fl
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory, provider, upstream):
-    with start(tmp_path_factory, provider, upstream, 60) as peer:
+def gateway(tmp_path_factory, provider, upstream, issuer):
+    with start(tmp_path_factory, provider, upstream, issuer, 60) as peer:
         yield peer
 
 
 @pytest.fixture(scope="module")
-def uncached(tmp_path_factory, provider, upstream):
-    with start(tmp_path_factory, provider, upstream, 0) as peer:
+def uncached(tmp_path_factory, provider, upstream, issuer):
+    with start(tmp_path_factory, provider, upstream, issuer, 0) as peer:
         yield peer
 
 
@@ -166,10 +176,34 @@ def test_unreachable_idp_is_503_not_401(gateway, provider) -> None:
     assert call(gateway, bearer).status_code == 200  # the IdP is back: the same token works
 
 
-def test_missing_client_secret_refuses_to_start(tmp_path, provider, upstream) -> None:
+def test_missing_client_secret_refuses_to_start(tmp_path, provider, upstream, issuer) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(config(provider, upstream.url, 60))
+    path.write_text(config(provider, upstream.url, 60, issuer.url))
     env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
     env.pop("GW_INTROSPECTION_SECRET", None)
     with pytest.raises(peers.PeerStartError, match="GW_INTROSPECTION_SECRET is unset"):
         peers.launch(["gateway", "serve", "-c", str(path)], env=env)
+
+
+def test_a_second_issuers_jwts_work_beside_introspected_tokens(gateway, provider, issuer):
+    """The demo issuer's Kubernetes-style JWT and DOT's opaque token, one gateway."""
+    job = peers.mint(
+        issuer.url,
+        "system:serviceaccount:ml:trainer",
+        [],
+        aud=["https://kubernetes.default.svc.cluster.local", "inference-gateway"],
+        claims={"kubernetes.io": {"namespace": "ml", "serviceaccount": {"name": "trainer"}}},
+    )
+    before = asked(provider)
+    assert call(gateway, job).status_code == 200  # verified with the demo issuer's keys
+    assert asked(provider) == before  # a JWT is never introspected
+    assert call(gateway, token(provider)).status_code == 200
+
+    def exchanges() -> list[dict]:
+        return [json.loads(x) for x in gateway.stderr().splitlines() if '"exchange"' in x]
+
+    access = peers.wait_for(lambda: len(exchanges()) >= 2 and exchanges())
+    assert [(a["issuer"], a["subject"]) for a in access[-2:]] == [
+        ("pipelines", "k8s:system:serviceaccount:ml:trainer"),
+        ("people", "dot:alice"),
+    ]
