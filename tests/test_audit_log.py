@@ -436,3 +436,51 @@ async def test_permission_denied_fails_closed_then_recovers(tmp_path: Path, keys
     assert await log.append(entry(2)) == 1
     await log.close()
     assert verify_log(d).ok
+
+
+STREAM_FAILS_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, os, resource, signal, sys
+    from pathlib import Path
+    from gateway.audit import AuditLog, AuditUnavailable
+    from gateway.audit.seal import SPILL
+
+    async def main(d, keys):
+        log = await AuditLog.open(Path(d), origin="gw.test/audit", signing_key=Path(keys) /
+            "signing.key", sealing_key=Path(keys) / "sealing.key")
+        stream = log.sealed_stream()
+        stream.add(os.urandom(2 * SPILL))  # spilled to its own file
+        stream.finish()
+        spilled = (Path(d) / stream.file).is_file()
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        size = (Path(d) / "entries").stat().st_size
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 8, hard))
+        try:
+            await log.append({"type": "inference"}, {"response": stream})
+            refused = False
+        except AuditUnavailable:
+            refused = True
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        await log.close()
+        blobs = [p.name for p in (Path(d) / "sealed").glob("*.blob")]
+        print(json.dumps({"spilled": spilled, "refused": refused, "blobs": blobs,
+                          "fd": stream.fd}))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def test_a_streamed_body_whose_entry_fails_leaves_no_file(tmp_path: Path, keys: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", STREAM_FAILS_CHILD, str(tmp_path / "log"), str(keys)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res == {"spilled": True, "refused": True, "blobs": [], "fd": -1}
+    assert verify_log(tmp_path / "log").ok

@@ -249,6 +249,9 @@ class AuditLog:
             return
         err = AuditUnavailable(f"audit log cannot be written: {_describe(exc)}")
         for item in batch + self._queue:
+            for body in (item.pending.sealed or {}).values():
+                if isinstance(body, SealedStream):
+                    body.discard()  # its entry will never name it: no open file, no orphan
             if item.future is not None and not item.future.done():
                 item.future.set_exception(err)
         self._queue = []
