@@ -1,10 +1,12 @@
 """PII masking per policy rule, on top of the Rust masker (`gateway._masker`).
 
 Maskers are compiled once per rule when a policy loads. For a response the body's media type
-picks the method: JSON is masked whole at the rule's JSONPath expressions, `text/event-stream`
-event by event (values split across events are still caught), other `text/*` as one stream.
-Bodies of other types are not text the masker can read; they pass unchanged and the audit entry
-says so. Anything the masker cannot parse fails closed: the caller gets a 502, never the body.
+picks the method: JSON is masked whole at the rule's JSONPath expressions (a Vertex AI array
+of stream chunks as the stream it stands for), `text/event-stream` event by event (values split
+across events are still caught), AWS event streams message by message (eventstream_masking),
+other `text/*` as one stream. Bodies of other types are not text the masker can read; they pass
+unchanged and the audit entry says so. Anything the masker cannot parse fails closed: the caller
+gets a 502, never the body.
 """
 
 from __future__ import annotations
@@ -13,10 +15,46 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import chunk_arrays, eventstream
 from gateway._masker import DEFAULT_REQUEST_PATHS, DEFAULT_RESPONSE_PATHS, Masker
 from gateway.config import Config, ConfigError, RuleConfig
 from gateway.errors import GatewayError
+from gateway.eventstream_masking import MASKING_FAILED_MESSAGE, EventStreamMasking
 from gateway.media import is_json
+
+# Ends an event stream whose rest could not be masked, in the OpenAI error shape SDKs raise on.
+MASKING_FAILED_EVENT = (
+    b'data: {"error":{"message":"the rest of this response could not be masked, so it was '
+    b'withheld","type":"gateway_error","code":"masking_failed"}}\n\n'
+)
+
+
+# Where cloud model APIs put model text, masked (with the masker's OpenAI-style defaults) when a
+# rule names no mask_paths. Streams of these shapes (Vertex AI SSE) use the same paths.
+CLOUD_RESPONSE_PATHS = (
+    "$.candidates[*].content.parts[*].text",  # Vertex AI Gemini, and each of its SSE events
+    "$[*].candidates[*].content.parts[*].text",  # Vertex AI streamGenerateContent JSON array
+    "$.content[*].text",  # Anthropic Messages (Bedrock InvokeModel, Vertex AI)
+    "$.completion",  # Anthropic text completions
+    "$.output.message.content[*].text",  # Bedrock Converse
+    "$.results[*].outputText",  # Amazon Titan
+    "$.generation",  # Meta Llama on Bedrock
+    "$.outputs[*].text",  # Mistral on Bedrock
+    "$.text",  # Cohere Command
+    "$.generations[*].text",  # Cohere
+    "$.generated_text",  # SageMaker Hugging Face / TGI containers
+    "$[*].generated_text",
+    "$.predictions[*]",  # SageMaker and Vertex AI custom models that return strings
+)
+CLOUD_REQUEST_PATHS = (
+    "$.contents[*].parts[*].text",  # Vertex AI Gemini
+    "$.systemInstruction.parts[*].text",
+    "$.system",  # Anthropic Messages (a string)
+    "$.system[*].text",  # Anthropic blocks and Bedrock Converse
+    "$.inputText",  # Amazon Titan
+    "$.inputs",  # SageMaker Hugging Face / TGI containers
+    "$.instances[*]",  # SageMaker and Vertex AI custom models that take strings
+)
 
 
 def masking_failed(what: str) -> GatewayError:
@@ -31,7 +69,9 @@ class StreamTransform:
     finish: Callable[[], bytes]
     counts: Callable[[], dict[str, int]]
     model: Callable[[], str | None] = lambda: None
-    sse: bool = False
+    # Ends the response in-band when masking fails mid-stream (an error event the client's SDK
+    # raises); None: the format has no such signal, so the connection is cut.
+    failed_tail: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -57,7 +97,12 @@ class RuleMasking:
         if kind == "text/event-stream":
             sse = self.response.sse_stream()
             return StreamTransform(
-                sse.push, sse.finish, lambda: sse.counts, lambda: sse.model, sse=True
+                sse.push, sse.finish, lambda: sse.counts, lambda: sse.model, MASKING_FAILED_EVENT
+            )
+        if kind == eventstream.MEDIA_TYPE:
+            frames = EventStreamMasking(self.response)
+            return StreamTransform(
+                frames.push, frames.finish, frames.counts, failed_tail=MASKING_FAILED_MESSAGE
             )
         if kind.startswith("text/"):
             text = self.response.text_stream()
@@ -68,6 +113,9 @@ class RuleMasking:
         """A whole response body masked at once. Raises GatewayError 502 if it cannot be."""
         try:
             if is_json(kind):
+                items = chunk_arrays.chunks(body)
+                if items is not None:
+                    return chunk_arrays.mask(self.response, items)
                 return self.response.mask_json(body)
             stream = self.stream_for(kind)
             if stream is None:
@@ -95,11 +143,10 @@ def _compile_rule(config: Config, index: int, rule: RuleConfig, key: bytes | Non
     custom = [(d.name, d.regex, d.validator) for d in config.masking.detectors]
     common = {"style": rule.mask_style, "hash_key": key, "custom": custom}
     try:
-        response = Masker(
-            list(rule.mask), paths=list(rule.mask_paths or DEFAULT_RESPONSE_PATHS), **common
-        )
+        response_paths = rule.mask_paths or (*DEFAULT_RESPONSE_PATHS, *CLOUD_RESPONSE_PATHS)
+        response = Masker(list(rule.mask), paths=list(response_paths), **common)
         request = (
-            Masker(list(rule.mask), paths=list(DEFAULT_REQUEST_PATHS), **common)
+            Masker(list(rule.mask), paths=[*DEFAULT_REQUEST_PATHS, *CLOUD_REQUEST_PATHS], **common)
             if rule.mask_request
             else None
         )

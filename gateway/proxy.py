@@ -37,11 +37,6 @@ AMBIGUOUS_PATH = re.compile(r"(^|/)\.{1,2}(/|$)|//|%2[eEfF]|%5[cC]|\\")
 COALESCE_MAX = 64 * 1024
 # A JSON response is masked whole; past this size it is refused rather than held in memory.
 MASK_WHOLE_MAX = 64 * 1024 * 1024
-# Ends an event stream whose rest could not be masked, in the OpenAI error shape SDKs raise on.
-MASKING_FAILED_EVENT = (
-    b'data: {"error":{"message":"the rest of this response could not be masked, so it was '
-    b'withheld","type":"gateway_error","code":"masking_failed"}}\n\n'
-)
 
 
 @dataclass(slots=True)
@@ -286,11 +281,11 @@ class Proxy:
             # (SDKs raise it); other text has no in-band signal, so the connection is cut.
             exchange.error = "masking failed mid-stream; the rest was withheld"
             assert stream is not None
-            if not stream.sse:
+            if stream.failed_tail is None:
                 await self._completed(exchange, tap)
                 writer.abort()
                 return
-            await writer.write(MASKING_FAILED_EVENT)
+            await writer.write(stream.failed_tail)
         if not started:
             await writer.start(response.status, out)
         if stream is not None:

@@ -208,6 +208,7 @@ def test_sigv4_signs_the_masked_body_that_is_sent(start_gateway, issuer, aws_pee
     seen = cloud_peer.seen(aws_peer.url)[-1]
     assert seen["verified"], seen["problem"]
     assert pii.EMAIL not in seen["body"] and "[EMAIL]" in seen["body"]
+    assert pii.EMAIL not in answer.text  # the answer is masked as well (Anthropic's shape)
 
 
 def test_sigv4_temporary_credentials_resolved_once_for_concurrent_requests(
