@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -443,3 +444,25 @@ def test_google_token_refused_is_a_502_and_a_health_warning(
     answer, report = during(refuse, gateway, token, VERTEX_PATH)
     assert_credentials_failed(answer, report, "vertex", "invalid_grant", "PRIVATE KEY")
     wait_for(lambda: post(gateway, token, VERTEX_PATH).status_code == 200, "recovery")
+
+
+def test_a_reload_keeps_the_token_unless_the_connection_changed(
+    start_gateway, issuer, bearer_peer, dot_provider, token
+):
+    dot.create_client(dot_provider.url, "gw-reload", CLIENT_SECRET)
+    gateway = oauth2_gateway(start_gateway, issuer, bearer_peer, dot_provider, "gw-reload")
+    path = "/azure/openai/deployments/d/chat"
+    config = gateway.config_path.read_text()
+
+    def reload(text: str, count: int) -> None:
+        gateway.config_path.write_text(text)
+        gateway.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: gateway.stderr().count('"policy loaded"') == count, "the reload")
+
+    assert post(gateway, token, path).status_code == 200
+    reload(config + '\n[[rules]]\nid = "more"\ngroups = ["others"]\naction = "deny"\n', 1)
+    assert post(gateway, token, path).status_code == 200
+    assert dot.token_requests(dot_provider.url, "gw-reload") == 1  # same connection: kept
+    reload(config.replace('scope = "inference"', 'scope = "read"'), 2)
+    assert post(gateway, token, path).status_code == 200
+    assert dot.token_requests(dot_provider.url, "gw-reload") == 2  # new scope: a new token
