@@ -18,7 +18,7 @@ from gateway.errors import GatewayError
 from gateway.headers import Headers
 from gateway.upstream import UpstreamPool
 from gateway.upstream_auth import UpstreamAuth, fingerprint
-from gateway.upstream_auth.secrets import read_secret
+from gateway.upstream_auth.secret_source import read_secret
 from gateway.upstream_auth.tokens import BEARER_TOKEN, TokenCache
 
 # RFC 6749 §5.1 makes expires_in optional; without it the token is renewed this often.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.config import Config, ConnectionConfig
 from gateway.headers import Headers
 from gateway.upstream_auth import UpstreamAuth, fingerprint
-from gateway.upstream_auth.secrets import read_secret
+from gateway.upstream_auth.secret_source import read_secret
 
 
 class StaticAuth(UpstreamAuth):
