@@ -77,5 +77,9 @@ def test_demo_prints_a_sign_in_link_that_signs_an_approver_in(demo) -> None:
         expect(row).to_have_count(1, timeout=10_000)
         row.locator("button.approve").click()
         thread.join(30)
+        # A session that ends (its cookie gone, as when the ID token expires) shows the
+        # sign-in link again at the page's next refresh.
+        page.context.clear_cookies()
+        expect(page.locator("#signin-link")).to_be_visible(timeout=10_000)
         browser.close()
     assert held["response"].status_code == 200, held["response"].text

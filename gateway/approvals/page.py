@@ -42,7 +42,9 @@ async function call(path, options) {
   });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    throw new Error((body.error && body.error.message) || "HTTP " + response.status);
+    const error = new Error((body.error && body.error.message) || "HTTP " + response.status);
+    error.status = response.status;
+    throw error;
   }
   return body;
 }
@@ -104,6 +106,7 @@ async function refresh() {
     render((await call("/_gateway/approvals?status=pending")).approvals);
   } catch (e) {
     say(e.message, true);
+    if (IDP && e.status === 401) show();  // the session ended with its ID token: sign in again
   }
 }
 
