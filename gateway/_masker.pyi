@@ -12,6 +12,10 @@ DEFAULT_REQUEST_PATHS: list[str]
 """JSONPath expressions covering user text in OpenAI-style requests."""
 HOLD_BACK: int
 """Upper bound, in bytes, on the text a stream holds back."""
+DEFAULT_PHONE_REGIONS: list[str]
+"""Regions tried for phone numbers without a country code when ``phone_regions`` is empty."""
+CONTEXT_BEFORE: int
+"""Bytes before a candidate searched for context words (bare phone digit runs)."""
 
 class Masker:
     """Detectors, style and JSONPath expressions compiled once (build one per policy rule).
@@ -24,6 +28,9 @@ class Masker:
         hash_key: HMAC-SHA256 key for style ``"hash"``.
         custom: ``(name, regex, validator)`` with validator ``None``, ``"luhn"`` or ``"mod97"``.
         paths: RFC 9535 JSONPath expressions for :meth:`mask_json` and :meth:`sse_stream`.
+        phone_regions: ISO 3166 region ids tried for phone numbers written without a country
+            code (empty: ``DEFAULT_PHONE_REGIONS``); international numbers are always checked
+            against their own country's libphonenumber metadata.
 
     Raises:
         ValueError: a bad argument; the message names it and never includes secrets.
@@ -37,6 +44,7 @@ class Masker:
         hash_key: bytes | None = None,
         custom: list[tuple[str, str, str | None]] = ...,
         paths: list[str] = ...,
+        phone_regions: list[str] = ...,
     ) -> None: ...
     @property
     def entities(self) -> list[str]: ...

@@ -166,3 +166,24 @@ def test_mask_json_malformed(body: bytes) -> None:
     with pytest.raises(ValueError) as ei:
         Masker(["all"], paths=["$.a"]).mask_json(body)
     assert "secret" not in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "030 12345678",
+        "+49 (0) 7574 399715",
+        "+44(0)20 7946 0958",
+        "0049 30 12345678",
+        "98765 43210",
+    ],
+)
+def test_national_phone_formats_are_masked_whole(phone: str) -> None:
+    assert Masker(["phone"]).mask_text(f"ring {phone} now")[0] == "ring [PHONE] now"
+
+
+def test_phone_regions_are_configurable() -> None:
+    assert Masker(["phone"], phone_regions=["US"]).mask_text("ring 030 12345678")[1] == []
+    assert "DE" in _masker.DEFAULT_PHONE_REGIONS
+    with pytest.raises(ValueError, match="XX"):
+        Masker(["phone"], phone_regions=["XX"])

@@ -29,6 +29,8 @@ pub enum Error {
     UnknownStyle(String),
     /// Style `hash` without a key, or an empty key.
     MissingHashKey,
+    /// A phone region id the libphonenumber metadata does not know.
+    UnknownPhoneRegion(String),
     /// A JSONPath expression that does not parse.
     InvalidPath {
         /// The expression as given.
@@ -65,6 +67,9 @@ impl fmt::Display for Error {
                 f,
                 "unknown mask style {s:?} (expected \"tag\", \"partial\", \"hash\" or \"redact\")"
             ),
+            Error::UnknownPhoneRegion(r) => {
+                write!(f, "unknown phone region {r:?} (expected an ISO 3166 code such as \"DE\")")
+            }
             Error::MissingHashKey => write!(f, "mask style \"hash\" needs a non-empty hash_key"),
             Error::InvalidPath { path, reason } => write!(f, "invalid JSONPath {path:?}: {reason}"),
             Error::InvalidJson(m) => write!(f, "malformed JSON: {m}"),

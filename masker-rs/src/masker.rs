@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::field::holds_json;
 use crate::json_text::JsonCore;
 use crate::jsonpath::{get_mut, Paths};
+use crate::phone::{PhoneRules, DEFAULT_PHONE_REGIONS};
 use crate::sse::SseStream;
 use crate::stream::{JsonStream, TextStream};
 use crate::styles::Style;
@@ -42,6 +43,10 @@ pub struct Config {
     /// RFC 9535 JSONPath expressions selecting the strings [`Masker::mask_json`] and
     /// [`SseStream`] mask.
     pub paths: Vec<String>,
+    /// Regions (ISO 3166 alpha-2) tried for phone numbers written without a country code;
+    /// empty: [`crate::DEFAULT_PHONE_REGIONS`]. International numbers are always checked
+    /// against their own country.
+    pub phone_regions: Vec<String>,
 }
 
 /// One finding: entity id and byte span in the original input. Never the value.
@@ -118,6 +123,14 @@ impl Masker {
             .map(|id| Detector::builtin(id).expect("built-in"))
             .collect();
         detectors.extend(customs.into_iter().filter(|d| wanted.contains(&d.id)));
+        let rules = Arc::new(if cfg.phone_regions.is_empty() {
+            PhoneRules::new(DEFAULT_PHONE_REGIONS)?
+        } else {
+            PhoneRules::new(&cfg.phone_regions)?
+        });
+        for d in detectors.iter_mut().filter(|d| d.id == "phone") {
+            d.phone = Some(Arc::clone(&rules));
+        }
         let pats: Vec<&str> = detectors.iter().map(|d| d.pattern.as_str()).collect();
         let probe = DFA::builder()
             // `All`: every pattern stays alive until it cannot match; leftmost-first would drop a

@@ -42,7 +42,7 @@ struct PyMasker {
 #[pymethods]
 impl PyMasker {
     #[new]
-    #[pyo3(signature = (entities, *, style = "tag", hash_key = None, custom = Vec::new(), paths = Vec::new()))]
+    #[pyo3(signature = (entities, *, style = "tag", hash_key = None, custom = Vec::new(), paths = Vec::new(), phone_regions = Vec::new()))]
     fn new(
         py: Python<'_>,
         entities: Vec<String>,
@@ -50,6 +50,7 @@ impl PyMasker {
         hash_key: Option<Vec<u8>>,
         custom: Vec<(String, String, Option<String>)>,
         paths: Vec<String>,
+        phone_regions: Vec<String>,
     ) -> PyResult<Self> {
         let cfg = Config {
             entities,
@@ -64,6 +65,7 @@ impl PyMasker {
                 })
                 .collect(),
             paths,
+            phone_regions,
         };
         let inner = Arc::new(Masker::new(&cfg)?);
         let names = inner
@@ -225,6 +227,11 @@ fn _masker(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::DEFAULT_REQUEST_PATHS.to_vec(),
     )?;
     m.add("HOLD_BACK", crate::HOLD_BACK)?;
+    m.add(
+        "DEFAULT_PHONE_REGIONS",
+        crate::DEFAULT_PHONE_REGIONS.to_vec(),
+    )?;
+    m.add("CONTEXT_BEFORE", crate::CONTEXT_BEFORE)?;
     m.add_class::<PyMasker>()?;
     m.add_class::<PyTextStream>()?;
     m.add_class::<PySseStream>()?;

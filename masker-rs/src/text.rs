@@ -378,7 +378,7 @@ impl Core {
                         ahead.push_back(Raw {
                             start: o + s,
                             end: o + e,
-                            ok: d.validator.check(hay, s, e).map(|e| o + e),
+                            ok: d.check(hay, s, e).map(|e| o + e),
                         });
                     },
                 );
@@ -441,7 +441,7 @@ impl Core {
                 &self.anchors,
                 &mut self.win,
                 |s, e| {
-                    if let Some(end) = d.validator.check(hay, s, e) {
+                    if let Some(end) = d.check(hay, s, e) {
                         cands.push(Cand {
                             det: di,
                             start: o + s,

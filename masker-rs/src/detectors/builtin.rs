@@ -114,7 +114,9 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         partial: true,
         ..row(
             "phone",
-            r"(?:(?:\+?1[ .-]?|001[ .-])?(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}(?:x[0-9]{1,5})?|\+[1-9][0-9]{7,14}|\+[1-9][0-9]{0,2}(?:[ .-]\(?[0-9]{1,4}\)?){2,5})(?-u:\b)",
+            // Digit groups with up to 3 separator chars between digits (`(0) `, `) `,
+            // ` - `), an optional extension; which of these are numbers: `crate::phone`.
+            r"(?:[+(]|(?-u:\b))[0-9](?:[0-9]|[ .\-/()]{1,3}[0-9]){5,24}(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?(?-u:\b)",
             Validator::Phone,
         )
     },

@@ -7,7 +7,10 @@ pub(crate) mod run;
 
 use regex_automata::{meta, Anchored, Input};
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
+use crate::phone::PhoneRules;
 use crate::validators::Validator;
 use prefilter::{Anchor, Anchors};
 use run::RunKind;
@@ -39,6 +42,8 @@ pub(crate) struct Detector {
     pub anchor: Option<Anchor>,
     /// Longest possible match, in bytes (bounded for every detector).
     pub max_len: usize,
+    /// `phone`: the regions its numbers are validated against.
+    pub phone: Option<Arc<PhoneRules>>,
 }
 
 fn compile(
@@ -99,6 +104,7 @@ impl Detector {
             partial: b.partial,
             anchor: b.anchor,
             max_len: max.unwrap_or(MAX_ENTITY_LEN),
+            phone: None,
         })
     }
 
@@ -155,7 +161,17 @@ impl Detector {
             partial: validator != Validator::None,
             anchor: None,
             max_len,
+            phone: None,
         })
+    }
+
+    /// Validate the match `hay[s..e]`: `Some(end)` accepts it (possibly shortened).
+    pub(crate) fn check(&self, hay: &str, s: usize, e: usize) -> Option<usize> {
+        let e = self.validator.check(hay, s, e)?;
+        match &self.phone {
+            Some(rules) => rules.check(hay, s, e),
+            None => Some(e),
+        }
     }
 
     /// Every match starting in `hay[from..upto)`, leftmost-first and non-overlapping (each

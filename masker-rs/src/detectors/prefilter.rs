@@ -30,12 +30,8 @@ pub(crate) enum Anchor {
     Ipv4,
     /// `iban`: `\b[A-Z]{2}[0-9]`: two upper-case letters right before a run, after a boundary.
     Iban,
-    /// `phone`, by alternative (first digit's run in brackets):
-    /// `+1` prefix, `+[1-9][0-9]{7,14}\b`, `+[1-9][0-9]{0,2}[ .-]` (a run of 1-3 or 8-15 after
-    /// `+`, start at the `+`); `([0-9]{3})` (a run of 3 after `(`, start at the `(`);
-    /// `\b[0-9]{3}[ .-]` (a run of 3 at a boundary, followed by a separator, start at the run);
-    /// a bare `1` prefix (not preceded by `\b`, but followed by a separator or `(`, so the last
-    /// digit of a run, start there); a `001[ .-]` prefix (the last three digits of a run).
+    /// `phone`: `[+(][0-9]` (start at the `+` or `(` right before a run) or `\b[0-9]` (a run
+    /// at a boundary, start at the run).
     Phone,
     /// `ipv6`: the first group is `[hex]{1,4}:` or `::?`, so a `:` at offset 0..=4, followed by
     /// a hex digit or `:` (every match continues after its first colon).
@@ -195,22 +191,12 @@ impl Anchors {
                 }
             }
             Anchor::Phone => {
-                for &(r0, r1) in &self.digit_runs {
-                    let n = r1 - r0;
-                    let prev = if r0 > 0 { hay[r0 - 1] } else { 0 };
-                    if (prev == b'+' && (n <= 3 || (8..=15).contains(&n)))
-                        || (prev == b'(' && n == 3)
-                    {
+                for &(r0, _) in &self.digit_runs {
+                    if r0 > 0 && matches!(hay[r0 - 1], b'+' | b'(') {
                         one(out, r0 - 1);
                     }
-                    if n == 3 && boundary(r0) && matches!(hay.get(r1), Some(b' ' | b'.' | b'-')) {
+                    if boundary(r0) {
                         one(out, r0);
-                    }
-                    if n >= 3 && &hay[r1 - 3..r1] == b"001" {
-                        one(out, r1 - 3);
-                    }
-                    if hay[r1 - 1] == b'1' {
-                        one(out, r1 - 1);
                     }
                 }
             }
