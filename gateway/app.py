@@ -50,7 +50,9 @@ class Gateway:
         self.metrics = Metrics()
         self.verifier = TokenVerifier(config.issuers, self.metrics.jwks_refreshes_inc)
         self.auditor = Auditor(None)  # opened in start()
-        self.approvals = Approvals(config.approvals, self.auditor)  # opened in start()
+        self.approvals = Approvals(  # opened in start()
+            config.approvals, self.auditor, on_wake=self.metrics.holds_woken_inc
+        )
         self.proxy = Proxy(
             Runtime(config), self.verifier, self.metrics, self.auditor, self.approvals
         )

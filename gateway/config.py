@@ -106,7 +106,7 @@ class MaskingConfig:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalsConfig:
-    store: str  # sqlite:///path
+    store: str  # sqlite:///path or postgresql://user@host/db
     timeout_s: float = 900.0
     hold_max_s: float = 60.0
     webhook_url: str | None = None
@@ -508,11 +508,13 @@ def _approvals(s: _Section) -> ApprovalsConfig:
     )
     _sign_in(s, config)
     store = urlsplit(config.store)
-    if store.scheme != "sqlite" or store.netloc or store.path in ("", "/"):
+    sqlite = store.scheme == "sqlite" and not store.netloc and store.path not in ("", "/")
+    postgres = store.scheme in ("postgresql", "postgres") and bool(store.hostname)
+    if not (sqlite or postgres):
         raise s.fail(
             "store",
-            f"must be sqlite:///PATH, e.g. sqlite:///var/lib/gateway/approvals.db; "
-            f"got {config.store!r}",
+            "must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE, e.g. "
+            f"sqlite:///var/lib/gateway/approvals.db; got {without_password(config.store)!r}",
         )
     if config.webhook_url is not None:
         hook = urlsplit(config.webhook_url)
@@ -545,6 +547,14 @@ def _sign_in(s: _Section, config: ApprovalsConfig) -> None:
         raise s.fail("client_id", "sign_in_issuer needs the page's client id at the IdP")
     if config.public_url is None:
         raise s.fail("public_url", "sign_in_issuer needs the URL browsers reach the gateway at")
+
+
+def without_password(url: str) -> str:
+    """A URL as it may appear in an error: a password in it is replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(":" + parts.password + "@", ":***@", 1)
 
 
 def _connections(file: Path, raw: Any) -> tuple[ConnectionConfig, ...]:

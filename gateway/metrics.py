@@ -64,6 +64,12 @@ class Metrics:
         self.masked = Counter(
             "gateway_masked_entities", "Values masked, by entity type", ["entity"], registry=r
         )
+        self.holds_woken = Counter(
+            "gateway_approval_holds_woken",
+            "Held requests whose approval changed, by what told them: this_process, store, poll",
+            ["by"],
+            registry=r,
+        )
 
     def exchange(
         self,
@@ -95,6 +101,9 @@ class Metrics:
 
     def jwks_refreshes_inc(self, result: str) -> None:
         self.jwks_refreshes.labels(result).inc()
+
+    def holds_woken_inc(self, by: str) -> None:
+        self.holds_woken.labels(by).inc()
 
     def render(self) -> bytes:
         directory = os.environ.get(MULTIPROC_ENV)

@@ -17,9 +17,14 @@ BODY = {"model": MODEL, "messages": [{"role": "user", "content": "score jane.doe
 
 
 def approvals_config(
-    issuer: str, upstream: str, tmp: Path, *, webhook_url: str | None = None
+    issuer: str,
+    upstream: str,
+    tmp: Path,
+    *,
+    webhook_url: str | None = None,
+    store: str | None = None,
 ) -> str:
-    """audited_config plus [approvals] and three approve rules:
+    """audited_config plus [approvals] (SQLite in tmp unless `store`) and three approve rules:
 
     - credit-risk (credit-risk-*): one risk officer, reason required;
     - dual-control (dual-*): two distinct risk officers;
@@ -30,7 +35,7 @@ def approvals_config(
         audited_config(issuer, upstream, tmp)
         + f"""
 [approvals]
-store = "sqlite://{tmp}/approvals.db"
+store = "{store or f"sqlite://{tmp}/approvals.db"}"
 timeout_s = 600
 hold_max_s = 30
 {hook}

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import peers
+import pgcluster
 import pytest
 from dot_provider import fixture as dot
 
@@ -158,3 +159,21 @@ def analyst_token(issuer: peers.Peer) -> str:
 @pytest.fixture(scope="session")
 def intern_token(issuer: peers.Peer) -> str:
     return peers.mint(issuer.url, "ivan@example.com", ["interns", "analysts"])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pgcluster.Cluster]:
+    """One throwaway PostgreSQL cluster for the session; take a database with new_database()."""
+    cluster = pgcluster.Cluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def approvals_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """An empty approval store URL of each kind: modules using it run against both stores."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path_factory.mktemp('store')}/approvals.db"
+    return request.getfixturevalue("postgres").new_database("approvals")

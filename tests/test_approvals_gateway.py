@@ -1,6 +1,6 @@
 """Just-in-time approval end to end: a real gateway process, demo issuer and upstream, and
 several identities: alice (analyst, requester), rita and raj (risk officers), rob (analyst AND
-risk officer), nina (analyst, not an approver)."""
+risk officer), nina (analyst, not an approver). Every test runs against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ def webhook():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, issuer, upstream, tmp_path_factory, webhook):
+def gw(start_gateway, issuer, upstream, tmp_path_factory, webhook, approvals_store):
     tmp = tmp_path_factory.mktemp("approvals")
-    gateway = start_gateway(
-        approvals_config(issuer.url, upstream.url, tmp, webhook_url=webhook.url)
+    config = approvals_config(
+        issuer.url, upstream.url, tmp, webhook_url=webhook.url, store=approvals_store
     )
+    gateway = start_gateway(config)
     gateway.audit_dir = tmp / "audit"
     return gateway
 
@@ -305,9 +306,9 @@ def _linked(audit_dir, approval_id) -> list[dict]:
     return found if found and found[-1]["type"] == "inference" else []
 
 
-def test_pending_approval_survives_a_restart(issuer, upstream, tmp_path) -> None:
+def test_pending_approval_survives_a_restart(issuer, upstream, tmp_path, approvals_store) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text(approvals_config(issuer.url, upstream.url, tmp_path))
+    config.write_text(approvals_config(issuer.url, upstream.url, tmp_path, store=approvals_store))
     alice_token = peers.mint(issuer.url, "alice@example.com", ["analysts"])
     rita_token = peers.mint(issuer.url, "rita@example.com", ["risk-officers"])
     with launch_gateway(config) as first:

@@ -1,4 +1,5 @@
-"""The approval state machine (pure) and the SQLite store (migrations, compare-and-swap)."""
+"""The approval state machine (pure) and both stores (migrations, compare-and-swap,
+announcements)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import asyncio
 import dataclasses
 import sqlite3
 
+import asyncpg
+import pgcluster
 import pytest
 
-from gateway.approvals import state
-from gateway.approvals.service import _load, _row
+from gateway.approvals import pgstore, state
+from gateway.approvals.pgstore import PostgresStore
+from gateway.approvals.service import _load, _row, open_store
 from gateway.approvals.state import (
     APPROVED,
     DENIED,
@@ -23,7 +27,7 @@ from gateway.approvals.state import (
     IllegalTransition,
     Retry,
 )
-from gateway.approvals.store import MIGRATIONS, SqliteStore, migrate
+from gateway.approvals.store import MIGRATIONS, SqliteStore, StoreUnavailable, migrate
 
 RISK = frozenset({"risk-officers"})
 
@@ -142,8 +146,33 @@ async def test_store_migrates_once_and_refuses_a_newer_schema(tmp_path) -> None:
         migrate(db)
 
 
-async def test_store_compare_and_swap_lets_exactly_one_writer_win(tmp_path) -> None:
-    store = SqliteStore(tmp_path / "a.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/a.db"
+    return request.getfixturevalue("postgres").new_database("state")
+
+
+async def test_postgres_store_migrates_once_and_refuses_a_newer_schema(postgres) -> None:
+    url = postgres.new_database("migrate")
+    # Two replicas starting at once: the advisory lock lets exactly one create the schema.
+    stores = [PostgresStore(url), PostgresStore(url)]
+    await asyncio.gather(*(s.open() for s in stores))
+    await asyncio.gather(*(s.close() for s in stores))
+    db = await asyncpg.connect(url)
+    try:
+        assert await db.fetch("SELECT version FROM approvals_schema_version") == [
+            (len(pgstore.MIGRATIONS),)
+        ]
+        await db.execute("UPDATE approvals_schema_version SET version = 99")
+        with pytest.raises(StoreUnavailable, match="newer"):
+            await PostgresStore(url).open()
+    finally:
+        await db.close()
+
+
+async def test_store_compare_and_swap_lets_exactly_one_writer_win(store_url) -> None:
+    store = open_store(store_url)
     await store.open()
     try:
         await store.insert(_row(pending(), 0))
@@ -164,3 +193,53 @@ async def test_store_compare_and_swap_lets_exactly_one_writer_win(tmp_path) -> N
         assert due == ([row.id] if row.state == "approved" else [])
     finally:
         await store.close()
+
+
+async def test_postgres_store_announces_changes_made_through_another_store(postgres) -> None:
+    """Replica B's compare-and-swap reaches replica A's subscriber as a NOTIFY, and only a
+    successful swap is announced."""
+    url = postgres.new_database("notify")
+    a, b = PostgresStore(url), PostgresStore(url)
+    heard: asyncio.Queue[str | None] = asyncio.Queue()
+    a.subscribe(heard.put_nowait)
+    await a.open()
+    await b.open()
+    try:
+        await b.insert(_row(pending(), 0))
+        approve = state.decide(pending(), "rita", RISK, "approve", None, 1050.0)
+        assert await b.replace(_row(approve, 1), 0)
+        assert not await b.replace(_row(approve, 1), 0)  # lost the race: nothing to announce
+        async with asyncio.timeout(10):
+            assert await heard.get() == pending().id
+        assert heard.empty()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_postgres_store_down_is_unavailable_and_recovers_after_a_restart() -> None:
+    """A restart of the database: 503-worthy errors while it is down, then the same store object
+    works again, and its listener reconnects and tells the service it may have missed changes."""
+    cluster = pgcluster.Cluster()
+    try:
+        url = cluster.new_database("restart")
+        store = PostgresStore(url)
+        heard: asyncio.Queue[str | None] = asyncio.Queue()
+        store.subscribe(heard.put_nowait)
+        await store.open()
+        await store.insert(_row(pending(), 0))
+        await asyncio.to_thread(cluster.stop)
+        with pytest.raises(StoreUnavailable, match="approval store"):
+            await store.get(pending().id)
+        await asyncio.to_thread(cluster.start)
+        async with asyncio.timeout(20):
+            assert await heard.get() is None  # the listener is back and says "re-read"
+        row = await store.get(pending().id)
+        assert row is not None and row.state == "pending"
+        approve = state.decide(pending(), "rita", RISK, "approve", None, 1050.0)
+        assert await store.replace(_row(approve, 1), 0)
+        async with asyncio.timeout(10):
+            assert await heard.get() == pending().id  # announcements flow again
+        await store.close()
+    finally:
+        cluster.destroy()

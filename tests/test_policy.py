@@ -175,7 +175,7 @@ def write(tmp_path: Path, text: str) -> Path:
             "at least 1",
         ),
         (
-            ("[identity]", '[approvals]\nstore = "postgres://db/x"\n[identity]'),
+            ("[identity]", '[approvals]\nstore = "mysql://db/x"\n[identity]'),
             "approvals.store",
             "sqlite:///PATH",
         ),

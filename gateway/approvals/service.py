@@ -2,8 +2,9 @@
 
 Every change follows one pattern: read the row, let state.py compute the next approval, write it
 back with a compare-and-swap, and re-read and re-apply if another decision got there first (the
-state machine then refuses what is no longer legal). A hold waits on an in-process event set by
-local decisions, and re-reads the store every HOLD_POLL_S for decisions made by other replicas.
+state machine then refuses what is no longer legal). A hold waits on an in-process event, set by
+local decisions and, with PostgreSQL, by the store's announcement of a change made by any
+replica or worker; with SQLite, which announces nothing, it also re-reads every HOLD_POLL_S.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway._masker import DEFAULT_REQUEST_PATHS, Masker
 from gateway.approvals import state
+from gateway.approvals.pgstore import PostgresStore
 from gateway.approvals.state import APPROVED, PENDING, Approval, ApprovalRefused, Retry
-from gateway.approvals.store import ApprovalStore, Row, StoreUnavailable, open_store
+from gateway.approvals.store import ApprovalStore, Row, SqliteStore, StoreUnavailable
 from gateway.approvals.webhook import Webhook
 from gateway.auditing import Auditor, request_fields
 from gateway.config import ApprovalsConfig, RuleConfig
@@ -30,7 +34,8 @@ from gateway.identity import Identity
 log = logging.getLogger("gateway.approvals")
 
 URL_PREFIX = "/_gateway/approvals/"
-HOLD_POLL_S = 1.0  # a decision taken on another replica reaches a held request this fast
+HOLD_POLL_S = 1.0  # SQLite only: a decision taken in another process reaches a hold this fast
+PING_TIMEOUT_S = 2.0  # health check of the store
 SWEEP_S = 5.0  # how often overdue approvals are expired (and recorded) when nobody looks
 CAS_ATTEMPTS = 8  # concurrent writers on one approval; more than this is a bug, not load
 LIST_LIMIT = 500
@@ -43,7 +48,17 @@ def refused(exc: ApprovalRefused) -> GatewayError:
 
 def store_down(exc: StoreUnavailable) -> GatewayError:
     log.error("approval store: %s", exc)
-    return GatewayError(503, "approvals_unavailable", "the approval store is unavailable")
+    return GatewayError(
+        503, "approvals_unavailable", "the approval store is unavailable; try again shortly"
+    )
+
+
+def open_store(url: str) -> ApprovalStore:
+    """A store for a `[approvals] store` URL (validated by config.py)."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return SqliteStore(Path(parts.path))
+    return PostgresStore(url)
 
 
 class Approvals:
@@ -54,13 +69,15 @@ class Approvals:
         config: ApprovalsConfig | None,
         auditor: Auditor,
         clock: Callable[[], float] = time.time,
+        on_wake: Callable[[str], None] = lambda _by: None,
     ) -> None:
         self.config = config
         self.auditor = auditor
         self.clock = clock
+        self.on_wake = on_wake  # counts what woke a hold: "this_process", "store", "poll"
         self.store: ApprovalStore | None = None
         self.webhook = Webhook(config.webhook_url) if config and config.webhook_url else None
-        self.changed: dict[str, asyncio.Event] = {}
+        self.holds: dict[str, set[asyncio.Event]] = {}  # approval id -> one event per hold
         self.sweeper: asyncio.Task[None] | None = None
         self.text_masker = Masker(["all"])
         self.body_masker = Masker(["all"], paths=DEFAULT_REQUEST_PATHS)
@@ -69,6 +86,7 @@ class Approvals:
         if self.config is None:
             return
         store = open_store(self.config.store)
+        store.subscribe(self._announced)
         await store.open()
         self.store = store
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep_periodically())
@@ -82,6 +100,17 @@ class Approvals:
             await self.webhook.close()
         if self.store is not None:
             await self.store.close()
+
+    async def reachable(self) -> bool | None:
+        """For health: None without [approvals]; else whether the store answers."""
+        if self.store is None:
+            return None
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self.store.ping()
+        except (StoreUnavailable, TimeoutError):
+            return False
+        return True
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -122,7 +151,7 @@ class Approvals:
                 raise refused(exc) from None
             try:
                 if await store.replace(_row(new, approval.version + 1), approval.version):
-                    self._wake(new.id)
+                    self._wake(new.id, "this_process")
                     return approval, dataclasses.replace(new, version=approval.version + 1)
                 row = await store.get(approval.id)
             except StoreUnavailable as exc:
@@ -279,20 +308,41 @@ class Approvals:
         """Until the approval leaves `pending` or `seconds` pass; returns it as it then is."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while True:
-            changed = self.changed.setdefault(approval_id, asyncio.Event())
-            approval = await self.get(approval_id)
-            remaining = deadline - loop.time()
-            if approval.state is not PENDING or remaining <= 0:
-                return approval
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(remaining, HOLD_POLL_S)):
-                    await changed.wait()
+        poll = not self._store().announces_changes
+        polled = False
+        changed = asyncio.Event()
+        self.holds.setdefault(approval_id, set()).add(changed)
+        try:
+            while True:
+                changed.clear()  # before reading: a change after the read sets it again
+                approval = await self.get(approval_id)
+                remaining = deadline - loop.time()
+                if approval.state is not PENDING or remaining <= 0:
+                    if polled and approval.state is not PENDING:
+                        self.on_wake("poll")
+                    return approval
+                polled = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, HOLD_POLL_S) if poll else remaining):
+                        await changed.wait()
+                        continue
+                polled = poll
+        finally:
+            waiting = self.holds[approval_id]
+            waiting.discard(changed)
+            if not waiting:
+                del self.holds[approval_id]
 
-    def _wake(self, approval_id: str) -> None:
-        event = self.changed.pop(approval_id, None)
-        if event is not None:
-            event.set()
+    def _wake(self, approval_id: str, by: str) -> None:
+        for event in self.holds.get(approval_id, ()):
+            if not event.is_set():
+                self.on_wake(by)
+                event.set()
+
+    def _announced(self, approval_id: str | None) -> None:
+        """The store says this approval changed (None: anything may have; wake every hold)."""
+        for held in [approval_id] if approval_id is not None else list(self.holds):
+            self._wake(held, "store")
 
     # -- masking and notifying -------------------------------------------------------------
 

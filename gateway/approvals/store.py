@@ -2,8 +2,8 @@
 
 The store moves rows and nothing else: the state machine (state.py) decides every change, and
 the store only applies it with a compare-and-swap on the row's version, so two concurrent
-decisions on one approval resolve to exactly one. The SQL is five short statements, so a
-PostgreSQL store for several replicas is one more class with the same methods.
+decisions on one approval resolve to exactly one. pgstore.py has the same methods over
+PostgreSQL for several replicas, and announces each change to all of them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -54,7 +53,15 @@ class Row:
 class ApprovalStore(Protocol):
     """What the approval service needs from a store. Every method raises StoreUnavailable."""
 
+    # True: a change made by any process reaches subscribe()'s callback, so holds need not poll.
+    announces_changes: bool
+
+    def subscribe(self, on_change: Callable[[str | None], None]) -> None:
+        """Call `on_change(approval_id)` for changes, `on_change(None)` if some may be missed."""
+        ...
+
     async def open(self) -> None: ...
+    async def ping(self) -> None: ...
     async def close(self) -> None: ...
     async def insert(self, row: Row) -> None: ...
     async def get(self, approval_id: str) -> Row | None: ...
@@ -66,16 +73,12 @@ class ApprovalStore(Protocol):
         ...
 
 
-def open_store(url: str) -> ApprovalStore:
-    """A store for a `[approvals] store` URL (validated by config.py)."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        return SqliteStore(Path(parts.path))
-    raise StoreUnavailable(f"no store for {parts.scheme!r} URLs")
-
-
 class SqliteStore:
-    """SQLite through the stdlib, on one worker thread so the event loop never blocks."""
+    """SQLite through the stdlib, on one worker thread so the event loop never blocks.
+
+    It cannot hear other processes' changes: holds re-read it (the service polls)."""
+
+    announces_changes = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -89,8 +92,14 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"approval store {self.path}: {exc}") from None
 
+    def subscribe(self, on_change: Callable[[str | None], None]) -> None:
+        """Nothing to subscribe to: this process's own changes wake holds in the service."""
+
     async def open(self) -> None:
         await self._run(self._open)
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._db().execute("SELECT 1").fetchone())
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,100 @@
+"""Two real gateway processes sharing one PostgreSQL approval store: a request held on one is
+released by a decision taken on the other, through the store's NOTIFY (the PostgreSQL store has
+no poll: the metric names what woke the hold); and the database going away and coming back."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import httpx
+import peers
+import pgcluster
+import pytest
+from approvals_helpers import Client, approvals_config, wait_for
+from conftest import launch_gateway
+
+
+def unique(content: str) -> dict:
+    return {"model": "credit-risk-v1", "messages": [{"role": "user", "content": content}]}
+
+
+def woken(url: str) -> dict[str, float]:
+    """gateway_approval_holds_woken_total by its `by` label, from a replica's metrics."""
+    text = httpx.get(f"{url}/_gateway/metrics", timeout=10).text
+    found = re.findall(r'^gateway_approval_holds_woken_total\{by="(\w+)"\} (\S+)$', text, re.M)
+    return {by: float(n) for by, n in found}
+
+
+def start_replicas(issuer, upstream, tmp_path_factory, store: str, n: int) -> list[peers.Peer]:
+    replicas = []
+    for i in range(n):
+        tmp = tmp_path_factory.mktemp(f"replica{i}")
+        config = tmp / "gateway.toml"
+        config.write_text(approvals_config(issuer.url, upstream.url, tmp, store=store))
+        replicas.append(launch_gateway(config))
+    return replicas
+
+
+@pytest.fixture(scope="module")
+def replicas(issuer, upstream, tmp_path_factory, postgres):
+    started = start_replicas(
+        issuer, upstream, tmp_path_factory, postgres.new_database("replicas"), 2
+    )
+    yield started
+    for replica in started:
+        replica.stop()
+
+
+def test_decision_on_one_replica_wakes_a_hold_on_the_other_through_notify(replicas, issuer) -> None:
+    a, b = replicas
+    alice = Client(a.url, peers.mint(issuer.url, "alice@example.com", ["analysts"]))
+    rita = Client(b.url, peers.mint(issuer.url, "rita@example.com", ["risk-officers"]))
+    before = woken(a.url)
+    result: dict = {}
+    held = threading.Thread(target=lambda: result.update(r=alice.infer(unique("A→B"), wait=25)))
+    held.start()
+    pending = wait_for(lambda: rita.get("?status=pending").json()["approvals"])
+    (mine,) = [p for p in pending if "A→B" in (p["preview"] or "")]
+    assert rita.decide(mine["id"], "approve").status_code == 200
+    held.join(30)
+    assert result["r"].status_code == 200, result["r"].text
+    after = woken(a.url)
+    assert after.get("store", 0) == before.get("store", 0) + 1  # the NOTIFY from B's decision
+    assert after.get("poll", 0) == 0 and after.get("this_process", 0) == before.get(
+        "this_process", 0
+    )
+
+
+def test_database_restart_503_while_down_then_holds_and_tickets_work_again(
+    issuer, upstream, tmp_path_factory
+) -> None:
+    cluster = pgcluster.Cluster()
+    try:
+        a, b = start_replicas(
+            issuer, upstream, tmp_path_factory, cluster.new_database("restart"), 2
+        )
+        with a, b:
+            alice = Client(a.url, peers.mint(issuer.url, "alice@example.com", ["analysts"]))
+            rita = Client(b.url, peers.mint(issuer.url, "rita@example.com", ["risk-officers"]))
+            cluster.stop()
+            down = alice.infer(unique("while down"))
+            assert down.status_code == 503
+            error = down.json()["error"]
+            assert error["code"] == "approvals_unavailable"
+            assert "approval store is unavailable" in error["message"]
+            assert "127.0.0.1" not in error["message"]  # no connection details to callers
+            cluster.start()
+            # A hold that starts right after the restart is released from the other replica:
+            # the listener came back (or woke every hold on reconnecting).
+            result: dict = {}
+            held = threading.Thread(
+                target=lambda: result.update(r=alice.infer(unique("after restart"), wait=25))
+            )
+            held.start()
+            pending = wait_for(lambda: rita.get("?status=pending").json()["approvals"])
+            assert rita.decide(pending[0]["id"], "approve").status_code == 200
+            held.join(30)
+            assert result["r"].status_code == 200, result["r"].text
+    finally:
+        cluster.destroy()
