@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,6 +128,8 @@ class Ops:
         self.audit = audit
         self.approvals = approvals
         self.probe = UpstreamProbe()
+        # Other parts add theirs (audit shipping): each returns {"check", "problem"} warnings.
+        self.warnings: list[Callable[[], list[dict[str, str]]]] = []
 
     async def handle(self, request: IncomingRequest, writer: ResponseWriter) -> None:
         name = request.path[len(PREFIX) :]
@@ -152,24 +155,64 @@ class Ops:
             raise GatewayError(404, "not_found", f"no gateway endpoint {request.path!r}")
 
     async def _health(self, writer: ResponseWriter, *, live_only: bool) -> None:
-        """Liveness (`?live`): the process answers. Readiness: keys loaded, upstreams reachable."""
+        """Liveness (`?live`): the process answers. Readiness: 503 only for this gateway's own
+        faults; what lies outside it (upstreams, token endpoints, shipping) is a warning with
+        200, so one bad upstream never takes every replica out of a load balancer."""
         if live_only:
             await writer.send_full(200, JSON, b'{"status":"ok"}')
             return
-        routes = self.runtime().routes
+        runtime = self.runtime()
+        routes = runtime.routes
         results = await asyncio.gather(
             *(self.probe.reachable(r.pool.host, r.pool.port) for r in routes.values())
         )
         upstreams = dict(zip(routes, results, strict=True))
-        checks = {"signing_keys_loaded": self.keys_ready(), "upstreams_reachable": upstreams}
-        ready = checks["signing_keys_loaded"] and all(upstreams.values())
-        report = {"status": "ok" if ready else "unavailable", "checks": checks}
-        # A connection that cannot get its upstream credential is a warning: one bad token
-        # endpoint must not take every replica out of the load balancer.
-        report["warnings"] = [
+        approvals = self.approvals.approvals
+        needs_store = any(rule.action == "approve" for rule in runtime.config.rules)
+        checks = {
+            "signing_keys_loaded": self.keys_ready(),
+            "audit_log_writable": await audit_writable(self.audit.auditor),
+            "approvals_store_reachable": await approvals.reachable() if needs_store else None,
+            "upstreams_reachable": upstreams,
+        }
+        problems = [HEALTH_PROBLEMS[name] for name, ok in checks.items() if ok is False]
+        # What lies outside this gateway is a warning: one bad upstream or token endpoint must
+        # not take every replica out of the load balancer.
+        warnings = [
+            {
+                "connection": name,
+                "check": "upstream_reachable",
+                "problem": "not accepting connections",
+            }
+            for name, ok in upstreams.items()
+            if not ok
+        ]
+        warnings += [
             {"connection": name, "check": "upstream_credentials", "problem": route.auth.problem}
             for name, route in routes.items()
             if route.auth.problem
         ]
-        body = orjson.dumps(report)
-        await writer.send_full(200 if ready else 503, JSON, body)
+        for source in self.warnings:
+            warnings += source()
+        status = "unavailable" if problems else "degraded" if warnings else "ok"
+        body = {"status": status, "checks": checks, "problems": problems, "warnings": warnings}
+        await writer.send_full(503 if problems else 200, JSON, orjson.dumps(body))
+
+
+HEALTH_PROBLEMS = {
+    "signing_keys_loaded": "no token signing keys from the identity provider yet",
+    "audit_log_writable": "the audit log cannot be written",
+    "approvals_store_reachable": "the approval store is unreachable and approve rules exist",
+}
+
+
+async def audit_writable(auditor: Auditor) -> bool | None:
+    """None without [audit]. After a failed write, one small entry tries the disk again: with
+    every request refused by its load balancer, nothing else would find that it recovered."""
+    log = auditor.log
+    if log is None:
+        return None
+    if not log.available:
+        with contextlib.suppress(GatewayError):
+            await auditor.append({"type": "audit.probe"})
+    return log.available

@@ -84,7 +84,16 @@ def test_database_restart_503_while_down_then_holds_and_tickets_work_again(
             assert error["code"] == "approvals_unavailable"
             assert "approval store is unavailable" in error["message"]
             assert "127.0.0.1" not in error["message"]  # no connection details to callers
+            health = httpx.get(f"{a.url}/_gateway/health", timeout=10)
+            assert health.status_code == 503  # approve rules exist: this replica cannot serve
+            assert health.json()["problems"] == [
+                "the approval store is unreachable and approve rules exist"
+            ]
             cluster.start()
+            healthy = wait_for(
+                lambda: httpx.get(f"{a.url}/_gateway/health", timeout=10).status_code == 200
+            )
+            assert healthy
             # A hold that starts right after the restart is released from the other replica:
             # the listener came back (or woke every hold on reconnecting).
             result: dict = {}

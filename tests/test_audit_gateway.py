@@ -125,13 +125,20 @@ def test_full_disk_gives_503_and_nothing_unaudited_is_forwarded(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "audit_unavailable"
     assert peers.upstream_requests(upstream.url) == []  # nothing reached the model
+    health = httpx.get(f"{gateway.url}/_gateway/health")  # the gateway's own fault: 503
+    assert health.status_code == 503
+    assert health.json()["problems"] == ["the audit log cannot be written"]
     subprocess.run(["prlimit", f"--pid={pid}", "--fsize=unlimited:unlimited"], check=True)
+    # With no request reaching it (a load balancer stopped sending), the health check itself
+    # finds that the disk works again.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        response = httpx.post(f"{gateway.url}/llama/v1/chat/completions", json=body, headers=auth)
-        if response.status_code == 200:
+        health = httpx.get(f"{gateway.url}/_gateway/health")
+        if health.status_code == 200:
             break
         time.sleep(0.1)
+    assert health.status_code == 200 and health.json()["checks"]["audit_log_writable"] is True
+    response = httpx.post(f"{gateway.url}/llama/v1/chat/completions", json=body, headers=auth)
     assert response.status_code == 200  # it recovered by itself
     gateway.stop()
     assert verify_log(tmp_path / "audit").problem is None
