@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import orjson
-from conftest import audited_config
+import peers
+from conftest import audited_config, launch_gateway
+from pgcluster import free_port
 
 MODEL = "credit-risk-v1"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "score jane.doe@example.com"}]}
@@ -70,12 +72,34 @@ timeout_s = 1
     )
 
 
-class Client:
-    """One identity talking to one gateway."""
+def start_replicas(
+    issuer: peers.Peer, upstream: peers.Peer, tmp_path_factory: Any, store: str, n: int
+) -> list[peers.Peer]:
+    """`n` gateway processes sharing one approval store, each with its own audit log whose
+    origin names it (replica{i}.test/audit), each on a port of its own that a restart keeps;
+    `peer.config_path` and `peer.audit_dir` are set."""
+    replicas = []
+    for i in range(n):
+        tmp = tmp_path_factory.mktemp(f"replica{i}")
+        config = tmp / "gateway.toml"
+        text = approvals_config(issuer.url, upstream.url, tmp, store=store)
+        text = text.replace("test.gateway/audit", f"replica{i}.test/audit")
+        config.write_text(text.replace("127.0.0.1:0", f"127.0.0.1:{free_port()}", 1))
+        replica = launch_gateway(config)
+        replica.config_path = config  # type: ignore[attr-defined]
+        replica.audit_dir = tmp / "audit"  # type: ignore[attr-defined]
+        replicas.append(replica)
+    return replicas
 
-    def __init__(self, url: str, token: str) -> None:
+
+class Client:
+    """One identity talking to one gateway (through a balancer: `pin` sets `x-replica`)."""
+
+    def __init__(self, url: str, token: str, pin: str | None = None) -> None:
         self.url = url
         self.auth = {"authorization": f"Bearer {token}"}
+        if pin is not None:
+            self.auth["x-replica"] = pin
 
     def infer(
         self,

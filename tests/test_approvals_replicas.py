@@ -11,8 +11,7 @@ import httpx
 import peers
 import pgcluster
 import pytest
-from approvals_helpers import Client, approvals_config, wait_for
-from conftest import launch_gateway
+from approvals_helpers import Client, start_replicas, wait_for
 
 
 def unique(content: str) -> dict:
@@ -24,16 +23,6 @@ def woken(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/_gateway/metrics", timeout=10).text
     found = re.findall(r'^gateway_approval_holds_woken_total\{by="(\w+)"\} (\S+)$', text, re.M)
     return {by: float(n) for by, n in found}
-
-
-def start_replicas(issuer, upstream, tmp_path_factory, store: str, n: int) -> list[peers.Peer]:
-    replicas = []
-    for i in range(n):
-        tmp = tmp_path_factory.mktemp(f"replica{i}")
-        config = tmp / "gateway.toml"
-        config.write_text(approvals_config(issuer.url, upstream.url, tmp, store=store))
-        replicas.append(launch_gateway(config))
-    return replicas
 
 
 @pytest.fixture(scope="module")
