@@ -18,6 +18,7 @@ from gateway.approvals.api import ApprovalsApi
 from gateway.approvals.signin import sign_in_for
 from gateway.approvals.store import StoreUnavailable
 from gateway.audit import AuditOpenError, KeyFileError
+from gateway.audit.shipper import Shipper
 from gateway.auditing import Auditor
 from gateway.config import Config, ConfigError, is_loopback
 from gateway.errors import GatewayError
@@ -68,6 +69,7 @@ class Gateway:
         self.state.on_open = self.metrics.open_connections.set
         self.state.check_head = self.check_head
         self.server: asyncio.Server | None = None
+        self.shipper: Shipper | None = None
         self.stopping = asyncio.Event()
         self.file_stamp = _stamp(config.path)
 
@@ -95,6 +97,7 @@ class Gateway:
         if not self.auditor.enabled:
             log.warning("no [audit] section: exchanges are NOT recorded in an audit log")
         self.state.on_refused = self.auditor.refused_later
+        self._start_shipping()
         await self.auditor.lifecycle("gateway.started", self.config, version=__version__)
         await self._policy_loaded(self.config)
         await self.approvals.open()
@@ -123,6 +126,21 @@ class Gateway:
         host, port = self.server.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         return f"{'https' if self.tls else 'http'}://{shown}:{port}"
+
+    def _start_shipping(self) -> None:
+        """[audit.central]: ship the log beside serving; its problems are health warnings."""
+        central = self.config.audit.central if self.config.audit else None
+        if central is None or self.auditor.log is None:
+            return
+        self.shipper = Shipper(
+            self.auditor.log.directory,
+            central.store,
+            on_refused=self.metrics.ship_refused.inc,
+            on_lag=self.metrics.ship_lag.set,
+            interval_s=central.interval_s,
+        )
+        self.shipper.start()
+        self.ops.warnings.append(self.shipper.warnings)
 
     def reload(self) -> bool:
         """Swap in a new policy and connections; a bad file leaves the old ones in force.
@@ -201,6 +219,8 @@ class Gateway:
         except GatewayError as exc:
             log.error("audit: gateway.stopped not recorded: %s", exc.message)
         await self.auditor.close()
+        if self.shipper is not None:
+            await self.shipper.close()  # after gateway.stopped, so that is shipped too
         log.info("stopped")
 
 

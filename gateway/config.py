@@ -82,6 +82,12 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CentralAuditConfig:
+    store: str  # postgresql://user@host/db: the central audit store this log is shipped to
+    interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class AuditConfig:
     dir: str
     origin: str
@@ -89,6 +95,7 @@ class AuditConfig:
     sealing_key: str
     durability: str = "sync"
     readers: tuple[str, ...] = ()
+    central: CentralAuditConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,11 +477,35 @@ def _audit(s: _Section) -> AuditConfig:
         sealing_key=s.str("sealing_key", required=True),
         durability=s.str("durability", "sync"),
         readers=s.strings("readers"),
+        central=_central(s),
     )
     if config.durability not in ("sync", "batch"):
         raise s.fail("durability", "must be 'sync' or 'batch'")
     s.done()
     return config
+
+
+def _central(audit: _Section) -> CentralAuditConfig | None:
+    table = audit._get("central", None, False)
+    if table is None:
+        return None
+    s = _Section(audit.path, "audit.central", table)
+    config = CentralAuditConfig(
+        store=s.str("store", required=True), interval_s=s.number("interval_s", 1.0, minimum=0.05)
+    )
+    if not _is_postgres_url(config.store):
+        raise s.fail(
+            "store",
+            "must be postgresql://USER@HOST[:PORT]/DATABASE; "
+            f"got {without_password(config.store)!r}",
+        )
+    s.done()
+    return config
+
+
+def _is_postgres_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("postgresql", "postgres") and bool(parts.hostname)
 
 
 def _masking(s: _Section) -> MaskingConfig:
@@ -509,8 +540,7 @@ def _approvals(s: _Section) -> ApprovalsConfig:
     _sign_in(s, config)
     store = urlsplit(config.store)
     sqlite = store.scheme == "sqlite" and not store.netloc and store.path not in ("", "/")
-    postgres = store.scheme in ("postgresql", "postgres") and bool(store.hostname)
-    if not (sqlite or postgres):
+    if not (sqlite or _is_postgres_url(config.store)):
         raise s.fail(
             "store",
             "must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE, e.g. "

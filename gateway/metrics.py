@@ -70,6 +70,17 @@ class Metrics:
             ["by"],
             registry=r,
         )
+        self.ship_refused = Counter(
+            "gateway_audit_ship_refused",
+            "Shipments of this log the central audit store (or a witness) refused",
+            registry=r,
+        )
+        self.ship_lag = Gauge(
+            "gateway_audit_ship_lag_entries",
+            "Entries durable in the local audit log and not yet in the central store",
+            registry=r,
+            multiprocess_mode="livesum",  # each worker ships its own log: the lags add up
+        )
 
     def exchange(
         self,

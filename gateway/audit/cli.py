@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from gateway.audit.central_cli import cmd_verify_store, register_central
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.keys import KeyFileError, init_keys, read_secret_key
 from gateway.audit.merkle import ProofError
@@ -118,7 +119,13 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 @_handler
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Every log the directory holds (its own and each worker's); fails if any one fails."""
+    """Every log the directory holds (its own and each worker's); fails if any one fails.
+    With --store: every origin of the central audit store."""
+    if args.store:
+        return cmd_verify_store(args)
+    if args.witness or (args.verifier and len(args.verifier) > 1):
+        raise CliError("--witness and several --verifier keys go with --store")
+    verifier = args.verifier[0] if args.verifier else None
     directory = _audit_dir(args)
     kept = _kept_by_origin(args.from_)
     failed = False
@@ -129,7 +136,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"note: {log_dir}: no --from checkpoint for its origin; all of it checked",
                 file=sys.stderr,
             )
-        report = verify_log(log_dir, args.verifier, since)
+        report = verify_log(log_dir, verifier, since)
         for w in report.warnings:
             print(f"warning: {log_dir}: {w}", file=sys.stderr)
         print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
@@ -257,7 +264,12 @@ def register_audit(verbs: Subparsers) -> None:
 
     p = sub.add_parser("verify", help="recompute the tree, check signatures and sealed blobs")
     _dir_args(p)
-    p.add_argument("--verifier", help="verifier key, or a file holding it (default: DIR/verifier)")
+    p.add_argument(
+        "--verifier",
+        action="append",
+        help="verifier key, or a file holding it (default: DIR/verifier); with --store: KEY for "
+        "every origin or ORIGIN=KEY, repeatable (default: each origin's key as first shipped)",
+    )
     p.add_argument(
         "--from",
         dest="from_",
@@ -266,7 +278,13 @@ def register_audit(verbs: Subparsers) -> None:
         help="a signed checkpoint you kept from an earlier verify (e.g. a copy of DIR/checkpoint):"
         " the log must extend it, and only the entries after it are read; repeat for each log",
     )
+    p.add_argument("--store", help="verify every origin of a central store (postgresql://...)")
+    p.add_argument(
+        "--witness", action="append", default=[], help="with --store: a witness key to check"
+    )
     p.set_defaults(func=cmd_verify)
+
+    register_central(sub)
 
     p = sub.add_parser("show", help="print entry N")
     p.add_argument("seq", type=int, metavar="N")

@@ -29,9 +29,9 @@ def _check_name(name: str) -> None:
         raise NoteError(f"key name {name!r} must be non-empty without spaces or '+'")
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte key id of an Ed25519 key named `name`."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key)
+def key_id(name: str, public_key: bytes, alg: int = ALG_ED25519) -> bytes:
+    """The 4-byte key id of a key named `name` (alg: signed-note signature type)."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([alg]) + public_key)
     return digest.digest()[:4]
 
 

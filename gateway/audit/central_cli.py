@@ -1,0 +1,120 @@
+"""`gateway audit central-schema`, `gateway audit witness` and `gateway audit verify --store`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from gateway import logs
+from gateway.audit.central import CentralError, export
+from gateway.audit.central_schema import schema_sql
+from gateway.audit.keys import KeyFileError, read_signing_key
+from gateway.audit.note import NoteError, Verifier
+from gateway.audit.verify import verify_log
+from gateway.audit.witness import Witness, cosigner_vkey
+
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+def pinned_verifiers(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
+    """`--verifier KEY` (every origin) and `--verifier ORIGIN=KEY` (one origin); KEY may be a
+    file holding the key."""
+    every: str | None = None
+    per_origin: dict[str, str] = {}
+    for value in values or []:
+        head = value.split("+", 1)[0]  # a key's name part never holds "=": an origin does
+        origin, sep, key = value.partition("=") if "=" in head else ("", "", value)
+        if Path(key).is_file():
+            key = Path(key).read_text().strip()
+        if sep:
+            per_origin[origin] = key
+        else:
+            every = key
+    return every, per_origin
+
+
+def cmd_central_schema(args: argparse.Namespace) -> int:
+    try:
+        print(schema_sql(args.role, args.witness_role), end="")
+    except ValueError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def cmd_verify_store(args: argparse.Namespace) -> int:
+    """Every origin of the central store, verified like a local log; exit 1 if any fails."""
+    every, per_origin = pinned_verifiers(args.verifier)
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="gateway-central-") as tmp:
+        try:
+            origins = export(args.store, Path(tmp), args.witness)
+        except CentralError as exc:
+            print(f"gateway: error: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        if not origins:
+            print("gateway: error: the central store holds no origin", file=sys.stderr)
+            return EXIT_FAIL
+        for origin in origins:
+            report = verify_log(origin.directory, per_origin.get(origin.origin, every))
+            for warning in report.warnings:
+                print(f"warning: {origin.origin}: {warning}", file=sys.stderr)
+            summary = report.summary().replace(str(origin.directory), origin.origin, 1)
+            witnessed = origin.witnessed()
+            if witnessed is None:
+                summary += "; not witnessed"
+            else:
+                how = {True: "verified", None: "not checked: pass --witness KEY"}[
+                    witnessed.verified
+                ]
+                summary += f"; witnessed up to size {witnessed.size} by {witnessed.witness} ({how})"
+            bad = [c for c in origin.cosigned if c.verified is False]
+            if bad:
+                summary += f"; {len(bad)} cosignatures do not verify"
+            print(summary, file=sys.stdout if report.ok and not bad else sys.stderr)
+            failed = failed or not report.ok or bool(bad)
+    return EXIT_FAIL if failed else 0
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    logs.configure()
+    try:
+        signer = read_signing_key(Path(args.key))
+        every, per_origin = pinned_verifiers(args.verifier)
+        pins = {o: Verifier.parse(k) for o, k in per_origin.items()}
+        default = Verifier.parse(every) if every else None
+    except (KeyFileError, NoteError, OSError) as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"witness key: {cosigner_vkey(signer)}", file=sys.stderr, flush=True)
+    witness = Witness(args.store, signer, pins, default)
+    try:
+        return asyncio.run(witness.run(args.interval, args.once))
+    except KeyboardInterrupt:
+        return 130
+
+
+def register_central(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "central-schema", help="print the SQL of the central audit store (for an administrator)"
+    )
+    p.add_argument("--role", required=True, help="the gateways' database role (INSERT, SELECT)")
+    p.add_argument("--witness-role", help="the witness's role (SELECT; INSERT cosignatures)")
+    p.set_defaults(func=cmd_central_schema)
+
+    p = sub.add_parser("witness", help="cosign consistent checkpoints in the central store")
+    p.add_argument("--store", required=True, help="postgresql://WITNESS_ROLE@HOST/DATABASE")
+    p.add_argument("--key", required=True, help="the witness's signing.key (gateway keys init)")
+    p.add_argument(
+        "--verifier",
+        action="append",
+        help="pin a log's verifier key: KEY for every origin or ORIGIN=KEY (default: the key "
+        "each origin shipped first)",
+    )
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between rounds")
+    p.add_argument("--once", action="store_true", help="one round, then exit (1 if refused)")
+    p.set_defaults(func=cmd_witness)

@@ -1,0 +1,192 @@
+"""The SQL of the central audit store, for a database administrator to apply.
+
+The gateway never creates tables there. The database itself keeps history append-only whatever
+a (compromised) gateway sends: its role gets only INSERT and SELECT; every table refuses UPDATE,
+DELETE and TRUNCATE; `(origin, seq)` is unique and entries must be contiguous; and a checkpoint
+is accepted only if its size is larger than the last for its origin, equals the number of
+entries held for it, and its root equals the RFC 9162 root the database computes itself from
+those entries (a compact range of subtree hashes kept per origin by a trigger). A rewritten,
+truncated or forked log therefore cannot add a checkpoint, and the shipment that carried it is
+rolled back whole. Signatures are checked by the witness (`gateway audit witness`), which holds
+its own role and key.
+"""
+
+from __future__ import annotations
+
+import re
+
+ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+TABLES = """
+CREATE TABLE audit_origins (
+    origin text PRIMARY KEY,
+    verifier text NOT NULL,                 -- the log's verifier key as first shipped
+    created timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE audit_entries (
+    origin text NOT NULL REFERENCES audit_origins (origin),
+    seq bigint NOT NULL CHECK (seq >= 0),
+    entry bytea NOT NULL,                   -- the canonical bytes, exactly as in `entries`
+    received timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (origin, seq)
+);
+
+CREATE TABLE audit_sealed (
+    origin text NOT NULL REFERENCES audit_origins (origin),
+    -- a path inside the audit directory, as the entries name it (e.g. sealed/000000.seal)
+    file text NOT NULL CHECK (file ~ '^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$'),
+    "offset" bigint NOT NULL CHECK ("offset" >= 0),
+    data bytea NOT NULL,                    -- the file's bytes from offset, as on disk
+    PRIMARY KEY (origin, file, "offset")
+);
+
+CREATE TABLE audit_checkpoints (
+    origin text NOT NULL REFERENCES audit_origins (origin),
+    size bigint NOT NULL CHECK (size > 0),
+    root bytea NOT NULL CHECK (length(root) = 32),
+    note bytea NOT NULL,                    -- the signed checkpoint note
+    received timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (origin, size)
+);
+
+CREATE TABLE audit_cosignatures (
+    origin text NOT NULL,
+    size bigint NOT NULL,
+    witness text NOT NULL,                  -- the cosigner's key name
+    signature text NOT NULL,                -- its C2SP tlog-cosignature note signature line
+    received timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (origin, size, witness),
+    FOREIGN KEY (origin, size) REFERENCES audit_checkpoints (origin, size)
+);
+
+CREATE TABLE audit_refusals (
+    id bigserial PRIMARY KEY,
+    origin text NOT NULL,
+    size bigint,
+    refused_by text NOT NULL,
+    reason text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX audit_refusals_origin ON audit_refusals (origin, id);
+
+-- Kept by the triggers below only: nobody is granted anything on it.
+CREATE TABLE audit_frontier (
+    origin text PRIMARY KEY REFERENCES audit_origins (origin),
+    size bigint NOT NULL,
+    hashes bytea[] NOT NULL                 -- full-subtree roots, largest first
+);
+"""
+
+FUNCTIONS = r"""
+CREATE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit history is append-only: % on % refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+CREATE FUNCTION audit_entry_appended() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    f audit_frontier%ROWTYPE;
+    h bytea;
+    n bigint;
+BEGIN
+    SELECT * INTO f FROM audit_frontier WHERE origin = NEW.origin FOR UPDATE;
+    IF NOT FOUND THEN
+        f.origin := NEW.origin; f.size := 0; f.hashes := '{}';
+        INSERT INTO audit_frontier VALUES (f.origin, 0, '{}');
+    END IF;
+    IF NEW.seq <> f.size THEN
+        RAISE EXCEPTION 'entry % of origin % refused: the store holds % entries (no gaps)',
+            NEW.seq, NEW.origin, f.size USING ERRCODE = 'check_violation';
+    END IF;
+    h := sha256('\x00'::bytea || NEW.entry);
+    n := f.size;
+    WHILE n % 2 = 1 LOOP
+        h := sha256('\x01'::bytea || f.hashes[cardinality(f.hashes)] || h);
+        f.hashes := f.hashes[1:cardinality(f.hashes) - 1];
+        n := n / 2;
+    END LOOP;
+    UPDATE audit_frontier SET size = f.size + 1, hashes = f.hashes || h
+        WHERE origin = NEW.origin;
+    RETURN NEW;
+END $$;
+
+CREATE FUNCTION audit_checkpoint_added() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    f audit_frontier%ROWTYPE;
+    last bigint;
+    r bytea;
+BEGIN
+    SELECT * INTO f FROM audit_frontier WHERE origin = NEW.origin FOR UPDATE;
+    SELECT max(size) INTO last FROM audit_checkpoints WHERE origin = NEW.origin;
+    IF last IS NOT NULL AND NEW.size <= last THEN
+        RAISE EXCEPTION 'checkpoint of size % for origin % refused: not larger than the last (%)',
+            NEW.size, NEW.origin, last USING ERRCODE = 'check_violation';
+    END IF;
+    IF NOT FOUND OR f.size <> NEW.size THEN
+        RAISE EXCEPTION 'checkpoint of size % for origin % refused: the store holds % entries',
+            NEW.size, NEW.origin, coalesce(f.size, 0) USING ERRCODE = 'check_violation';
+    END IF;
+    r := f.hashes[cardinality(f.hashes)];
+    FOR i IN REVERSE cardinality(f.hashes) - 1 .. 1 LOOP
+        r := sha256('\x01'::bytea || f.hashes[i] || r);
+    END LOOP;
+    IF r <> NEW.root THEN
+        RAISE EXCEPTION 'checkpoint of size % for origin % refused: its root is not the root of '
+            'the entries held (a rewritten or forked log)', NEW.size, NEW.origin
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+"""
+
+TRIGGERS_ON = (
+    "audit_origins",
+    "audit_entries",
+    "audit_sealed",
+    "audit_checkpoints",
+    "audit_cosignatures",
+    "audit_refusals",
+)
+
+
+def schema_sql(role: str, witness_role: str | None = None) -> str:
+    """The whole script: tables, indexes, triggers and GRANTs for the gateway's role (and the
+    witness's, if named). Raises ValueError for a role name that is not a plain identifier."""
+    for name in filter(None, (role, witness_role)):
+        if not ROLE_NAME.match(name):
+            raise ValueError(f"role {name!r} must be a lower-case SQL identifier")
+    parts = ["BEGIN;", TABLES, FUNCTIONS]
+    for table in TRIGGERS_ON:
+        parts.append(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}\n"
+            "    FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();\n"
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}\n"
+            "    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();"
+        )
+    parts.append(
+        "CREATE TRIGGER audit_entries_contiguous BEFORE INSERT ON audit_entries\n"
+        "    FOR EACH ROW EXECUTE FUNCTION audit_entry_appended();\n"
+        "CREATE TRIGGER audit_checkpoints_consistent BEFORE INSERT ON audit_checkpoints\n"
+        "    FOR EACH ROW EXECUTE FUNCTION audit_checkpoint_added();\n"
+        "REVOKE ALL ON audit_frontier FROM PUBLIC;"
+    )
+    parts.append(
+        f"-- the gateways' role: append and read, nothing else\n"
+        f"GRANT SELECT, INSERT ON audit_origins, audit_entries, audit_sealed, audit_checkpoints "
+        f"TO {role};\n"
+        f"GRANT SELECT ON audit_cosignatures, audit_refusals TO {role};"
+    )
+    if witness_role:
+        parts.append(
+            f"-- the witness's role: read everything, add cosignatures and refusals\n"
+            f"GRANT SELECT ON audit_origins, audit_entries, audit_sealed, audit_checkpoints "
+            f"TO {witness_role};\n"
+            f"GRANT SELECT, INSERT ON audit_cosignatures, audit_refusals TO {witness_role};\n"
+            f"GRANT USAGE ON SEQUENCE audit_refusals_id_seq TO {witness_role};"
+        )
+    parts.append("COMMIT;\n")
+    return "\n".join(parts)
