@@ -11,6 +11,7 @@ from itertools import count
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from approvals_helpers import wait_for
 from conftest import audited_config, entries, launch_gateway
@@ -152,6 +153,22 @@ def test_replica_ships_witness_cosigns_and_a_replaced_log_is_refused(
         local = len(entries(tmp_path / "audit"))
         wait_for(lambda: held() >= local)
         assert metric(gateway.url, "gateway_audit_ship_lag_entries") == 0
+        assert metric(gateway.url, "gateway_audit_ship_refused_total") == 0
+        # A witness's refusal of this origin (recorded as `gateway audit witness` does, under
+        # the witness role) is raised by the replica that shipped it.
+        noted = central.sql(
+            "INSERT INTO audit_refusals (origin, size, refused_by, reason) "
+            f"VALUES ('{origin}', 1, 'witness.test/w0', 'consistency proof does not verify')",
+            role=central.witness_role,
+        )
+        assert noted.returncode == 0, noted.stderr
+        wait_for(lambda: metric(gateway.url, "gateway_audit_ship_refused_total") == 1)
+        health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10).json()
+        assert health["warnings"] == [
+            "upstream down is not accepting connections",  # the shared config's closed port
+            "a witness refused a checkpoint of this log: witness.test/w0 refused size 1: "
+            "consistency proof does not verify",
+        ]
     first_run = entries(tmp_path / "audit")
     wait_for(lambda: held() == len(first_run))  # gateway.stopped was shipped at the stop
     shipped = [
@@ -175,6 +192,23 @@ def test_replica_ships_witness_cosigns_and_a_replaced_log_is_refused(
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.startswith(f"OK {origin}: {len(first_run)} entries")
     assert f"witnessed up to size {len(first_run)} by witness.test/w1 (verified)" in verified.stdout
+    out = ["--witness", witness_vkey, "--out", str(tmp_path / "evidence")]
+    report = subprocess.run(
+        ["gateway", "evidence", "-c", str(config), "--store", central.url, *out],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    (log,) = orjson.loads((tmp_path / "evidence" / "evidence.json").read_bytes())["logs"]
+    assert log["origin"] == origin and log["entries"] == len(first_run)
+    assert log["witnessed"] == {
+        "cosignatures": int(central.value("SELECT count(*) FROM audit_cosignatures")),
+        "failed": 0,
+        "witnesses": ["witness.test/w1"],
+        "latest_size": len(first_run),
+        "verified": True,
+    }
 
     # The replica loses its local log and comes back under the same origin: refused, not merged.
     shutil.rmtree(tmp_path / "audit")

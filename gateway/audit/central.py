@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import asyncpg
+import orjson
 
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.note import NoteError
@@ -25,6 +26,7 @@ from gateway.audit.store import CHECKPOINT, CHECKPOINTS, ENTRIES, SEALED, VERIFI
 from gateway.audit.witness import open_cosignature
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+COSIGNATURES = "cosignatures.json"  # written beside an exported origin's log, for evidence
 
 
 class CentralError(Exception):
@@ -75,6 +77,8 @@ async def _export(url: str, into: Path, witness_keys: list[str]) -> list[Exporte
         ):
             out.append(await _one(db, origin, verifier, into / directory_name(origin)))
             await _cosignatures(db, out[-1], witness_keys)
+            cosigned = [asdict(c) for c in out[-1].cosigned]
+            (out[-1].directory / COSIGNATURES).write_bytes(orjson.dumps(cosigned))
         return out
     finally:
         await db.close()
@@ -131,3 +135,21 @@ async def _cosignatures(db: asyncpg.Connection, exported: ExportedOrigin, keys: 
             except NoteError:
                 verified = False
         exported.cosigned.append(Cosigned(size, witness, verified))
+
+
+def witnessed(directory: Path) -> dict[str, object] | None:
+    """For evidence: the witnessed checkpoints of a log exported from the central store
+    (None for a log read from a replica's own disk, which no witness has seen)."""
+    try:
+        cosigned = [Cosigned(**c) for c in orjson.loads((directory / COSIGNATURES).read_bytes())]
+    except FileNotFoundError:
+        return None
+    good = [c for c in cosigned if c.verified is not False]
+    latest = max(good, key=lambda c: c.size, default=None)
+    return {
+        "cosignatures": len(cosigned),
+        "failed": len(cosigned) - len(good),
+        "witnesses": sorted({c.witness for c in good}),
+        "latest_size": latest.size if latest else None,
+        "verified": None if latest is None else latest.verified,
+    }

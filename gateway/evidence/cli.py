@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
+from gateway.audit.central import CentralError, export
 from gateway.evidence.collect import EvidenceError
 from gateway.evidence.report import build_report
 
@@ -42,16 +44,37 @@ def register_evidence(verbs: argparse._SubParsersAction[argparse.ArgumentParser]
         help="verifier key or a file holding it: once for all logs, or once per --audit-dir "
         "in order (default: each log's own copy, reported as not pinned)",
     )
+    evidence.add_argument(
+        "--store",
+        help="a central audit store (postgresql://...): report on every origin it holds",
+    )
+    evidence.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        help="with --store: a witness key; cosignatures by it are checked and reported",
+    )
     evidence.set_defaults(func=_evidence)
 
 
 def _evidence(args: argparse.Namespace) -> int:
     try:
-        html = build_report(
-            args.config, args.audit_dir, args.since, args.until, args.out, args.verifier
-        )
-    except EvidenceError as exc:
+        if args.store is None:
+            html = _report(args, args.audit_dir)
+        else:
+            if args.audit_dir:
+                raise EvidenceError("--store and --audit-dir do not go together")
+            with tempfile.TemporaryDirectory(prefix="gateway-central-") as tmp:
+                origins = export(args.store, Path(tmp), args.witness)
+                if not origins:
+                    raise EvidenceError("the central store holds no origin")
+                html = _report(args, [o.directory for o in origins])
+    except (EvidenceError, CentralError) as exc:
         print(f"gateway: evidence: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     print(html)
     return 0
+
+
+def _report(args: argparse.Namespace, audit_dirs: list[Path]) -> Path:
+    return build_report(args.config, audit_dirs, args.since, args.until, args.out, args.verifier)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.audit.central import witnessed
 from gateway.evidence.facts import Measure
 
 if TYPE_CHECKING:
@@ -134,4 +135,5 @@ def _log(log) -> dict[str, Any]:
         "checkpoints_verified": log.report.checkpoints,
         "sealed_blobs_verified": log.report.sealed_blobs,
         "verifier": {"key": log.verifier.encode(), "pinned": log.pinned},
+        "witnessed": witnessed(log.directory),  # None: not read from a central store
     }
