@@ -165,9 +165,16 @@ def test_replica_ships_witness_cosigns_and_a_replaced_log_is_refused(
         wait_for(lambda: metric(gateway.url, "gateway_audit_ship_refused_total") == 1)
         health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10).json()
         assert health["warnings"] == [
-            "upstream down is not accepting connections",  # the shared config's closed port
-            "a witness refused a checkpoint of this log: witness.test/w0 refused size 1: "
-            "consistency proof does not verify",
+            {
+                "connection": "down",
+                "check": "upstream_reachable",
+                "problem": "not accepting connections",
+            },
+            {
+                "check": "audit_shipping",
+                "problem": "a witness refused a checkpoint of this log: witness.test/w0 refused "
+                "size 1: consistency proof does not verify",
+            },
         ]
     first_run = entries(tmp_path / "audit")
     wait_for(lambda: held() == len(first_run))  # gateway.stopped was shipped at the stop
@@ -218,8 +225,11 @@ def test_replica_ships_witness_cosigns_and_a_replaced_log_is_refused(
         wait_for(lambda: metric(gateway.url, "gateway_audit_ship_refused_total") >= 1)
         health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10)
         assert health.status_code == 200  # shipping is not this replica's own fault
-        (warning,) = [w for w in health.json()["warnings"] if "central audit store" in w]
-        assert "refused" in warning and "never issued" in warning
+        (warning,) = [
+            w["problem"] for w in health.json()["warnings"] if w["check"] == "audit_shipping"
+        ]
+        assert warning.startswith("the central store refused this log's shipment: ")
+        assert "never issued" in warning
     assert held() == len(first_run)  # nothing of the new log went in
     again = run("verify", "--store", central.url, "--witness", witness_vkey)
     assert again.returncode == 0, again.stderr

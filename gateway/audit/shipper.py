@@ -124,16 +124,16 @@ class Shipper:
         self.problem: str | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def warnings(self) -> list[str]:
+    def warnings(self) -> list[dict[str, str]]:
         """For /_gateway/health: shipping problems are warnings, never a 503."""
-        out = []
+        problems = []
         if self.refusal:
-            out.append(f"central audit store refused this log's shipment: {self.refusal}")
+            problems.append(f"the central store refused this log's shipment: {self.refusal}")
         if self.witnessed_refusal:
-            out.append(f"a witness refused a checkpoint of this log: {self.witnessed_refusal}")
+            problems.append(f"a witness refused a checkpoint of this log: {self.witnessed_refusal}")
         if self.problem:
-            out.append(f"central audit store {self.where}: {self.problem}")
-        return out
+            problems.append(f"central store {self.where}: {self.problem}")
+        return [{"check": "audit_shipping", "problem": p} for p in problems]
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
