@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit import (
@@ -296,6 +296,7 @@ def _flip(src: Path, rel: str, pos: int, bit: int) -> tuple[Path, int]:
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(pos=st.integers(0, 10**6), bit=st.integers(0, 7))
+@example(pos=2, bit=0)  # entry 0's length grows over entry 1's prefix: still names entry 0
 def test_flipped_entry_byte_names_the_entry(pristine: Path, pos: int, bit: int) -> None:
     work, pos = _flip(pristine, "entries", pos, bit)
     try:

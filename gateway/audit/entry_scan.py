@@ -66,9 +66,9 @@ def scan_range(path: str, start: int, stop: int, first_seq: int, parse_from: int
 
 def _scan(data, view: memoryview, pos: int, stop: int, parse_from: int, found: Found) -> None:
     unpack, find = LEN.unpack_from, data.find
-    loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
     base = hashlib.sha256(LEAF_PREFIX)
     leaves, offsets, seq = [], found.offsets, found.first_seq
+    marker = find(SEALED_KEY, pos, stop)  # searched once per hit, not once per entry
     while pos + 4 <= stop:
         (n,) = unpack(data, pos)
         if n > MAX_ENTRY:
@@ -78,11 +78,18 @@ def _scan(data, view: memoryview, pos: int, stop: int, parse_from: int, found: F
         if body_end > stop:
             break
         rec = view[pos + 4 : body_end]
-        if seq >= parse_from or find(SEALED_KEY, pos + 4, body_end) != -1:
-            problem = _check_json(rec, seq, loads, dumps, sort, found, seq >= parse_from)
-            if problem:
-                found.problem = (seq, problem)
-                break
+        sealed = marker != -1 and marker < body_end
+        if seq >= parse_from:
+            problem = _check_entry(rec, seq, found)
+        elif sealed:
+            problem = _read_sealed(data, view, marker, body_end, rec, seq, found)
+        else:
+            problem = None
+        if problem:
+            found.problem = (seq, problem)
+            break
+        if sealed:
+            marker = find(SEALED_KEY, body_end, stop)
         h = base.copy()
         h.update(rec)
         leaves.append(h.digest())
@@ -92,19 +99,43 @@ def _scan(data, view: memoryview, pos: int, stop: int, parse_from: int, found: F
     found.end = pos
 
 
-def _check_json(rec, seq, loads, dumps, sort, found: Found, strict: bool) -> str | None:
+def _check_entry(rec: memoryview, seq: int, found: Found) -> str | None:
+    """An entry no signature vouches for yet: canonical JSON with its own seq."""
     try:
-        entry = loads(rec)
+        entry = orjson.loads(rec)
     except orjson.JSONDecodeError:
         return f"entry {seq}: not valid JSON"
-    if not isinstance(entry, dict) or (strict and dumps(entry, option=sort) != rec):
+    if not isinstance(entry, dict) or orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) != rec:
         return f"entry {seq}: not canonical JSON"
-    if strict and entry.get("seq") != seq:
+    if entry.get("seq") != seq:
         return f"entry {seq}: its seq is {entry.get('seq')!r}"
-    sealed = entry.get("sealed")
+    _add_refs(entry.get("sealed"), seq, found)
+    return None
+
+
+def _read_sealed(data, view, at: int, end: int, rec, seq: int, found: Found) -> str | None:
+    """The sealed references of a signed entry: the `sealed` object alone is parsed (it holds
+    objects of strings and numbers, so it ends at the first `}}`); else the whole entry."""
+    close = data.find(b"}}", at, end)
+    if close != -1:
+        try:
+            sealed = orjson.loads(view[at + len(SEALED_KEY) : close + 2])
+        except orjson.JSONDecodeError:
+            sealed = None
+        if isinstance(sealed, dict) and all(isinstance(r, dict) for r in sealed.values()):
+            _add_refs(sealed, seq, found)
+            return None
+    try:
+        entry = orjson.loads(rec)
+    except orjson.JSONDecodeError:
+        return f"entry {seq}: not valid JSON"
+    _add_refs(entry.get("sealed") if isinstance(entry, dict) else None, seq, found)
+    return None
+
+
+def _add_refs(sealed: object, seq: int, found: Found) -> None:
     if isinstance(sealed, dict):
         found.refs.extend((seq, name, ref) for name, ref in sealed.items())
-    return None
 
 
 def scan_entries(

@@ -279,9 +279,10 @@ def _check_entries(
             raise _Failed("entry", seq, message)
         if found.bad_length:
             n = found.first_seq + found.count
-            raise _Failed(
-                "entry", n, f"entry {n}: length prefix is corrupt (larger than any entry)"
-            )
+            changed = _first_changed(directory, b"".join(leaves), first)
+            if changed is not None:  # an earlier length grew over the next entry's prefix
+                raise _Failed("entry", changed, f"entry {changed}: its length or bytes changed")
+            raise _Failed("entry", n, f"entry {n}: length prefix is corrupt (too large)")
     n, end = first + len(offsets), ranges[-1].end
     if end != total:
         report.torn = True
@@ -291,6 +292,16 @@ def _check_entries(
         )
     report.size = n
     return b"".join(leaves), refs, offsets
+
+
+def _first_changed(directory: Path, leaves: bytes, first: int) -> int | None:
+    """The first entry from `first` whose leaf hash differs from the one stored at write time."""
+    at = first * HASH_SIZE
+    stored = read_file(directory / TREE / "00")[at : at + len(leaves)]
+    for i in range(0, len(stored) - HASH_SIZE + 1, HASH_SIZE):
+        if stored[i : i + HASH_SIZE] != leaves[i : i + HASH_SIZE]:
+            return first + i // HASH_SIZE
+    return None
 
 
 def _signed_size(directory: Path, key: Verifier) -> int:
@@ -304,11 +315,9 @@ def _signed_size(directory: Path, key: Verifier) -> int:
 
 def _locate(directory: Path, tree: _Tree, lo: int, hi: int) -> int | None:
     """The first entry in [lo, hi) whose leaf hash differs from the one recorded at write time."""
-    stored = read_file(directory / TREE / "00")
-    for i in range(max(lo, tree.first), min(hi, len(stored) // HASH_SIZE)):
-        if stored[i * HASH_SIZE : (i + 1) * HASH_SIZE] != tree.leaf(i):
-            return i
-    return None
+    start = max(lo, tree.first)
+    changed = _first_changed(directory, tree.leaves[(start - tree.first) * HASH_SIZE :], start)
+    return changed if changed is not None and changed < hi else None
 
 
 def _check_checkpoints(directory: Path, key: Verifier, tree: _Tree, report: VerifyReport) -> None:
