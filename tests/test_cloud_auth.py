@@ -391,8 +391,11 @@ def google_peer(google_keys: Path) -> Iterator[peers.Peer]:
         yield peer
 
 
-def google_gateway(start_gateway, issuer, peer: peers.Peer, keys: Path, name: str):
-    """A gateway whose `vertex` connection uses a key file whose token_uri is the peer's."""
+def google_gateway(
+    start_gateway, issuer, peer: peers.Peer, keys: Path, name: str, *, adc: bool = False
+):
+    """A gateway whose `vertex` connection uses a key file whose token_uri is the peer's: named
+    in the config, or (adc) found as application default credentials."""
     path = keys / f"{name}.json"
     path.write_text(
         json.dumps(
@@ -412,9 +415,13 @@ def google_gateway(start_gateway, issuer, peer: peers.Peer, keys: Path, name: st
 name = "vertex"
 upstream = "{peer.url}"
 auth = "google"
-google_credentials_file = "{path}"
 google_scopes = ["{GOOGLE_SCOPE}"]
 """
+    if adc:
+        return start_gateway(
+            cloud_config(issuer.url, connection), {"GOOGLE_APPLICATION_CREDENTIALS": str(path)}
+        )
+    connection += f'google_credentials_file = "{path}"\n'
     return start_gateway(cloud_config(issuer.url, connection))
 
 
@@ -466,3 +473,12 @@ def test_a_reload_keeps_the_token_unless_the_connection_changed(
     reload(config.replace('scope = "inference"', 'scope = "read"'), 2)
     assert post(gateway, token, path).status_code == 200
     assert dot.token_requests(dot_provider.url, "gw-reload") == 2  # new scope: a new token
+
+
+def test_google_application_default_credentials_are_found_on_first_use(
+    start_gateway, issuer, google_peer, google_keys, token
+):
+    gateway = google_gateway(start_gateway, issuer, google_peer, google_keys, "adc", adc=True)
+    answer = post(gateway, token, VERTEX_PATH)
+    assert answer.status_code == 200, answer.text
+    assert cloud_peer.seen(google_peer.url)[-1]["verified"]
