@@ -10,6 +10,7 @@ requests still pass through the balancer).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -101,3 +102,4 @@ class Balancer:
             self.proc.terminate()
             self.proc.wait(10)
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
