@@ -27,6 +27,16 @@ SAMPLES = {
     "-----END PRIVATE KEY-----",
     "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9P",
 }
+# Detectors that need what stands before the value: (text before, value).
+IN_CONTEXT = {
+    "url_credentials": ("clone https://", "bob:hunter2"),
+    "aws_secret_key": ("aws_secret_access_key = ", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    "date_of_birth": ("DOB: ", "1990-03-15"),
+    "us_passport": ("passport no. ", "123456789"),
+    "us_driver_license": ("driver's license ", "D1234567"),
+    "us_itin": ("ITIN ", "912-70-1234"),
+    "us_bank_account": ("account number ", "12345678901"),
+}
 
 NEAR_MISSES = [
     "4111 1111 1111 1112",  # Luhn fails
@@ -42,7 +52,7 @@ NEAR_MISSES = [
 
 def test_module_surface() -> None:
     assert _masker.__version__ == "0.1.0"
-    assert sorted(_masker.DETECTORS) == sorted(SAMPLES)
+    assert sorted(_masker.DETECTORS) == sorted([*SAMPLES, *IN_CONTEXT])
     for p in [
         "$.choices[*].delta.tool_calls[*].function.arguments",
         "$.choices[*].message.tool_calls[*].function.arguments",
@@ -62,6 +72,15 @@ def test_every_detector_finds_its_sample(entity: str, value: str) -> None:
     out, findings = m.mask_text(text)
     assert out == f"before [{entity.upper()}] after"
     start = len(b"before ")
+    assert findings == [(entity, start, start + len(value.encode()))]
+
+
+@pytest.mark.parametrize(("entity", "before", "value"), [(k, *v) for k, v in IN_CONTEXT.items()])
+def test_context_detectors_find_their_sample(entity: str, before: str, value: str) -> None:
+    after = "@git.example.com" if entity == "url_credentials" else " after"
+    out, findings = Masker([entity]).mask_text(before + value + after)
+    assert out == f"{before}[{entity.upper()}]{after}"
+    start = len(before.encode())
     assert findings == [(entity, start, start + len(value.encode()))]
 
 

@@ -22,6 +22,7 @@ use phonenumber::metadata::DATABASE;
 use regex::Regex;
 
 use crate::error::{Error, Result};
+use crate::validators::context_word_before;
 
 /// Regions tried for numbers without a country code, by default.
 pub const DEFAULT_PHONE_REGIONS: &[&str] =
@@ -179,7 +180,7 @@ impl PhoneRules {
             return None;
         }
         let bare = groups.len() == 1 && !plus && !parens;
-        if bare && !context_word_before(hay, s) {
+        if bare && !context_word_before(hay, s, CONTEXT_WORDS) {
             return None;
         }
         let (intl, digits) = if plus {
@@ -227,15 +228,6 @@ fn not_a_phone_shape(groups: &[(usize, u8)]) -> bool {
     // `123-45-6789`: an SSN's shape (a failed SSN check must not become a phone).
     let ssn = lens == [3, 2, 4];
     dotted || date || ssn
-}
-
-fn context_word_before(hay: &str, s: usize) -> bool {
-    let mut from = s.saturating_sub(CONTEXT_BEFORE);
-    while !hay.is_char_boundary(from) {
-        from += 1;
-    }
-    let window = hay[from..s].to_lowercase();
-    CONTEXT_WORDS.iter().any(|w| window.contains(w))
 }
 
 #[cfg(test)]
@@ -287,7 +279,13 @@ mod tests {
 
     #[test]
     fn look_alikes_are_not_phones() {
-        for t in ["v 192.168.10.254", "on 2024-03-15", "on 15.03.2024", "1.2.3.4.5", "12 34"] {
+        for t in [
+            "v 192.168.10.254",
+            "on 2024-03-15",
+            "on 15.03.2024",
+            "1.2.3.4.5",
+            "12 34",
+        ] {
             assert!(phones(t).is_empty(), "{t}");
         }
     }

@@ -10,7 +10,7 @@
 //! - ends at the first open-ended entity head (`jwt`, `private_key`) that could be selected,
 //!   so that head is decided before anything after it is searched;
 //! - collects the validated candidates starting in the step, resolves overlaps greedily
-//!   (earliest start, then open-ended entities, then longest, then detector priority; the
+//!   (earliest match start, then open-ended entities, then longest, then detector priority; the
 //!   end of the last selected entity carries over to the next step) and releases the text.
 //!
 //! A stream releases only *settled* text: positions where an anchored DFA over all detectors
@@ -62,6 +62,9 @@ pub(crate) struct Hit {
 #[derive(Debug, Clone, Copy)]
 struct Cand {
     det: usize,
+    /// Start of the detector's match: overlaps are resolved by it (it lies before the step's
+    /// end even when the entity itself starts later, as a secret after its key name does).
+    key: usize,
     start: usize,
     end: usize,
     /// An open-ended entity's head (`end` is the head's end).
@@ -317,7 +320,14 @@ impl Core {
         let limit = if last {
             end
         } else {
-            let mut from = self.rel(self.done.max(end.saturating_sub(HOLD_BACK)));
+            // A chain may resume before `done` (a selected entity ended past the last
+            // settled position): a match could still start there, so it must be settled too.
+            let resume = self
+                .chains
+                .iter()
+                .map(|c| c.from)
+                .fold(self.done, usize::min);
+            let mut from = self.rel(resume.max(end.saturating_sub(HOLD_BACK)));
             while !self.buf.is_char_boundary(from) {
                 from -= 1;
             }
@@ -378,7 +388,7 @@ impl Core {
                         ahead.push_back(Raw {
                             start: o + s,
                             end: o + e,
-                            ok: d.check(hay, s, e).map(|e| o + e),
+                            ok: d.check(hay, s, e).map(|(_, e)| o + e),
                         });
                     },
                 );
@@ -423,6 +433,7 @@ impl Core {
                     if let Some(e) = r.ok {
                         cands.push(Cand {
                             det: di,
+                            key: r.start,
                             start: r.start,
                             end: e,
                             run: true,
@@ -441,10 +452,11 @@ impl Core {
                 &self.anchors,
                 &mut self.win,
                 |s, e| {
-                    if let Some(end) = d.check(hay, s, e) {
+                    if let Some((es, end)) = d.check(hay, s, e) {
                         cands.push(Cand {
                             det: di,
-                            start: o + s,
+                            key: o + s,
+                            start: o + es,
                             end: o + end,
                             run: false,
                         });
@@ -455,10 +467,10 @@ impl Core {
             ch.last_end = ch.from;
         }
         self.cands
-            .sort_by_key(|c| (c.start, !c.run, std::cmp::Reverse(c.end), c.det));
+            .sort_by_key(|c| (c.key, !c.run, std::cmp::Reverse(c.end), c.det));
         self.sel.clear();
         for (i, c) in self.cands.iter().enumerate() {
-            if c.start >= self.sel_end {
+            if c.key >= self.sel_end {
                 self.sel.push(i);
                 self.sel_end = c.end;
             }

@@ -7,6 +7,8 @@
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
+use crate::phone::CONTEXT_BEFORE;
+
 /// A validation step attached to a detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Validator {
@@ -34,8 +36,28 @@ pub(crate) enum Validator {
     Email,
     /// API key / token: not glued to a longer identifier.
     Token,
-    /// OpenAI key that is not an Anthropic key.
+    /// OpenAI key that is not an Anthropic key, with a long random-looking segment.
     OpenAi,
+    /// Digits glued to nothing, and one of these words in the [`CONTEXT_BEFORE`] bytes
+    /// before the match (case-insensitive): ambiguous numbers (passport, account, licence).
+    Context(&'static [&'static str]),
+    /// The entity is the last `n` bytes of the match (a secret after its key name or key
+    /// id), not followed by more base64.
+    Tail(usize),
+    /// `://user:password@`: the entity is between `://` and `@`.
+    UrlCredentials,
+    /// Digits glued to no other digits or letters.
+    Digits,
+}
+
+/// Does one of `words` end in the [`CONTEXT_BEFORE`] bytes before `s` (case-insensitive)?
+pub(crate) fn context_word_before(hay: &str, s: usize, words: &[&str]) -> bool {
+    let mut from = s.saturating_sub(CONTEXT_BEFORE);
+    while !hay.is_char_boundary(from) {
+        from += 1;
+    }
+    let window = hay[from..s].to_lowercase();
+    words.iter().any(|w| window.contains(w))
 }
 
 fn prev_char(hay: &str, start: usize) -> Option<char> {
@@ -124,7 +146,14 @@ fn card(hay: &str, s: usize, e: usize) -> Option<usize> {
     let digits = m.bytes().filter(u8::is_ascii_digit).count();
     let has_space = m.contains(' ');
     let has_dash = m.contains('-');
-    if !(13..=19).contains(&digits) || (has_space && has_dash) || !luhn(m) {
+    if !(12..=19).contains(&digits) || (has_space && has_dash) || !luhn(m) {
+        return None;
+    }
+    // Card numbers start with 2-6 (Mastercard 2/5, Amex/JCB/Diners 3, Visa 4, Discover/
+    // UnionPay 6); 12 digits only for Maestro (5/6). So ISBN-13 (978…) and epoch
+    // milliseconds (1…) are not cards.
+    let first = m.as_bytes()[0];
+    if !(b'2'..=b'6').contains(&first) || (digits == 12 && first < b'5') {
         return None;
     }
     boundary_digits(hay, s, e)
@@ -268,7 +297,38 @@ fn email(hay: &str, s: usize, e: usize) -> Option<usize> {
     {
         return None;
     }
+    // `logo@2x.png`: a retina asset name, not an address.
+    let first = domain.split('.').next().unwrap_or("");
+    let tld = domain.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+    if (first.ends_with(['x', 'X']) && first[..first.len() - 1].bytes().all(|b| b.is_ascii_digit()))
+        || FILE_EXTENSIONS.contains(&tld.as_str())
+    {
+        return None;
+    }
     Some(e)
+}
+
+/// File extensions that are not top-level domains in practice (`name@host.png` is a file).
+const FILE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "css", "js", "ts", "json", "pdf",
+    "txt", "yaml", "yml", "toml", "lock", "tar", "gz", "zip", "py", "rs",
+];
+
+/// Real OpenAI keys carry a long random segment with a digit; `sk-learn-model-v2` does not.
+fn openai(hay: &str, s: usize, e: usize) -> Option<usize> {
+    let m = &hay[s..e];
+    if m.starts_with("sk-ant-") {
+        return None;
+    }
+    let random = m[3..].split(['-', '_']).any(|seg| {
+        seg.len() >= 16
+            && seg.bytes().any(|b| b.is_ascii_digit())
+            && seg.bytes().any(|b| b.is_ascii_alphabetic())
+    });
+    if !random {
+        return None;
+    }
+    token(hay, s, e)
 }
 
 fn token(hay: &str, s: usize, e: usize) -> Option<usize> {
@@ -280,9 +340,31 @@ fn token(hay: &str, s: usize, e: usize) -> Option<usize> {
 }
 
 impl Validator {
+    /// Run the check; `Some((start, end))` accepts the entity at that span (inside the
+    /// match).
+    pub(crate) fn span(self, hay: &str, s: usize, e: usize) -> Option<(usize, usize)> {
+        match self {
+            Validator::Context(words) => {
+                let e = boundary_digits(hay, s, e)?;
+                context_word_before(hay, s, words).then_some((s, e))
+            }
+            Validator::Tail(n) => {
+                let b64 = |c: char| c.is_ascii_alphanumeric() || c == '/' || c == '+';
+                (!next_char(hay, e).is_some_and(b64) && e - s >= n).then_some((e - n, e))
+            }
+            Validator::UrlCredentials => Some((s + 3, e - 1)),
+            Validator::Digits => boundary_digits(hay, s, e).map(|e| (s, e)),
+            v => v.check(hay, s, e).map(|e| (s, e)),
+        }
+    }
+
     /// Run the check; `Some(end)` accepts the candidate ending at `end`.
     pub(crate) fn check(self, hay: &str, s: usize, e: usize) -> Option<usize> {
         match self {
+            Validator::Context(_)
+            | Validator::Tail(_)
+            | Validator::UrlCredentials
+            | Validator::Digits => self.span(hay, s, e).map(|(_, e)| e),
             Validator::None => Some(e),
             Validator::Luhn => luhn(&hay[s..e]).then_some(e),
             Validator::Mod97 => mod97(&hay[s..e]).then_some(e),
@@ -295,13 +377,7 @@ impl Validator {
             Validator::Phone => phone(hay, s, e),
             Validator::Email => email(hay, s, e),
             Validator::Token => token(hay, s, e),
-            Validator::OpenAi => {
-                if hay[s..e].starts_with("sk-ant-") {
-                    None
-                } else {
-                    token(hay, s, e)
-                }
-            }
+            Validator::OpenAi => openai(hay, s, e),
         }
     }
 }

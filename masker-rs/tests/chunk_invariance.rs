@@ -43,6 +43,20 @@ const PIECES: &[&str] = &[
     "::",
     "x@y",
     "1234 5678",
+    "https://bob:hunter2@git.example.com/x",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AKIAIOSFODNN7EXAMPLE,wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "DOB: 1990-03-15",
+    "passport 123456789",
+    "driver's license D1234567",
+    "ITIN 912-70-1234",
+    "account 12345678901",
+    "501234567896",
+    "030 12345678",
+    "+49 (0) 7574 399715",
+    "Tel: 5103737504",
+    "josé.núñez@example.com",
+    "logo@2x.png",
 ];
 
 fn text_strategy() -> impl Strategy<Value = String> {
@@ -170,6 +184,26 @@ fn every_cut_of_chained_texts() {
                 out.push_str(&s.finish().unwrap());
                 assert_eq!(out, whole, "{style} cut {cut} of {text:?}");
             }
+        }
+    }
+}
+
+/// A selected entity that ends past a match still in progress (`…co.ukaws` + `_secret…`):
+/// every pair of cuts must agree with whole-text masking.
+#[test]
+fn every_two_cuts_of_an_entity_ending_inside_another_match() {
+    let text =
+        "bob@mail.example.co.ukaws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let m = masker("tag");
+    let (whole, _) = m.mask_text(text);
+    for a in 0..=text.len() {
+        for b in a..=text.len() {
+            let mut s = m.text_stream();
+            let mut out = s.push(&text.as_bytes()[..a]).unwrap();
+            out.push_str(&s.push(&text.as_bytes()[a..b]).unwrap());
+            out.push_str(&s.push(&text.as_bytes()[b..]).unwrap());
+            out.push_str(&s.finish().unwrap());
+            assert_eq!(out, whole, "cuts {a} {b}");
         }
     }
 }

@@ -60,8 +60,19 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     ),
     row(
         "aws_access_key",
-        r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?-u:\b)",
+        // A secret access key right after the key id is masked with it.
+        r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?-u:\b)(?:[ \t,;:|=]{1,10}[A-Za-z0-9/+]{40}(?-u:\b))?",
         Validator::Token,
+    ),
+    row(
+        "aws_secret_key",
+        r#"(?i:aws_?secret_?(?:access_?)?key|secret_?access_?key)["']?[ \t]{0,3}[:=][ \t]{0,3}["']?[A-Za-z0-9/+]{40}"#,
+        Validator::Tail(40),
+    ),
+    row(
+        "url_credentials",
+        r#"://[\x21-\x7E&&[^:/@"'<>]]{1,64}:[\x21-\x7E&&[^/@"'<>]]{1,128}@"#,
+        Validator::UrlCredentials,
     ),
     row(
         "github_token",
@@ -97,7 +108,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         partial: true,
         ..row(
             "credit_card",
-            r"(?-u:\b)(?:[0-9]{13,19}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}|[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{3})?)(?-u:\b)",
+            r"(?-u:\b)(?:[0-9]{12,19}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}|[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{3})?)(?-u:\b)",
             Validator::Card,
         )
     },
@@ -110,6 +121,14 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         )
     },
     Builtin {
+        anchor: Some(Anchor::Ssn),
+        ..row(
+            "us_itin",
+            r"(?-u:\b)9[0-9]{2}[- ](?:5[0-9]|6[0-5]|7[0-9]|8[0-8]|9[0-24-9])[- ][0-9]{4}(?-u:\b)",
+            Validator::Digits,
+        )
+    },
+    Builtin {
         anchor: Some(Anchor::Phone),
         partial: true,
         ..row(
@@ -118,6 +137,72 @@ pub(crate) const BUILTINS: &[Builtin] = &[
             // ` - `), an optional extension; which of these are numbers: `crate::phone`.
             r"(?:[+(]|(?-u:\b))[0-9](?:[0-9]|[ .\-/()]{1,3}[0-9]){5,24}(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?(?-u:\b)",
             Validator::Phone,
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Number),
+        ..row(
+            "date_of_birth",
+            r"(?-u:\b)(?:[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.](?:[0-9]{4}|[0-9]{2}))(?-u:\b)",
+            Validator::Context(&[
+                "born",
+                "birth",
+                "dob",
+                "d.o.b",
+                "geboren",
+                "geb.",
+                "né ",
+                "née",
+                "nacido",
+                "nacimiento",
+                "nascido",
+                "nascimento",
+                "nato",
+                "nata",
+                "生年月日",
+                "誕生日",
+                "जन्म",
+            ]),
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Number),
+        ..row(
+            "us_passport",
+            r"(?-u:\b)[A-Z]?[0-9]{8,9}(?-u:\b)",
+            Validator::Context(&[
+                "passport",
+                "reisepass",
+                "passeport",
+                "pasaporte",
+                "passaporto",
+            ]),
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Number),
+        ..row(
+            "us_driver_license",
+            r"(?-u:\b)[A-Z]{0,2}[0-9]{5,14}(?-u:\b)",
+            Validator::Context(&[
+                "driver",
+                "licen",
+                "dl#",
+                "dl no",
+                "dl:",
+                "dln",
+                "führerschein",
+            ]),
+        )
+    },
+    Builtin {
+        anchor: Some(Anchor::Number),
+        ..row(
+            "us_bank_account",
+            r"(?-u:\b)[0-9]{8,17}(?-u:\b)",
+            Validator::Context(&[
+                "account", "acct", "a/c", "konto", "compte", "cuenta", "conta", "routing", "bank",
+            ]),
         )
     },
     Builtin {

@@ -165,12 +165,13 @@ impl Detector {
         })
     }
 
-    /// Validate the match `hay[s..e]`: `Some(end)` accepts it (possibly shortened).
-    pub(crate) fn check(&self, hay: &str, s: usize, e: usize) -> Option<usize> {
-        let e = self.validator.check(hay, s, e)?;
+    /// Validate the match `hay[s..e]`: `Some((start, end))` accepts the entity at that span
+    /// (inside the match).
+    pub(crate) fn check(&self, hay: &str, s: usize, e: usize) -> Option<(usize, usize)> {
+        let (s, e) = self.validator.span(hay, s, e)?;
         match &self.phone {
-            Some(rules) => rules.check(hay, s, e),
-            None => Some(e),
+            Some(rules) => rules.check(hay, s, e).map(|e| (s, e)),
+            None => Some((s, e)),
         }
     }
 

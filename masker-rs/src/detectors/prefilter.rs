@@ -21,7 +21,7 @@ pub(crate) enum Anchor {
     /// `email`: `[local]{1,64}@[A-Za-z0-9]` (or 24 chars of any script): an `@` at byte
     /// offset 1..=96 with only local-part bytes before it and an alphanumeric after it.
     Email,
-    /// `credit_card`: `\b` then `[0-9]{13,19}\b` (a run of 13-19) or `[0-9]{4}[ -]` (a run of
+    /// `credit_card`: `\b` then `[0-9]{12,19}\b` (a run of 12-19) or `[0-9]{4}[ -]` (a run of
     /// 4 followed by a space or dash), at the run's start.
     Card,
     /// `us_ssn`: `\b[0-9]{3}[- ]`: a run of 3 followed by a dash or space, at its start.
@@ -33,6 +33,9 @@ pub(crate) enum Anchor {
     /// `phone`: `[+(][0-9]` (start at the `+` or `(` right before a run) or `\b[0-9]` (a run
     /// at a boundary, start at the run).
     Phone,
+    /// Context-scored numbers and dates: `\b[A-Z]{0,2}[0-9]`: a run at a boundary, or one or
+    /// two upper-case letters right before a run, after a boundary; start there.
+    Number,
     /// `ipv6`: the first group is `[hex]{1,4}:` or `::?`, so a `:` at offset 0..=4, followed by
     /// a hex digit or `:` (every match continues after its first colon).
     Ipv6,
@@ -168,7 +171,7 @@ impl Anchors {
                     let next = hay.get(r1).copied();
                     let ok = match anchor {
                         Anchor::Card => {
-                            (13..=19).contains(&(r1 - r0))
+                            (12..=19).contains(&(r1 - r0))
                                 || (r1 - r0 == 4 && matches!(next, Some(b' ' | b'-')))
                         }
                         Anchor::Ssn => r1 - r0 == 3 && matches!(next, Some(b' ' | b'-')),
@@ -176,6 +179,18 @@ impl Anchors {
                     };
                     if ok && boundary(r0) {
                         one(out, r0);
+                    }
+                }
+            }
+            Anchor::Number => {
+                for &(r0, _) in &self.digit_runs {
+                    for k in (0..=2).rev() {
+                        if r0 >= k
+                            && hay[r0 - k..r0].iter().all(u8::is_ascii_uppercase)
+                            && boundary(r0 - k)
+                        {
+                            one(out, r0 - k);
+                        }
                     }
                 }
             }
