@@ -22,7 +22,7 @@ from gateway.auditing import Auditor, ResponseTap
 from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
 from gateway.masking import RuleMasking, StreamTransform, masking_failed
-from gateway.media import is_json, media_type
+from gateway.media import media_type
 from gateway.metrics import Metrics
 from gateway.policy import Decision, Request
 from gateway.runtime import Route, Runtime
@@ -62,7 +62,6 @@ class Exchange:
     masking: RuleMasking | None = None
     masked: dict[str, int] = field(default_factory=dict)
     masked_request: dict[str, int] = field(default_factory=dict)
-    masking_skipped: str | None = None  # media type the masker cannot read
     # GET /v1/models: cuts the upstream's list to the models the caller may use
     model_filter: Callable[[bytes], bytes] | None = None
     error: str | None = None
@@ -196,16 +195,14 @@ class Proxy:
         length_header = hdr.get(response.headers, b"content-length")
         length = int(length_header) if length_header is not None else None
         masking = exchange.masking
-        if (
-            (masking is not None and is_json(kind))
-            or (length is not None and length <= COALESCE_MAX)
-            or (exchange.model_filter is not None and response.status == 200)
-        ):
+        if masking is not None and length != 0:
+            masking.check(kind)  # a type no method masks is refused before its body is read
+        small = length is not None and length <= COALESCE_MAX
+        listing = exchange.model_filter is not None and response.status == 200
+        if small or listing or (masking is not None and not masking.streams(kind)):
             await self._relay_whole(response, exchange, writer, kind)
             return
         stream = masking.stream_for(kind) if masking is not None else None
-        if masking is not None and stream is None:
-            exchange.masking_skipped = kind
         tap = self.auditor.response_tap()  # the original, sealed as it passes
         try:
             await self._relay_stream(response, exchange, writer, stream, length, tap)
@@ -228,8 +225,6 @@ class Proxy:
         if exchange.model_filter is not None and response.status == 200:
             body = exchange.model_filter(body)
         if exchange.masking is not None:
-            if not (is_json(kind) or kind.startswith("text/")):
-                exchange.masking_skipped = kind
             body, exchange.masked = exchange.masking.mask_body(kind, body)
         self._count_masked(exchange.masked)
         exchange.bytes_out = len(body)
@@ -277,8 +272,8 @@ class Proxy:
         except ValueError:
             if not started:
                 raise masking_failed("the upstream response") from None
-            # Mid-stream: the status is sent already. An event stream ends with an error event
-            # (SDKs raise it); other text has no in-band signal, so the connection is cut.
+            # Mid-stream: the status is sent already. An event or NDJSON stream ends with an
+            # error its clients raise; other text has no in-band signal, so the connection is cut.
             exchange.error = "masking failed mid-stream; the rest was withheld"
             assert stream is not None
             if stream.failed_tail is None:

@@ -36,6 +36,13 @@ def upstream() -> Iterator[peers.Peer]:
         yield peer
 
 
+@pytest.fixture(scope="session")
+def scripted() -> Iterator[peers.Peer]:
+    """The scripted stand-in upstream (tests/scripted_upstream.py)."""
+    with peers.start_scripted_upstream() as peer:
+        yield peer
+
+
 def gateway_config(issuer_url: str, upstream_url: str, **server: object) -> str:
     """A config with the connections and rules most tests use; `server` overrides [server]."""
     server_lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in server.items())

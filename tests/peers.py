@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import httpx
@@ -172,3 +173,19 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0, poll_s: float 
         assert time.monotonic() < deadline, f"not true within {timeout} s: {condition}"
         time.sleep(poll_s)
     return result
+
+
+def start_scripted_upstream() -> Peer:
+    """tests/scripted_upstream.py: a stand-in whose every response byte the test scripts."""
+    script = Path(__file__).with_name("scripted_upstream.py")
+    return launch([sys.executable, str(script), "--port", "0"])
+
+
+def script(url: str, name: str, chunks: list[str], headers: list[list[str]], **spec: Any) -> None:
+    """What the scripted upstream answers on `/{name}...` (see tests/scripted_upstream.py)."""
+    _call("POST", f"{url}/_script/{name}", {"chunks": chunks, "headers": headers, **spec})
+
+
+def scripted_requests(url: str) -> list[dict[str, Any]]:
+    """Path and headers of each request the scripted upstream answered, oldest first."""
+    return _call("GET", f"{url}/_requests")
