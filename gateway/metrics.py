@@ -81,6 +81,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",  # each worker ships its own log: the lags add up
         )
+        self.credential_redacted = Counter(
+            "gateway_credential_redacted",
+            "Echoes of a connection's own credential the upstream sent back, redacted",
+            ["connection"],
+            registry=r,
+        )
 
     def exchange(
         self,

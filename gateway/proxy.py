@@ -25,6 +25,7 @@ from gateway.masking import RuleMasking, StreamTransform, masking_failed
 from gateway.media import media_type
 from gateway.metrics import Metrics
 from gateway.policy import Decision, Request
+from gateway.redact import BodyReader, RedactedBody, RedactingStream
 from gateway.runtime import Route, Runtime
 from gateway.server import ClientDisconnected, IncomingRequest, ResponseWriter
 from gateway.strict_json import parse_request, request_model
@@ -64,6 +65,7 @@ class Exchange:
     masked_request: dict[str, int] = field(default_factory=dict)
     # GET /v1/models: cuts the upstream's list to the models the caller may use
     model_filter: Callable[[bytes], bytes] | None = None
+    echoes: RedactingStream | None = None  # the connection's credential, found and redacted
     error: str | None = None
     recorded: bool = False  # the `inference` entry was written
 
@@ -178,18 +180,28 @@ class Proxy:
         response = await route.pool.request(request.method, target, headers, body)
         exchange.upstream_ttfb = time.perf_counter() - exchange.upstream_started
         exchange.status = response.status
+        reader: BodyReader = response
+        redactor = route.redactors.get(route.auth.secrets())  # the credential just sent
+        if redactor is not None:  # no credential, no cost
+            exchange.echoes = echoes = redactor.stream()
+            response.headers = echoes.headers(response.headers)
+            reader = RedactedBody(response.read, echoes)
         version_header = route.connection.model_version_header
         if version_header:
             version = hdr.get(response.headers, version_header.encode())
             exchange.model_version = version.decode("latin-1") if version else None
         try:
-            await self._relay(response, exchange, writer)
+            await self._relay(response, reader, exchange, writer)
         finally:
             response.discard()  # no-op once the body was read to the end
             exchange.upstream_time = time.perf_counter() - exchange.upstream_started
 
     async def _relay(
-        self, response: UpstreamResponse, exchange: Exchange, writer: ResponseWriter
+        self,
+        response: UpstreamResponse,
+        body: BodyReader,
+        exchange: Exchange,
+        writer: ResponseWriter,
     ) -> None:
         kind = media_type(hdr.get(response.headers, b"content-type"))
         length_header = hdr.get(response.headers, b"content-length")
@@ -200,41 +212,47 @@ class Proxy:
         small = length is not None and length <= COALESCE_MAX
         listing = exchange.model_filter is not None and response.status == 200
         if small or listing or (masking is not None and not masking.streams(kind)):
-            await self._relay_whole(response, exchange, writer, kind)
+            await self._relay_whole(response, body, exchange, writer, kind)
             return
         stream = masking.stream_for(kind) if masking is not None else None
         tap = self.auditor.response_tap()  # the original, sealed as it passes
         try:
-            await self._relay_stream(response, exchange, writer, stream, length, tap)
+            await self._relay_stream(response, body, exchange, writer, stream, length, tap)
         finally:
             if tap is not None and not exchange.recorded:
                 tap.discard()
 
     async def _relay_whole(
-        self, response: UpstreamResponse, exchange: Exchange, writer: ResponseWriter, kind: str
+        self,
+        response: UpstreamResponse,
+        body: BodyReader,
+        exchange: Exchange,
+        writer: ResponseWriter,
+        kind: str,
     ) -> None:
         """Read the body, mask it whole, record it, answer in one write."""
         original = bytearray()
-        while (chunk := await response.read()) is not None:
+        while (chunk := await body.read()) is not None:
             original += chunk
             if len(original) > MASK_WHOLE_MAX:
                 raise masking_failed(f"a response over {MASK_WHOLE_MAX} bytes")
-        body = bytes(original)
+        answer = bytes(original)
         if self.auditor.enabled:  # served model and usage are recorded only in the audit entry
-            exchange.served_model, exchange.tokens = json_answer(body)
+            exchange.served_model, exchange.tokens = json_answer(answer)
         if exchange.model_filter is not None and response.status == 200:
-            body = exchange.model_filter(body)
+            answer = exchange.model_filter(answer)
         if exchange.masking is not None:
-            body, exchange.masked = exchange.masking.mask_body(kind, body)
+            answer, exchange.masked = exchange.masking.mask_body(kind, answer)
         self._count_masked(exchange.masked)
-        exchange.bytes_out = len(body)
+        exchange.bytes_out = len(answer)
         await self._completed(exchange, bytes(original))
         out = hdr.response_headers_for_client(response.headers, keep_length=False)
-        await writer.send_full(response.status, out, body)
+        await writer.send_full(response.status, out, answer)
 
     async def _relay_stream(
         self,
         response: UpstreamResponse,
+        body: BodyReader,
         exchange: Exchange,
         writer: ResponseWriter,
         stream: StreamTransform | None,
@@ -251,7 +269,7 @@ class Proxy:
         started = False
         out = hdr.response_headers_for_client(response.headers, keep_length=stream is None)
         try:
-            while (chunk := await response.read()) is not None:
+            while (chunk := await body.read()) is not None:
                 received += len(chunk)
                 if tap is not None:
                     tap.add(chunk)
@@ -319,6 +337,8 @@ class Proxy:
             else None
         )
         self.metrics.exchange(label, status, decision, total, upstream)
+        if exchange.echoes is not None and exchange.echoes.count:
+            self.metrics.credential_redacted.labels(label).inc(exchange.echoes.count)
         self.access_log.exchange(
             {
                 "request_id": request.request_id,

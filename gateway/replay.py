@@ -176,6 +176,9 @@ async def _send(
     finally:
         response.discard()  # no-op once the body was read to the end
     kind = media_type(hdr.get(response.headers, b"content-type"))
+    redactor = route.redactors.get(route.auth.secrets())
+    if redactor is not None:  # an echo of the credential is neither shown nor sealed
+        return response.status, kind, redactor.redact(bytes(chunks))[0]
     return response.status, kind, bytes(chunks)
 
 

@@ -6,11 +6,12 @@ policy or the new one, never a mix. Requests in flight keep the Runtime they sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import Config, ConnectionConfig
 from gateway.masking import compile_masking
 from gateway.policy import Policy
+from gateway.redact import RedactorCache
 from gateway.upstream import UpstreamPool
 from gateway.upstream_auth import UpstreamAuth
 from gateway.upstream_auth import build as build_auth
@@ -21,6 +22,8 @@ class Route:
     connection: ConnectionConfig
     pool: UpstreamPool
     auth: UpstreamAuth
+    # Finds the credential the auth holds now where the upstream echoes it.
+    redactors: RedactorCache = field(default_factory=RedactorCache)
 
     def url(self, target: str) -> str:
         """The absolute URL of a target on this upstream (what a signature covers)."""

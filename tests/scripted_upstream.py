@@ -5,8 +5,9 @@
 `POST /_script/NAME` with `{"status", "headers": [[name, value]], "chunks": [latin-1 text],
 "encoding": null | "gzip" | "deflate", "only_if_accepted": bool, "framing": "chunked" |
 "length"}` sets what `/NAME...` answers (any method). `{auth}` in a chunk or header value is
-replaced by the `Authorization` value the request carried, so an upstream that echoes the
-credential it received can be played. Chunks are written one by one with a drain between them.
+replaced by the `Authorization` value the request carried and `{auth_b64}` by its base64, so an
+upstream that echoes the credential it received can be played. Chunks are written one by one
+with a drain between them; `"cut": N` re-cuts the filled body into chunks of N bytes.
 `GET /_requests` lists what was asked (path and headers), oldest first.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gzip
 import json
 import zlib
@@ -42,8 +44,16 @@ def _answer(path: str, headers: dict[str, str], body: bytes) -> tuple[int, list,
     if script is None:
         return 404, [("content-type", "text/plain")], [b"no script"]
     auth = headers.get("authorization", "")
-    chunks = [c.replace("{auth}", auth).encode("latin-1") for c in script.get("chunks", [])]
-    out_headers = [(n, v.replace("{auth}", auth)) for n, v in script.get("headers", [])]
+    auth_b64 = base64.b64encode(auth.encode("latin-1")).decode()
+
+    def fill(text: str) -> str:
+        return text.replace("{auth}", auth).replace("{auth_b64}", auth_b64)
+
+    chunks = [fill(c).encode("latin-1") for c in script.get("chunks", [])]
+    if cut := script.get("cut"):
+        body = b"".join(chunks)
+        chunks = [body[i : i + cut] for i in range(0, len(body), cut)]
+    out_headers = [(n, fill(v)) for n, v in script.get("headers", [])]
     encoding = script.get("encoding")
     accepted = encoding and encoding in headers.get("accept-encoding", "")
     if encoding and (accepted or not script.get("only_if_accepted")):
