@@ -122,6 +122,10 @@ def joined(headers: Headers, name: bytes) -> bytes | None:
     return b", ".join(values) if values else None
 
 
+def without(headers: Headers, names: frozenset[bytes] | set[bytes]) -> Headers:
+    return [(n, v) for n, v in headers if n not in names]
+
+
 def get(headers: Headers, name: bytes) -> bytes | None:
     for n, v in headers:
         if n == name:

@@ -19,17 +19,18 @@ from gateway.access_log import AccessLog
 from gateway.answers import NO_TOKENS, Tokens, json_answer, sse_model, sse_tokens
 from gateway.approvals import Approval, Approvals, gate
 from gateway.auditing import Auditor, ResponseTap
+from gateway.encoding import DecodedBody, ask_identity, coding, compressed_request
 from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
 from gateway.masking import RuleMasking, StreamTransform, masking_failed
 from gateway.media import media_type
 from gateway.metrics import Metrics
 from gateway.policy import Decision, Request
-from gateway.redact import BodyReader, RedactedBody, RedactingStream
+from gateway.redact import RedactedBody, RedactingStream
 from gateway.runtime import Route, Runtime
 from gateway.server import ClientDisconnected, IncomingRequest, ResponseWriter
 from gateway.strict_json import parse_request, request_model
-from gateway.upstream import UpstreamResponse
+from gateway.upstream import BodyReader, UpstreamResponse
 
 # Dot segments, empty segments and encoded slashes or dots would let a path mean one thing to the
 # policy and another to the upstream; refuse them rather than guess how the upstream normalises.
@@ -71,6 +72,11 @@ class Exchange:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.request.started
+
+
+def _holds_secrets(route: Route) -> bool:
+    """Could the upstream echo a credential? Token modes may not have fetched theirs yet."""
+    return route.connection.auth != "static" or bool(route.auth.secrets())
 
 
 def split_route(path: str) -> tuple[str, str]:
@@ -143,6 +149,8 @@ class Proxy:
         if route is None:
             raise GatewayError(404, "unknown_connection", f"no connection named {name!r}")
         # Before any rule: the model the policy sees is the model the upstream will run.
+        if request.body and coding(request.headers) is not None:
+            raise compressed_request()
         kind = media_type(hdr.get(request.headers, b"content-type"))
         exchange.model = request_model(parse_request(request.body, kind))
         decision = runtime.policy.decide(
@@ -175,26 +183,48 @@ class Proxy:
         headers = hdr.request_headers_for_upstream(
             request.headers, route.pool.host_header, request.request_id.encode(), len(body)
         )
+        # A body the gateway reads (to mask it, or to redact the credential) must be plain: asked
+        # for before the auth signs the headers.
+        transformed = exchange.masking is not None or _holds_secrets(route)
+        if transformed:
+            headers = ask_identity(headers)
         headers = await route.auth.apply(request.method, route.url(target), headers, body)
         exchange.upstream_started = time.perf_counter()
         response = await route.pool.request(request.method, target, headers, body)
         exchange.upstream_ttfb = time.perf_counter() - exchange.upstream_started
         exchange.status = response.status
-        reader: BodyReader = response
-        redactor = route.redactors.get(route.auth.secrets())  # the credential just sent
-        if redactor is not None:  # no credential, no cost
-            exchange.echoes = echoes = redactor.stream()
-            response.headers = echoes.headers(response.headers)
-            reader = RedactedBody(response.read, echoes)
-        version_header = route.connection.model_version_header
-        if version_header:
-            version = hdr.get(response.headers, version_header.encode())
-            exchange.model_version = version.decode("latin-1") if version else None
         try:
+            reader = self._reader(route, exchange, response, transformed)
+            version_header = route.connection.model_version_header
+            if version_header:
+                version = hdr.get(response.headers, version_header.encode())
+                exchange.model_version = version.decode("latin-1") if version else None
             await self._relay(response, reader, exchange, writer)
         finally:
             response.discard()  # no-op once the body was read to the end
             exchange.upstream_time = time.perf_counter() - exchange.upstream_started
+
+    @staticmethod
+    def _reader(
+        route: Route, exchange: Exchange, response: UpstreamResponse, transformed: bool
+    ) -> BodyReader:
+        """The body as the gateway may relay it: decoded if it must be read, then redacted.
+
+        With neither masking nor a credential, the upstream's bytes pass as they are.
+        """
+        reader: BodyReader = response
+        compressed = coding(response.headers) if transformed else None
+        if compressed is not None:  # asked for identity, got a compressed answer anyway
+            reader = DecodedBody(response, compressed)
+            response.headers = hdr.without(
+                response.headers, {b"content-encoding", b"content-length"}
+            )
+        redactor = route.redactors.get(route.auth.secrets())  # the credential just sent
+        if redactor is not None:  # no credential, no cost
+            exchange.echoes = echoes = redactor.stream()
+            response.headers = echoes.headers(response.headers)
+            reader = RedactedBody(reader.read, echoes)
+        return reader
 
     async def _relay(
         self,
@@ -207,7 +237,7 @@ class Proxy:
         length_header = hdr.get(response.headers, b"content-length")
         length = int(length_header) if length_header is not None else None
         masking = exchange.masking
-        if masking is not None and length != 0:
+        if masking is not None and length != 0 and exchange.request.method != "HEAD":
             masking.check(kind)  # a type no method masks is refused before its body is read
         small = length is not None and length <= COALESCE_MAX
         listing = exchange.model_filter is not None and response.status == 200

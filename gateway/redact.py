@@ -11,7 +11,8 @@ A connection may hold more than one secret at a time (an AWS session token, a be
 being refreshed); each is looked for. A base64 form is longer than the secret, so it is
 recognised by its first len(secret) characters (a trigger) and then followed byte by byte as it
 arrives (its continuation): a stream holds back at most len(secret) - 1 bytes (the longest
-secret's), the longest proper prefix of a trigger that ends a chunk. The output depends only on the bytes, never on where the chunks were cut.
+secret's), the longest proper prefix of a trigger that ends a chunk. The output depends only on
+the bytes, never on where the chunks were cut.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from gateway.headers import Headers
 
@@ -158,10 +158,6 @@ def _mask(data: bytes, spans: list[tuple[int, int]]) -> bytes:
         if start < end:
             out[start:end] = MASK * (end - start)
     return bytes(out)
-
-
-class BodyReader(Protocol):
-    async def read(self) -> bytes | None: ...
 
 
 class RedactorCache:

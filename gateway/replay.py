@@ -19,12 +19,14 @@ from typing import Any
 from gateway import headers as hdr
 from gateway.audit import AuditLog, AuditUnavailable, KeyFileError, SealError, unseal
 from gateway.auditing import Auditor, unavailable
+from gateway.encoding import DecodedBody, ask_identity, coding
 from gateway.errors import GatewayError
 from gateway.identity import Identity
 from gateway.masking import RuleMasking
 from gateway.media import media_type
 from gateway.proxy import split_route
 from gateway.runtime import Route, Runtime
+from gateway.upstream import BodyReader
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -167,11 +169,15 @@ async def _send(
     headers = hdr.request_headers_for_upstream(
         sent, route.pool.host_header, investigator.request_id.encode(), len(body)
     )
-    headers = await route.auth.apply(decision["method"], route.url(target), headers, body)
+    headers = await route.auth.apply(
+        decision["method"], route.url(target), ask_identity(headers), body
+    )
     response = await route.pool.request(decision["method"], target, headers, body)
     try:
+        compressed = coding(response.headers)
+        reader: BodyReader = response if compressed is None else DecodedBody(response, compressed)
         chunks = bytearray()
-        while (chunk := await response.read()) is not None:
+        while (chunk := await reader.read()) is not None:
             chunks += chunk
     finally:
         response.discard()  # no-op once the body was read to the end

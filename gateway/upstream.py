@@ -12,6 +12,7 @@ import contextlib
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import h11
 
@@ -144,6 +145,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.lost = True
         if self.transport is not None:
             self.transport.close()
+
+
+class BodyReader(Protocol):
+    """What reads a response body: the upstream's own, or one decoding or redacting it."""
+
+    async def read(self) -> bytes | None: ...
 
 
 @dataclass(slots=True)

@@ -3,11 +3,14 @@
     python tests/scripted_upstream.py --port 0        # prints "listening on http://127.0.0.1:N"
 
 `POST /_script/NAME` with `{"status", "headers": [[name, value]], "chunks": [latin-1 text],
-"encoding": null | "gzip" | "deflate", "only_if_accepted": bool, "framing": "chunked" |
-"length"}` sets what `/NAME...` answers (any method). `{auth}` in a chunk or header value is
-replaced by the `Authorization` value the request carried and `{auth_b64}` by its base64, so an
-upstream that echoes the credential it received can be played. Chunks are written one by one
-with a drain between them; `"cut": N` re-cuts the filled body into chunks of N bytes.
+"encoding", "only_if_accepted", "framing": "chunked" | "length", "cut"}` sets what `/NAME...`
+answers (any method). `encoding` is null, "gzip", "deflate", "raw-deflate" (sent as deflate
+without the zlib wrapper) or any other name (sent as it is, only named); `only_if_accepted`
+compresses only when the request's Accept-Encoding names it. `{auth}` in a chunk or header
+value is replaced by the `Authorization` value the request carried and `{auth_b64}` by its
+base64, so an upstream that echoes the credential it received can be played. Chunks are
+written one by one with a drain between them; `"cut": N` re-cuts the filled (and compressed)
+body into chunks of N bytes.
 `GET /_requests` lists what was asked (path and headers), oldest first.
 """
 
@@ -30,7 +33,11 @@ seen: list[dict[str, Any]] = []
 def _compress(body: bytes, encoding: str) -> bytes:
     if encoding == "gzip":
         return gzip.compress(body)
-    return zlib.compress(body)  # HTTP "deflate" is the zlib format (RFC 9110 §8.4.1.2)
+    if encoding == "deflate":
+        return zlib.compress(body)  # HTTP "deflate" is the zlib format (RFC 9110 §8.4.1.2)
+    if encoding == "raw-deflate":  # what some servers send as "deflate"
+        return zlib.compress(body, wbits=-zlib.MAX_WBITS)
+    return body  # any other coding is only named: the test checks it is never relayed
 
 
 def _answer(path: str, headers: dict[str, str], body: bytes) -> tuple[int, list, list[bytes]]:
@@ -50,15 +57,15 @@ def _answer(path: str, headers: dict[str, str], body: bytes) -> tuple[int, list,
         return text.replace("{auth}", auth).replace("{auth_b64}", auth_b64)
 
     chunks = [fill(c).encode("latin-1") for c in script.get("chunks", [])]
-    if cut := script.get("cut"):
-        body = b"".join(chunks)
-        chunks = [body[i : i + cut] for i in range(0, len(body), cut)]
     out_headers = [(n, fill(v)) for n, v in script.get("headers", [])]
     encoding = script.get("encoding")
     accepted = encoding and encoding in headers.get("accept-encoding", "")
     if encoding and (accepted or not script.get("only_if_accepted")):
         chunks = [_compress(b"".join(chunks), encoding)]
-        out_headers.append(("content-encoding", encoding))
+        out_headers.append(("content-encoding", encoding.removeprefix("raw-")))
+    if cut := script.get("cut"):
+        body = b"".join(chunks)
+        chunks = [body[i : i + cut] for i in range(0, len(body), cut)]
     if script.get("framing", "chunked") == "length":
         out_headers.append(("content-length", str(sum(map(len, chunks)))))
     return script.get("status", 200), out_headers, chunks
