@@ -13,6 +13,8 @@ import httpx
 import peers
 import pytest
 from conftest import UPSTREAM_KEY, gateway_config
+from dot_provider import fixture as dot
+from test_cloud_auth import CLIENT_SECRET, cloud_config, oauth2_connection
 
 ECHO_RULES = """
 [[connections]]
@@ -138,3 +140,31 @@ def test_answer_without_echo_is_unchanged(echo_gateway, issuer, scripted) -> Non
         echo_gateway, issuer, scripted, "clean", [body], [["content-type", "application/json"]]
     )
     assert response.content == body.encode()
+
+
+def test_echoed_oauth2_token_is_redacted(start_gateway, issuer, scripted, dot_provider) -> None:
+    """A token the gateway fetched (django-oauth-toolkit, client credentials) is redacted too."""
+    dot.create_client(dot_provider.url, "gw-echo", CLIENT_SECRET)
+    connection = oauth2_connection(scripted.url, dot.token_url(dot_provider.url), "gw-echo", "echo")
+    gateway = start_gateway(
+        cloud_config(issuer.url, connection), {"TEST_CLIENT_SECRET": CLIENT_SECRET}
+    )
+    peers.script(
+        scripted.url,
+        "chat",
+        ["bad token {auth}"],
+        [["content-type", "text/plain"]],
+        status=401,
+        cut=5,
+    )
+    caller = peers.mint(issuer.url, "cloud@example.com", ["analysts"])
+    response = httpx.post(
+        f"{gateway.url}/echo/chat",
+        json={"model": "m"},
+        headers={"authorization": f"Bearer {caller}"},
+    )
+    sent = peers.scripted_requests(scripted.url)[-1]["headers"]["authorization"].removeprefix(
+        "Bearer "
+    )
+    assert len(sent) >= 16 and sent not in response.text
+    assert response.text == "bad token Bearer " + "*" * len(sent)
