@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::field::Field;
-use crate::jsonpath::{get, get_mut, Location, Seg};
+use crate::jsonpath::{get, get_mut, Location, Paths, Seg};
 use crate::masker::{Counts, Masker};
 
 struct Loc {
@@ -58,8 +58,10 @@ fn finishing(doc: &Value, loc: &[Seg]) -> bool {
 
 /// A minimal event carrying `text` at `loc`: the template's top-level members, and along the
 /// path only the next step plus `index`/`type` members (so SDKs merge it into the right
-/// choice or tool call without repeating names or ids).
-fn flush_event(template: &str, loc: &[Seg], text: String) -> Option<String> {
+/// choice or tool call without repeating names or ids). The template is the last event's
+/// data as the upstream sent it, so every other masked location in the copy is emptied: its
+/// text was already released (masked) in that event, and the raw copy would leak it.
+fn flush_event(template: &str, loc: &[Seg], text: String, paths: &Paths) -> Option<String> {
     fn build(node: &Value, loc: &[Seg], text: String, top: bool) -> Value {
         let Some((first, rest)) = loc.split_first() else {
             return Value::String(text);
@@ -85,7 +87,14 @@ fn flush_event(template: &str, loc: &[Seg], text: String) -> Option<String> {
         }
     }
     let tpl: Value = serde_json::from_str(template).ok()?;
-    let v = build(&tpl, loc, text, true);
+    let mut v = build(&tpl, loc, text, true);
+    for other in paths.locate(&v) {
+        if other.as_slice() != loc {
+            if let Some(Value::String(s)) = get_mut(&mut v, &other) {
+                s.clear();
+            }
+        }
+    }
     let mut s = String::from("data: ");
     s.push_str(&serde_json::to_string(&v).ok()?);
     s.push_str("\n\n");
@@ -331,7 +340,7 @@ impl SseStream {
             *a += b;
         }
         if !rem.is_empty() {
-            let ev = flush_event(&l.template, &l.path, rem)
+            let ev = flush_event(&l.template, &l.path, rem, &self.masker.paths)
                 .ok_or_else(|| Error::InvalidSse("cannot build flush event".into()))?;
             out.extend_from_slice(ev.as_bytes());
         }
