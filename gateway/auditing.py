@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import AuditLog, AuditUnavailable
+from gateway.audit.epochs import EpochLog
 from gateway.audit.seal import SealedStream
 from gateway.config import AuditConfig, Config
 from gateway.errors import GatewayError
@@ -39,25 +40,31 @@ def unavailable(exc: AuditUnavailable) -> GatewayError:
 class Auditor:
     """The gateway's handle on its audit log; a no-op when `[audit]` is not configured."""
 
-    def __init__(self, log: AuditLog | None) -> None:
+    def __init__(self, log: AuditLog | EpochLog | None) -> None:
         self.log = log
         self.background: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, config: AuditConfig | None, worker: int | None = None) -> Auditor:
-        """Worker N of a multi-worker gateway keeps its own log in `{dir}/{N}/`, `{origin}/{N}`."""
+        """Worker N of a multi-worker gateway keeps its own log in `{dir}/{N}/`, `{origin}/{N}`;
+        with `epoch`, one log per period below that (gateway/audit/epochs.py)."""
         if config is None:
             return cls(None)
         directory, origin = Path(config.dir), config.origin
         if worker is not None:
             directory, origin = directory / str(worker), f"{origin}/{worker}"
-        log = await AuditLog.open(
-            directory,
-            origin=origin,
-            signing_key=Path(config.signing_key),
-            sealing_key=Path(config.sealing_key),
-            durability=config.durability,  # type: ignore[arg-type]
-        )
+        signing, sealing = Path(config.signing_key), Path(config.sealing_key)
+        durability: Any = config.durability  # checked by config.py
+        if config.epoch is None:
+            log: AuditLog | EpochLog = await AuditLog.open(
+                directory, origin=origin, signing_key=signing, sealing_key=sealing,
+                durability=durability,
+            )  # fmt: skip
+        else:
+            log = await EpochLog.open(
+                directory, origin=origin, kind=config.epoch, signing_key=signing,
+                sealing_key=sealing, durability=durability,
+            )  # fmt: skip
         return cls(log)
 
     @property

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.audit.periods import KINDS
+
 # Asymmetric JWS algorithms pyjwt verifies with a public key. HS* and "none" are never accepted:
 # HS with a public key as the secret is the classic key-confusion attack.
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -96,6 +98,7 @@ class AuditConfig:
     durability: str = "sync"
     readers: tuple[str, ...] = ()
     central: CentralAuditConfig | None = None
+    epoch: str | None = None  # "daily" | "weekly" | "monthly": a new log per period
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,9 +481,12 @@ def _audit(s: _Section) -> AuditConfig:
         durability=s.str("durability", "sync"),
         readers=s.strings("readers"),
         central=_central(s),
+        epoch=s.str("epoch"),
     )
     if config.durability not in ("sync", "batch"):
         raise s.fail("durability", "must be 'sync' or 'batch'")
+    if config.epoch not in (None, *KINDS):
+        raise s.fail("epoch", f"must be one of {', '.join(KINDS)} (or absent: one log)")
     s.done()
     return config
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from gateway.audit.central_cli import cmd_verify_store, register_central
+from gateway.audit.chain import chain_problems
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.keys import KeyFileError, init_keys, read_secret_key
 from gateway.audit.merkle import ProofError
@@ -28,6 +29,7 @@ from gateway.audit.store import (
     LogReader,
     consistency_proof,
     inclusion_proof,
+    log_chains,
     log_dirs,
     read_file,
 )
@@ -85,9 +87,9 @@ def _audit_dir(args: argparse.Namespace) -> Path:
 def _reader(args: argparse.Namespace) -> LogReader:
     d = _audit_dir(args)
     if not (d / ENTRIES).exists():
-        workers = [p.name for p in log_dirs(d)]
-        if workers:  # entries are numbered per log: which one must be said
-            raise CliError(f"{d} holds one log per worker ({', '.join(workers)}): give --dir {d}/N")
+        logs = [str(p.relative_to(d)) for p in log_dirs(d)]
+        if logs:  # entries are numbered per log: which one must be said
+            raise CliError(f"{d} holds several logs ({', '.join(logs)}): give --dir {d}/LOG")
         raise CliError(f"{d} is not an audit directory (no {ENTRIES} file)")
     return LogReader(d)
 
@@ -119,8 +121,9 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 @_handler
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Every log the directory holds (its own and each worker's); fails if any one fails.
-    With --store: every origin of the central audit store."""
+    """Every log the directory holds (its own, each worker's, each epoch's) and the chain of
+    each writer's epochs; fails if any one fails. With --store: every origin of the central
+    audit store."""
     if args.store:
         return cmd_verify_store(args)
     if args.witness or (args.verifier and len(args.verifier) > 1):
@@ -129,18 +132,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     directory = _audit_dir(args)
     kept = _kept_by_origin(args.from_)
     failed = False
-    for log_dir in log_dirs(directory) or [directory]:
-        since = kept.get(_origin_of(log_dir))
-        if args.from_ and since is None:
-            print(
-                f"note: {log_dir}: no --from checkpoint for its origin; all of it checked",
-                file=sys.stderr,
-            )
-        report = verify_log(log_dir, verifier, since)
-        for w in report.warnings:
-            print(f"warning: {log_dir}: {w}", file=sys.stderr)
-        print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
-        failed = failed or not report.ok
+    for chain in log_chains(directory) or [[directory]]:
+        reports = {}
+        for log_dir in chain:
+            since = kept.get(_origin_of(log_dir))
+            if args.from_ and since is None:
+                print(
+                    f"note: {log_dir}: no --from checkpoint for its origin; all of it checked",
+                    file=sys.stderr,
+                )
+            report = reports[log_dir] = verify_log(log_dir, verifier, since)
+            for w in report.warnings:
+                print(f"warning: {log_dir}: {w}", file=sys.stderr)
+            print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+            failed = failed or not report.ok
+        problems = chain_problems(chain, reports)
+        for problem in problems:
+            print(f"FAIL chain: {problem}", file=sys.stderr)
+        if len(chain) > 1 and not problems:
+            writer = chain[-1].parent  # the last of several is always an epoch's log
+            print(f"OK chain {writer}: {len(chain)} logs, each chained to the one before")
+        failed = failed or bool(problems)
     return EXIT_FAIL if failed else 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from gateway.audit.writer import Pending, Writer
 log = logging.getLogger(__name__)
 
 Durability = Literal["sync", "batch"]
+Clock = Callable[[], float]
 RETRY_S = 0.25  # batch mode: how soon a failed batch is tried again
 RESERVED = ("seq", "sealed")
 MAX_QUEUED = 50_000  # batch mode: past this many unwritten entries, append waits (backpressure)
@@ -55,9 +58,15 @@ class AuditLog:
     """An open, writable audit log. Create with `await AuditLog.open(...)`."""
 
     def __init__(
-        self, writer: Writer, lock_fd: int, durability: Durability, executor: ThreadPoolExecutor
+        self,
+        writer: Writer,
+        lock_fd: int,
+        durability: Durability,
+        executor: ThreadPoolExecutor,
+        clock: Clock = time.time,
     ) -> None:
         self._writer = writer
+        self._clock = clock
         self._lock_fd = lock_fd
         self._durability = durability
         self._executor = executor
@@ -76,10 +85,14 @@ class AuditLog:
         *,
         origin: str,
         signing_key: Path,
-        sealing_key: Path,
+        sealing_key: Path | bytes,
         durability: Durability = "sync",
+        clock: Clock = time.time,
     ) -> AuditLog:
         """Open (creating on first use) and recover the log in `directory`.
+
+        `sealing_key` is the key file, or the key itself (an epoch's own key, see epochs.py);
+        `clock` gives the POSIX time entries are stamped with (tests write past epochs).
 
         Raises:
             AuditOpenError: another writer holds it, the key or origin differ, or a fork.
@@ -88,7 +101,9 @@ class AuditLog:
         if durability not in ("sync", "batch"):
             raise ValueError(f"durability must be 'sync' or 'batch', not {durability!r}")
         signer = read_signing_key(Path(signing_key))
-        secret = read_secret_key(Path(sealing_key))
+        secret = (
+            sealing_key if isinstance(sealing_key, bytes) else read_secret_key(Path(sealing_key))
+        )
         executor = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         loop = asyncio.get_running_loop()
         try:
@@ -98,7 +113,7 @@ class AuditLog:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        self = cls(writer, lock, durability, executor)
+        self = cls(writer, lock, durability, executor, clock)
         if recovered.truncated:
             log.warning("audit: recovered a torn tail in %s: %s", directory, recovered)
             await self._append_now(
@@ -190,7 +205,7 @@ class AuditLog:
         ):
             raise ValueError("sealed bodies must be bytes or a finished SealedStream")
         seq = self._next_seq
-        record = {"ts": now_rfc3339(), **entry, "seq": seq}
+        record = {"ts": now_rfc3339(self._clock()), **entry, "seq": seq}
         body = canonical(record)
         self._next_seq += 1
         blobs = (

@@ -247,6 +247,13 @@ class SealedStream:
         while view:
             view = view[os.write(self.fd, view) :]
 
+    def move_to(self, directory: Path) -> None:
+        """Recorded in another log than it began in (a new epoch started meanwhile): its
+        spilled file moves to that log's sealed/ (same file system: a rename)."""
+        if directory != self.directory and self.fd != -1:
+            os.replace(self.directory / spill_name(self.sealer.blob_id), directory / self.file)
+        self.directory = directory
+
     def close(self) -> None:
         """Committed (its file is durable): release the descriptor, keep `file`."""
         if self.fd >= 0:

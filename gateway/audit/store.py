@@ -35,6 +35,7 @@ from gateway.audit.merkle import (
     levels_getter,
 )
 from gateway.audit.merkle import root as tree_root
+from gateway.audit.periods import Epoch
 
 ENTRIES = "entries"
 CHECKPOINT = "checkpoint"
@@ -94,20 +95,37 @@ def read_file(path: Path) -> bytes:
         return b""
 
 
-def log_dirs(directory: Path) -> list[Path]:
-    """The audit logs an `[audit] dir` holds: its own (a single-worker run's) and each worker's.
+def log_chains(directory: Path) -> list[list[Path]]:
+    """The audit logs an `[audit] dir` holds, one list per writer, each in writing order.
 
-    With `[server] workers = N` worker N writes `{dir}/{N}/`; a log at `{dir}` itself is kept
-    beside them. Sorted: the directory's own log first, then workers by number.
+    Writers: the directory itself (a single-worker run) and each worker N in `{dir}/{N}/`.
+    A writer's logs: the one in its own directory (written before `[audit] epoch` was set),
+    then one per epoch subdirectory (`YYYY-MM-DD`, `YYYY-Www`, `YYYY-MM`) by the epoch's start.
     """
     directory = Path(directory)
-    workers = (
-        [d for d in directory.iterdir() if d.name.isdigit() and (d / ENTRIES).is_file()]
-        if directory.is_dir()
-        else []
+    if not directory.is_dir():
+        return []
+    workers = sorted(
+        (d for d in directory.iterdir() if d.name.isdigit() and d.is_dir()),
+        key=lambda d: int(d.name),
     )
-    own = [directory] if (directory / ENTRIES).is_file() else []
-    return own + sorted(workers, key=lambda d: int(d.name))
+    return [chain for writer in [directory, *workers] if (chain := writer_chain(writer))]
+
+
+def writer_chain(writer: Path) -> list[Path]:
+    """One writer's logs in order: its own directory's, then its epochs by start."""
+    if not writer.is_dir():
+        return []
+    own = [writer] if (writer / ENTRIES).is_file() else []
+    found = [
+        (e, d) for d in writer.iterdir() if (e := Epoch.parse(d.name)) and (d / ENTRIES).is_file()
+    ]
+    return own + [d for _, d in sorted(found, key=lambda pair: (pair[0].start, pair[0].end))]
+
+
+def log_dirs(directory: Path) -> list[Path]:
+    """Every audit log under an `[audit] dir`: each writer's, in the order of `log_chains`."""
+    return [log for chain in log_chains(directory) for log in chain]
 
 
 class TreeFiles:

@@ -210,6 +210,7 @@ class Writer:
             refs = {}
             for name, body in p.sealed.items():
                 if isinstance(body, SealedStream):
+                    body.move_to(self.directory)
                     ref = body.sealer.reference()
                     if body.file is not None:
                         refs[name] = {"file": body.file, "offset": 0, **ref}

@@ -1,0 +1,206 @@
+"""Epochs: one log per period, each chained to the final checkpoint of the one before.
+
+The writer is driven with an explicit clock (its public `clock` argument) so a boundary is
+crossed without waiting for midnight; the gateway test starts the real process on a log whose
+current epoch is already in the past.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import audited_config, entries
+
+from gateway.audit import AuditLog, init_keys, verify_log
+from gateway.audit.epochs import EpochLog
+from gateway.audit.periods import Epoch
+from gateway.audit.seal import SPILL
+from gateway.audit.store import log_chains
+
+ORIGIN = "gw.test/audit"
+DAY1 = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    """The time the writer sees; tests move it forward."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    init_keys(tmp_path / "keys", ORIGIN)
+    return tmp_path / "keys"
+
+
+async def open_epochs(
+    base: Path, keys: Path, clock: Clock, kind: str = "daily", origin: str = ORIGIN
+) -> EpochLog:
+    return await EpochLog.open(
+        base,
+        origin=origin,
+        kind=kind,
+        signing_key=keys / "signing.key",
+        sealing_key=keys / "sealing.key",
+        clock=clock,
+    )
+
+
+def gw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["gateway", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("kind", "moment", "name", "end"),
+    [
+        ("daily", datetime(2026, 12, 31, 23, 59, tzinfo=UTC), "2026-12-31", "2027-01-01"),
+        ("weekly", datetime(2026, 12, 31, tzinfo=UTC), "2026-W53", "2027-01-04"),
+        ("weekly", datetime(2021, 1, 3, tzinfo=UTC), "2020-W53", "2021-01-04"),
+        ("monthly", datetime(2026, 12, 15, tzinfo=UTC), "2026-12", "2027-01-01"),
+    ],
+)
+def test_epoch_names_are_utc_days_iso_weeks_and_months(kind, moment, name, end) -> None:
+    epoch = Epoch.at(kind, moment)
+    assert (epoch.name, epoch.end.date().isoformat()) == (name, end)
+    assert Epoch.parse(name) == epoch
+    for not_an_epoch in ("2026-13", "2026-02-30", "2025-W53", "0", "sealed", "2026-1-01"):
+        assert Epoch.parse(not_an_epoch) is None
+
+
+async def test_rollover_while_running_chains_to_the_final_checkpoint(tmp_path, keys) -> None:
+    base, clock = tmp_path / "audit", Clock(DAY1)
+    log = await open_epochs(base, keys, clock)
+    await log.append({"type": "inference", "n": 1})
+    stream = log.sealed_stream()  # a body that streams across midnight, past the spill size
+    stream.add(b"x" * (SPILL + 10))
+    stream.finish()
+    clock.now += 5  # 2026-12-01T00:00:03Z
+    seq = await log.append({"type": "inference", "n": 2}, {"response": stream})
+    await log.close()
+
+    day1, day2 = base / "2026-11-30", base / "2026-12-01"
+    assert log_chains(base) == [[day1, day2]]
+    old, new = entries(day1), entries(day2)
+    assert [e["type"] for e in old] == ["epoch.started", "inference"]
+    assert "previous" not in old[0]  # the writer's first log
+    assert [e["type"] for e in new] == ["epoch.started", "inference"] and seq == 1
+    started = new[0]
+    final = (day1 / "checkpoint").read_bytes()
+    assert started["previous"] == {
+        "origin": f"{ORIGIN}/2026-11-30",
+        "size": 2,
+        "root": final.split(b"\n")[2].decode(),
+        "note": final.decode(),
+        "note_sha256": hashlib.sha256(final).hexdigest(),
+    }
+    assert (started["epoch"], started["epoch_end"]) == ("2026-12-01", "2026-12-02T00:00:00.000000Z")
+    assert new[1]["ts"] == "2026-12-01T00:00:03.000000Z"  # stamped by the writer's clock
+    assert (day2 / new[1]["sealed"]["response"]["file"]).is_file()  # moved with its entry
+    for d in (day1, day2):
+        assert verify_log(d).ok, verify_log(d).problem
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 0, out.stderr
+    assert f"OK chain {base}: 2 logs" in out.stdout
+
+
+async def test_verify_refuses_an_epoch_extended_after_its_successor_started(tmp_path, keys) -> None:
+    base, clock = tmp_path / "audit", Clock(DAY1)
+    log = await open_epochs(base, keys, clock)
+    clock.now += 86400
+    await log.append({"type": "inference"})
+    await log.close()
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 0, out.stderr
+    # The old epoch is reopened and one more entry signed into it: each log still verifies on
+    # its own, the chain does not.
+    old = await AuditLog.open(
+        base / "2026-11-30",
+        origin=f"{ORIGIN}/2026-11-30",
+        signing_key=keys / "signing.key",
+        sealing_key=keys / "sealing.key",
+    )
+    await old.append({"type": "inference", "backdated": True})
+    await old.close()
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 1
+    assert "OK " in out.stdout  # each log alone
+    assert f"FAIL chain: {base / '2026-12-01'}" in out.stderr
+    assert "not the final checkpoint" in out.stderr
+
+
+async def test_a_removed_epoch_breaks_the_chain(tmp_path, keys) -> None:
+    base, clock = tmp_path / "audit", Clock(DAY1)
+    log = await open_epochs(base, keys, clock)
+    for _ in range(2):
+        clock.now += 86400
+        await log.append({"type": "inference"})
+    await log.close()
+    assert [len(c) for c in log_chains(base)] == [3]
+    (base / "2026-12-01").rename(tmp_path / "elsewhere")
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 1 and "FAIL chain" in out.stderr, out.stdout
+
+
+async def test_a_log_from_before_epochs_is_the_first_link(tmp_path, keys) -> None:
+    base = tmp_path / "audit"
+    plain = await AuditLog.open(
+        base, origin=ORIGIN, signing_key=keys / "signing.key", sealing_key=keys / "sealing.key"
+    )
+    await plain.append({"type": "inference"})
+    await plain.close()
+    log = await open_epochs(base, keys, Clock(DAY1), kind="monthly")
+    await log.close()
+    assert log_chains(base) == [[base, base / "2026-11"]]
+    previous = entries(base / "2026-11")[0]["previous"]
+    assert (previous["origin"], previous["size"]) == (ORIGIN, 1)
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 0 and "OK chain" in out.stdout, out.stderr
+
+
+async def test_gateway_started_after_its_epoch_ended_starts_a_new_chained_epoch(
+    start_gateway, issuer, upstream, tmp_path, analyst_token
+) -> None:
+    keys = tmp_path / "keys"
+    config = audited_config(issuer.url, upstream.url, tmp_path).replace(
+        'durability = "sync"', 'durability = "sync"\nepoch = "daily"'
+    )
+    base = tmp_path / "audit"
+    # An earlier epoch, written with the real writer at an explicit time, as a gateway
+    # stopped on that day leaves it.
+    past = await open_epochs(base, keys, Clock(DAY1), origin="test.gateway/audit")
+    await past.append({"type": "inference", "written": "in the past epoch"})
+    await past.close()
+
+    gateway = start_gateway(config)
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            f"{gateway.url}/llama/v1/chat/completions",
+            headers={"authorization": f"Bearer {analyst_token}"},
+            json={"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert reply.status_code == 200
+    gateway.stop()
+
+    today = Epoch.at("daily", datetime.now(UTC)).name
+    assert [d.name for d in log_chains(base)[0]] == ["2026-11-30", today]
+    current = entries(base / today)
+    assert [e["type"] for e in current[:3]] == ["epoch.started", "gateway.started", "policy.loaded"]
+    assert current[0]["previous"]["origin"] == "test.gateway/audit/2026-11-30"
+    assert current[0]["previous"]["size"] == 2
+    assert (
+        (base / today / "checkpoint")
+        .read_bytes()
+        .startswith(f"test.gateway/audit/{today}\n".encode())
+    )
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 0, out.stderr
+    assert "OK chain" in out.stdout
