@@ -170,6 +170,7 @@ class Gateway:
         task = asyncio.get_running_loop().create_task(self._policy_loaded(new))
         self.auditor.background.add(task)
         task.add_done_callback(self.auditor.background.discard)
+        self.auditor.maintain_later()
         return True
 
     async def _policy_loaded(self, config: Config) -> None:

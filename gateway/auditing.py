@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from gateway.proxy import Exchange
 
 log = logging.getLogger("gateway.audit")
+log_error = log.error
 
 
 def unavailable(exc: AuditUnavailable) -> GatewayError:
@@ -63,7 +64,7 @@ class Auditor:
         else:
             log = await EpochLog.open(
                 directory, origin=origin, kind=config.epoch, signing_key=signing,
-                sealing_key=sealing, durability=durability,
+                sealing_key=sealing, durability=durability, retention_days=config.retention_days,
             )  # fmt: skip
         return cls(log)
 
@@ -93,6 +94,21 @@ class Auditor:
             await asyncio.wait(self.background)
         if self.log is not None:
             await self.log.close()
+
+    def maintain_later(self) -> None:
+        """On SIGHUP: apply retention and record shreds `gateway audit shred` made meanwhile."""
+        if not isinstance(self.log, EpochLog):
+            return
+
+        async def maintain(log: EpochLog) -> None:
+            try:
+                await log.maintain()
+            except AuditUnavailable as exc:
+                log_error("audit: could not record shredded epochs: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(maintain(self.log))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     # -- per-request entries --------------------------------------------------------------
 

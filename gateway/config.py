@@ -99,6 +99,7 @@ class AuditConfig:
     readers: tuple[str, ...] = ()
     central: CentralAuditConfig | None = None
     epoch: str | None = None  # "daily" | "weekly" | "monthly": a new log per period
+    retention_days: int | None = None  # epoch keys older than this are shredded
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,11 +483,16 @@ def _audit(s: _Section) -> AuditConfig:
         readers=s.strings("readers"),
         central=_central(s),
         epoch=s.str("epoch"),
+        retention_days=(
+            s.integer("retention_days", 0, minimum=1) if "retention_days" in s.table else None
+        ),
     )
     if config.durability not in ("sync", "batch"):
         raise s.fail("durability", "must be 'sync' or 'batch'")
     if config.epoch not in (None, *KINDS):
         raise s.fail("epoch", f"must be one of {', '.join(KINDS)} (or absent: one log)")
+    if config.retention_days is not None and config.epoch is None:
+        raise s.fail("retention_days", "needs epoch: only an epoch's own key can be shredded")
     s.done()
     return config
 

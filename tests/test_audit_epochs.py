@@ -7,16 +7,23 @@ current epoch is already in the past.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import signal
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+import peers
 import pytest
 from conftest import audited_config, entries
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+from independent_verifier import open_sealed
 
-from gateway.audit import AuditLog, init_keys, verify_log
+from gateway.audit import AuditLog, init_keys, read_secret_key, verify_log
 from gateway.audit.epochs import EpochLog
 from gateway.audit.periods import Epoch
 from gateway.audit.seal import SPILL
@@ -43,10 +50,16 @@ def keys(tmp_path: Path) -> Path:
 
 
 async def open_epochs(
-    base: Path, keys: Path, clock: Clock, kind: str = "daily", origin: str = ORIGIN
+    base: Path,
+    keys: Path,
+    clock: Clock,
+    kind: str = "daily",
+    origin: str = ORIGIN,
+    retention: int | None = None,
 ) -> EpochLog:
     return await EpochLog.open(
         base,
+        retention_days=retention,
         origin=origin,
         kind=kind,
         signing_key=keys / "signing.key",
@@ -204,3 +217,112 @@ async def test_gateway_started_after_its_epoch_ended_starts_a_new_chained_epoch(
     out = gw("audit", "verify", "--dir", str(base))
     assert out.returncode == 0, out.stderr
     assert "OK chain" in out.stdout
+
+
+def epoch_key_file(keys: Path, origin: str) -> Path:
+    return keys / "epochs" / (quote(origin, safe="") + ".key")
+
+
+def unwrap(keys: Path, origin: str) -> bytes:
+    """The epoch key as an auditor with the sealing key unwraps it (RFC 3394), by hand."""
+    kek = read_secret_key(keys / "sealing.key")
+    return aes_key_unwrap(kek, base64.b64decode(epoch_key_file(keys, origin).read_bytes()))
+
+
+async def test_each_epoch_seals_under_its_own_wrapped_key(tmp_path, keys) -> None:
+    base, clock = tmp_path / "audit", Clock(DAY1)
+    log = await open_epochs(base, keys, clock)
+    await log.append({"type": "decision"}, {"request": b"sealed on day one"})
+    clock.now += 86400
+    await log.append({"type": "decision"}, {"request": b"sealed on day two"})
+    await log.close()
+
+    origins = [f"{ORIGIN}/2026-11-30", f"{ORIGIN}/2026-12-01"]
+    day_keys = [unwrap(keys, o) for o in origins]
+    sealing = read_secret_key(keys / "sealing.key")
+    assert len({*day_keys, sealing}) == 3
+    texts = [b"sealed on day one", b"sealed on day two"]
+    for origin, key, text in zip(origins, day_keys, texts, strict=True):
+        directory = base / origin.rsplit("/", 1)[1]
+        first, decision = entries(directory)[:2]
+        assert first["epoch_key"] == epoch_key_file(keys, origin).name
+        assert open_sealed(str(directory), decision["sealed"]["request"], key) == text
+        with pytest.raises(InvalidTag):  # not under the sealing key itself
+            open_sealed(str(directory), decision["sealed"]["request"], sealing)
+        out = gw(
+            "audit", "unseal", "1", "--dir", str(directory), "--key", str(keys / "sealing.key")
+        )
+        assert out.returncode == 0 and text.decode() in out.stdout, out.stderr
+    for path in base.rglob("*"):  # neither key, wrapped or not, is in the audit directory
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(k in data for k in day_keys)
+            assert epoch_key_file(keys, origins[0]).read_bytes().strip() not in data
+
+
+async def test_retention_shreds_old_epoch_keys_and_the_log_still_verifies(tmp_path, keys) -> None:
+    base, clock = tmp_path / "audit", Clock(DAY1)
+    log = await open_epochs(base, keys, clock, retention=1)
+    await log.append({"type": "decision"}, {"request": b"old original"})
+    clock.now += 86400  # 2026-12-01: the first epoch ended less than a day ago
+    await log.append({"type": "decision"}, {"request": b"newer original"})
+    assert epoch_key_file(keys, f"{ORIGIN}/2026-11-30").exists()
+    clock.now += 86400  # 2026-12-02T00:00:03Z: 2026-11-30 ended more than a day ago
+    await log.append({"type": "inference"})
+    await log.close()
+
+    assert not epoch_key_file(keys, f"{ORIGIN}/2026-11-30").exists()
+    assert epoch_key_file(keys, f"{ORIGIN}/2026-12-01").exists()
+    shredded = [e for e in entries(base / "2026-12-02") if e["type"] == "epoch.shredded"]
+    assert len(shredded) == 1
+    assert shredded[0]["epoch_origin"] == f"{ORIGIN}/2026-11-30"
+    assert shredded[0]["by"] == "[audit] retention_days = 1"
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 0 and "OK chain" in out.stdout, out.stderr
+    sealing = str(keys / "sealing.key")
+    out = gw("audit", "unseal", "1", "--dir", str(base / "2026-11-30"), "--key", sealing)
+    assert out.returncode == 2
+    assert "sealing key of epoch gw.test/audit/2026-11-30 was shredded" in out.stderr
+    assert "still verify" in out.stderr and out.stdout == ""
+    out = gw("audit", "unseal", "1", "--dir", str(base / "2026-12-01"), "--key", sealing)
+    assert out.returncode == 0 and "newer original" in out.stdout
+
+
+async def test_shred_on_demand_is_recorded_by_the_running_gateway(
+    start_gateway, issuer, upstream, tmp_path
+) -> None:
+    keys = tmp_path / "keys"
+    config = audited_config(issuer.url, upstream.url, tmp_path).replace(
+        'durability = "sync"', 'durability = "sync"\nepoch = "daily"'
+    )
+    base = tmp_path / "audit"
+    past = await open_epochs(base, keys, Clock(DAY1), origin="test.gateway/audit")
+    await past.append({"type": "decision"}, {"request": b"to be shredded"})
+    await past.close()
+    gateway = start_gateway(config)
+    config_path = str(gateway.config_path)
+    today = Epoch.at("daily", datetime.now(UTC)).name
+
+    refused = gw("audit", "shred", "--epoch", today, "-c", config_path)
+    assert refused.returncode == 2 and "has not ended" in refused.stderr
+    out = gw("audit", "shred", "--epoch", "2026-11-30", "-c", config_path)
+    assert out.returncode == 0, out.stderr
+    assert "shredded the sealing key of test.gateway/audit/2026-11-30" in out.stdout
+    assert "open by a running gateway" in out.stderr
+    again = gw("audit", "shred", "--epoch", "2026-11-30", "-c", config_path)
+    assert again.returncode == 2 and "already shredded" in again.stderr
+
+    gateway.proc.send_signal(signal.SIGHUP)
+
+    def recorded() -> list[dict]:
+        return [e for e in entries(base / today) if e["type"] == "epoch.shredded"]
+
+    shred = peers.wait_for(recorded)[0]
+    assert shred["epoch"] == "2026-11-30" and shred["by"].startswith("gateway audit shred (user ")
+    gateway.stop()
+    assert len(recorded()) == 1
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 0, out.stderr
+    out = gw("audit", "unseal", "1", "--dir", str(base / "2026-11-30"), "-c", config_path,
+             "--key", str(keys / "sealing.key"))  # fmt: skip
+    assert out.returncode == 2 and "was shredded" in out.stderr

@@ -19,9 +19,11 @@ import orjson
 from gateway.audit.central_cli import cmd_verify_store, register_central
 from gateway.audit.chain import chain_problems
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
-from gateway.audit.keys import KeyFileError, init_keys, read_secret_key
+from gateway.audit.epoch_keys import key_for
+from gateway.audit.keys import KeyFileError, init_keys
 from gateway.audit.merkle import ProofError
 from gateway.audit.seal import SealError, plain_length, unseal_iter
+from gateway.audit.shred import register_shred
 from gateway.audit.store import (
     CHECKPOINT,
     ENTRIES,
@@ -231,18 +233,20 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 def cmd_unseal(args: argparse.Namespace) -> int:
     d = _audit_dir(args)
     entry = _reader(args).read_entry(args.seq)
-    key = read_secret_key(Path(args.key))
     sealed = entry.get("sealed") or {}
     names = [args.name] if args.name else sorted(sealed, key=lambda n: (n != "request", n))
     if not names:
         raise CliError(f"entry {args.seq} has no sealed originals")
+    missing = [name for name in names if name not in sealed]
+    if missing:
+        raise CliError(f"entry {args.seq} has no sealed {missing[0]!r}")
+    # The epoch's own key, if it has one; found (or refused as shredded) before any output.
+    keys = {name: key_for(d, sealed[name], Path(args.key)) for name in names}
     for name in names:
-        if name not in sealed:
-            raise CliError(f"entry {args.seq} has no sealed {name!r}")
         if not args.name:
             size = plain_length(sealed[name])
             sys.stdout.buffer.write(f"=== {name} ({size} bytes)\n".encode())
-        for chunk in unseal_iter(d, entry, name, key):  # a large body is never held whole
+        for chunk in unseal_iter(d, entry, name, keys[name]):  # a large body is never held whole
             sys.stdout.buffer.write(chunk)
         if not args.name:
             sys.stdout.buffer.write(b"\n")
@@ -297,6 +301,7 @@ def register_audit(verbs: Subparsers) -> None:
     p.set_defaults(func=cmd_verify)
 
     register_central(sub)
+    register_shred(sub)
 
     p = sub.add_parser("show", help="print entry N")
     p.add_argument("seq", type=int, metavar="N")

@@ -27,7 +27,7 @@ class KeyFileError(ValueError):
     """A key file is missing, malformed, or unsafe; the message never includes key bytes."""
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a 0600 file via a temporary name, fsync, rename and fsync the directory."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -105,8 +105,8 @@ def init_keys(directory: Path, name: str, *, force: bool = False) -> Signer:
     if existing and not force:
         raise FileExistsError(f"{directory / existing[0]} exists; use --force to replace keys")
     signer = Signer(name, Ed25519PrivateKey.generate())
-    _write_private(directory / "signing.key", (encode_signing_key(signer) + "\n").encode())
+    write_private(directory / "signing.key", (encode_signing_key(signer) + "\n").encode())
     for fname in KEY_FILES[1:]:
         secret = base64.b64encode(os.urandom(SECRET_SIZE)) + b"\n"
-        _write_private(directory / fname, secret)
+        write_private(directory / fname, secret)
     return signer

@@ -30,8 +30,6 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.audit.keys import read_secret_key
-
 NONCE_SIZE = 12
 TAG_SIZE = 16
 CHUNK = 64 * 1024
@@ -201,11 +199,6 @@ def unseal_iter(directory: Path, entry: dict, name: str, key: bytes) -> Iterator
             yield chunk
     if plain_sha.hexdigest() != ref["sha256_plaintext"]:
         raise SealError(f"sealed blob {name!r} of entry {entry['seq']} has the wrong plaintext")
-
-
-def unseal(directory: Path, entry: dict, name: str, sealing_key: Path) -> bytes:
-    """The whole original body `name` of an entry (see `unseal_iter` for large ones)."""
-    return b"".join(unseal_iter(directory, entry, name, read_secret_key(sealing_key)))
 
 
 @dataclass

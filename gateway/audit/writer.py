@@ -210,8 +210,11 @@ class Writer:
             refs = {}
             for name, body in p.sealed.items():
                 if isinstance(body, SealedStream):
+                    began = body.directory
                     body.move_to(self.directory)
                     ref = body.sealer.reference()
+                    if began != self.directory:  # sealed under the previous epoch's key
+                        ref["sealed_in"] = began.name
                     if body.file is not None:
                         refs[name] = {"file": body.file, "offset": 0, **ref}
                         spilled.append(body)
