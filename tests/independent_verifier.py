@@ -61,3 +61,14 @@ def open_sealed(directory: str, ref: dict, sealing_key: bytes) -> bytes:
         plain += AESGCM(sealing_key).decrypt(rec[:12], rec[12:], ad)
     assert hashlib.sha256(plain).hexdigest() == ref["sha256_plaintext"]
     return plain
+
+
+def check_epoch_link(previous_note: bytes, first_entry: dict, verifier: str) -> None:
+    """An epoch's first entry commits to the previous log's final checkpoint, as
+    docs/audit-format.md (Epochs) describes it: the note verifies and its fields match."""
+    origin, size, root = open_note(previous_note.decode(), verifier)
+    link = first_entry["previous"]
+    assert first_entry["type"] == "epoch.started" and first_entry["seq"] == 0
+    assert link["note"].encode() == previous_note
+    assert link["note_sha256"] == hashlib.sha256(previous_note).hexdigest()
+    assert (link["origin"], link["size"], base64.b64decode(link["root"])) == (origin, size, root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import signal
 import subprocess
 from datetime import UTC, datetime
@@ -21,13 +22,15 @@ import pytest
 from conftest import audited_config, entries
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
-from independent_verifier import open_sealed
+from independent_verifier import check_epoch_link, open_sealed
 
+from gateway import config as config_module
 from gateway.audit import AuditLog, init_keys, read_secret_key, verify_log
 from gateway.audit.epochs import EpochLog
 from gateway.audit.periods import Epoch
 from gateway.audit.seal import SPILL
 from gateway.audit.store import log_chains
+from gateway.config import ConfigError
 
 ORIGIN = "gw.test/audit"
 DAY1 = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC).timestamp()
@@ -116,6 +119,7 @@ async def test_rollover_while_running_chains_to_the_final_checkpoint(tmp_path, k
         "note_sha256": hashlib.sha256(final).hexdigest(),
     }
     assert (started["epoch"], started["epoch_end"]) == ("2026-12-01", "2026-12-02T00:00:00.000000Z")
+    check_epoch_link(final, started, (day1 / "verifier").read_text().strip())
     assert new[1]["ts"] == "2026-12-01T00:00:03.000000Z"  # stamped by the writer's clock
     assert (day2 / new[1]["sealed"]["response"]["file"]).is_file()  # moved with its entry
     for d in (day1, day2):
@@ -293,7 +297,7 @@ async def test_shred_on_demand_is_recorded_by_the_running_gateway(
 ) -> None:
     keys = tmp_path / "keys"
     config = audited_config(issuer.url, upstream.url, tmp_path).replace(
-        'durability = "sync"', 'durability = "sync"\nepoch = "daily"'
+        'durability = "sync"', 'durability = "sync"\nepoch = "daily"\nretention_days = 3650'
     )
     base = tmp_path / "audit"
     past = await open_epochs(base, keys, Clock(DAY1), origin="test.gateway/audit")
@@ -326,3 +330,30 @@ async def test_shred_on_demand_is_recorded_by_the_running_gateway(
     out = gw("audit", "unseal", "1", "--dir", str(base / "2026-11-30"), "-c", config_path,
              "--key", str(keys / "sealing.key"))  # fmt: skip
     assert out.returncode == 2 and "was shredded" in out.stderr
+
+    # AU-11 evidence reports the epochs, the retention setting and the shredded epoch.
+    out = gw("evidence", "-c", config_path, "--out", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "report" / "evidence.json").read_bytes())
+    au11 = next(c for c in report["controls"] if c["id"] == "AU-11")
+    measures = {m["name"]: m for m in au11["measures"]}
+    assert measures["epochs_shredded"]["total"] == 1
+    assert measures["logs_verified"]["total"] == 2
+    assert au11["status"] == "satisfied", au11  # retention_days is set
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ('epoch = "hourly"', "audit.epoch: must be one of daily, weekly, monthly"),
+        ("retention_days = 30", "audit.retention_days: needs epoch"),
+        ('epoch = "daily"\nretention_days = 0', "audit.retention_days: must be at least 1"),
+    ],
+)
+def test_bad_epoch_settings_are_refused_with_the_key(tmp_path, extra, problem) -> None:
+    text = audited_config("http://127.0.0.1:1", "http://127.0.0.1:2", tmp_path)
+    path = tmp_path / "gateway.toml"
+    path.write_text(text.replace('durability = "sync"', f'durability = "sync"\n{extra}'))
+    with pytest.raises(ConfigError) as refused:
+        config_module.load(path)
+    assert problem in str(refused.value)

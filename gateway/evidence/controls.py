@@ -487,6 +487,42 @@ def _au10(s: Scope) -> Outcome:
     )
 
 
+def _au11(s: Scope) -> Outcome:
+    """Retention: records kept in chained epochs, originals shredded per epoch after it."""
+    audit = s.config.audit
+    policy = Measure(
+        "retention_policy",
+        "[audit] epoch and retention_days as configured",
+        items=(
+            f"epoch = {audit.epoch or 'none (one log for ever)'}",
+            f"retention_days = {audit.retention_days or 'none (originals kept for ever)'}",
+        )
+        if audit
+        else (),
+    )
+    epochs = Measure(
+        "logs_verified",
+        "logs (epochs) verified for this report; each epoch chains to the one before",
+        items=tuple(log.origin for log in s.logs),
+    )
+    shredded = Measure(
+        "epochs_shredded",
+        "epoch.shredded entries: epochs whose sealed originals are unreadable for good "
+        "(entries, tree and proofs kept and verified)",
+        s.select(is_type("epoch.shredded"), whole_log=True),
+    )
+    gaps = []
+    if audit is not None and audit.retention_days is None:
+        gaps.append("no [audit] retention_days: sealed originals are kept without limit")
+    return judge(
+        [policy, epochs, shredded],
+        gaps,
+        "records are kept in verifiable epochs and each epoch's originals are crypto-shredded "
+        "after retention_days",
+        unassessed=None if audit else "no [audit] section: nothing is retained",
+    )
+
+
 def _au12(s: Scope) -> Outcome:
     finished, stops = {}, {}
     for log in s.logs:
@@ -867,6 +903,15 @@ CONTROLS: tuple[Control, ...] = (
         "Entries bind each action to an authenticated subject, under checkpoints anyone "
         "can verify with the public key.",
         _au10,
+    ),
+    Control(
+        "AU-11",
+        ("au-11",),
+        "Audit Record Retention",
+        "Retain audit records for a defined period to support after-the-fact investigations.",
+        "Entries, tree and signed checkpoints are kept; each epoch's sealed originals are "
+        "crypto-shredded (its key deleted, recorded as epoch.shredded) after retention_days.",
+        _au11,
     ),
     Control(
         "AU-12",
