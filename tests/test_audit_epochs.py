@@ -25,7 +25,14 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from independent_verifier import check_epoch_link, open_sealed
 
 from gateway import config as config_module
-from gateway.audit import AuditLog, init_keys, read_secret_key, verify_log
+from gateway.audit import (
+    AuditLog,
+    Checkpoint,
+    init_keys,
+    read_secret_key,
+    read_signing_key,
+    verify_log,
+)
 from gateway.audit.epochs import EpochLog
 from gateway.audit.periods import Epoch
 from gateway.audit.seal import SPILL
@@ -340,6 +347,16 @@ async def test_shred_on_demand_is_recorded_by_the_running_gateway(
     assert measures["epochs_shredded"]["total"] == 1
     assert measures["logs_verified"]["total"] == 2
     assert au11["status"] == "satisfied", au11  # retention_days is set
+
+    # From a kept checkpoint: a log that does not extend it is refused, one that does is used.
+    kept = tmp_path / "kept-checkpoint"
+    kept.write_bytes((base / "2026-11-30" / "checkpoint").read_bytes())
+    out = gw("evidence", "-c", config_path, "--out", str(tmp_path / "r2"), "--from", str(kept))
+    assert out.returncode == 0, out.stderr
+    forged = Checkpoint("test.gateway/audit/2026-11-30", 2, bytes(32))
+    kept.write_bytes(forged.sign(read_signing_key(keys / "signing.key")))
+    out = gw("evidence", "-c", config_path, "--out", str(tmp_path / "r3"), "--from", str(kept))
+    assert out.returncode != 0 and "rewritten or forked" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from gateway.audit.store import (
     log_dirs,
     read_file,
 )
-from gateway.audit.verify import verify_log
+from gateway.audit.verify import kept_by_origin, verify_log
 
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 EXIT_FAIL = 1
@@ -132,7 +132,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise CliError("--witness and several --verifier keys go with --store")
     verifier = args.verifier[0] if args.verifier else None
     directory = _audit_dir(args)
-    kept = _kept_by_origin(args.from_)
+    kept = kept_by_origin(args.from_)
     failed = False
     for chain in log_chains(directory) or [[directory]]:
         reports = {}
@@ -156,15 +156,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"OK chain {writer}: {len(chain)} logs, each chained to the one before")
         failed = failed or bool(problems)
     return EXIT_FAIL if failed else 0
-
-
-def _kept_by_origin(paths: list[str] | None) -> dict[str, bytes]:
-    """Checkpoints an auditor kept (`--from FILE`), by the origin each names."""
-    kept = {}
-    for path in paths or []:
-        note = Path(path).read_bytes()
-        kept[note.split(b"\n", 1)[0].decode(errors="replace")] = note
-    return kept
 
 
 def _origin_of(log_dir: Path) -> str:

@@ -112,6 +112,16 @@ def load_verifier(
         raise _Failed("verifier", None, f"verifier key: {exc}") from None
 
 
+def kept_by_origin(paths: list[str] | None) -> dict[str, bytes]:
+    """Checkpoints an auditor kept (`--from FILE`), by the origin each names (its first line;
+    the signature is checked when it is used)."""
+    kept = {}
+    for path in paths or []:
+        note = Path(path).read_bytes()
+        kept[note.split(b"\n", 1)[0].decode(errors="replace")] = note
+    return kept
+
+
 def verify_log(
     directory: Path, verifier: str | Verifier | None = None, since: bytes | None = None
 ) -> VerifyReport:

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from gateway.audit.central import CentralError, export
+from gateway.audit.verify import kept_by_origin
 from gateway.evidence.collect import EvidenceError
 from gateway.evidence.report import build_report
 
@@ -45,6 +46,14 @@ def register_evidence(verbs: argparse._SubParsersAction[argparse.ArgumentParser]
         "in order (default: each log's own copy, reported as not pinned)",
     )
     evidence.add_argument(
+        "--from",
+        dest="from_",
+        action="append",
+        metavar="CHECKPOINT_FILE",
+        help="a signed checkpoint kept from an earlier verification: that log is verified "
+        "only from there on (as `audit verify --from`); repeat for each log",
+    )
+    evidence.add_argument(
         "--store",
         help="a central audit store (postgresql://...): report on every origin it holds",
     )
@@ -77,4 +86,10 @@ def _evidence(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, audit_dirs: list[Path]) -> Path:
-    return build_report(args.config, audit_dirs, args.since, args.until, args.out, args.verifier)
+    try:
+        kept = kept_by_origin(args.from_)
+    except OSError as exc:
+        raise EvidenceError(f"--from {exc.filename}: {exc.strerror}") from None
+    return build_report(
+        args.config, audit_dirs, args.since, args.until, args.out, args.verifier, kept
+    )

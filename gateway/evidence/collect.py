@@ -15,7 +15,15 @@ from typing import Any
 import orjson
 
 from gateway.audit import Checkpoint, CheckpointError, Verifier, VerifyReport, verify_log
-from gateway.audit.store import CHECKPOINT, CHECKPOINTS, ENTRIES, iter_records, log_dirs, read_file
+from gateway.audit.chain import chain_problems
+from gateway.audit.store import (
+    CHECKPOINT,
+    CHECKPOINTS,
+    ENTRIES,
+    iter_records,
+    log_chains,
+    read_file,
+)
 from gateway.audit.store import scan_frames as scan
 from gateway.audit.verify import load_verifier
 
@@ -115,13 +123,17 @@ def read_logs(
     since: datetime | None,
     until: datetime | None,
     verifiers: list[str] | None = None,
+    kept: dict[str, bytes] | None = None,
 ) -> tuple[list[Log], Period]:
-    """Verify and read every log; refuse on the first that fails, or on a repeated origin.
+    """Verify and read every log; refuse on the first that fails, on a broken chain of epochs,
+    or on a repeated origin.
 
     Args:
         since, until: the period's bounds; None: from the logs (see Period).
         verifiers: none (each log's own `verifier` file), one key for every log, or one per
             directory in the same order (replicas may sign with keys of their own).
+        kept: checkpoints the auditor kept, by origin (`--from`): those logs are verified
+            only from there on (verify_log's `since`).
 
     Raises:
         EvidenceError: a log failed verification (naming it and the problem), or two logs
@@ -137,8 +149,14 @@ def read_logs(
         )
     logs: list[Log] = []
     for directory, key in zip(directories, keys, strict=True):
-        for log_dir in log_dirs(Path(directory)) or [Path(directory)]:
-            _add(logs, read_log(log_dir, key))
+        for chain in log_chains(Path(directory)) or [[Path(directory)]]:
+            reports = {}
+            for log_dir in chain:
+                since = (kept or {}).get(_origin_of(log_dir))
+                _add(logs, read_log(log_dir, key, since))
+                reports[log_dir] = logs[-1].report
+            for problem in chain_problems(chain, reports):
+                raise EvidenceError(f"refusing to report: the chain of epochs breaks: {problem}")
     period = Period.resolve(since, until, logs)
     for log in logs:
         everything = [*log.entries, *log.later]
@@ -180,9 +198,10 @@ def _note_at(log: Log, size: int) -> tuple[str, Checkpoint]:
     return log.note, log.latest
 
 
-def read_log(directory: Path, verifier: str | None = None) -> Log:
-    """Verify one log and read the entries its verified checkpoint covers."""
-    report = verify_log(directory, verifier)
+def read_log(directory: Path, verifier: str | None = None, since: bytes | None = None) -> Log:
+    """Verify one log (from a kept checkpoint `since`, if given) and read the entries its
+    verified checkpoint covers (all of them: the kept checkpoint vouches for the earlier)."""
+    report = verify_log(directory, verifier, since)
     if not report.ok:
         raise EvidenceError(
             f"refusing to report: audit log {directory} failed verification: {report.problem}"
@@ -223,3 +242,7 @@ def _verified_note(directory: Path, key: Verifier, report: VerifyReport) -> tupl
         if (cp.size, cp.root) == (report.checkpoint_size, report.root):
             return note.decode(), cp
     raise EvidenceError(f"{directory}: the verified checkpoint is no longer on disk")
+
+
+def _origin_of(log_dir: Path) -> str:
+    return read_file(log_dir / CHECKPOINT).split(b"\n", 1)[0].decode(errors="replace")

@@ -54,13 +54,14 @@ def assess(
     since: datetime | None,
     until: datetime | None,
     verifiers: list[str] | None = None,
+    kept: dict[str, bytes] | None = None,
 ) -> Report:
     """Verify the logs and compute every figure, status and proof.
 
     Raises:
         EvidenceError: a log fails verification, or two logs share an origin.
     """
-    logs, period = collect.read_logs(audit_dirs, since, until, verifiers)
+    logs, period = collect.read_logs(audit_dirs, since, until, verifiers, kept)
     scope = Scope(config, period, logs)
     prover = Prover(logs)
     controls = [Assessed(c, o, pick(o.measures)) for c, o in evaluate(scope)]
@@ -88,6 +89,7 @@ def build_report(
     until: datetime | str | None,
     out_dir: str | os.PathLike[str],
     verifier: str | list[str] | None = None,
+    kept: dict[str, bytes] | None = None,
 ) -> Path:
     """Write evidence.json, evidence.html and assessment-results.json into `out_dir`.
 
@@ -98,6 +100,7 @@ def build_report(
             the first signed entry, or to just after the last (the whole verified log).
         verifier: a verifier key (or a file holding one), or one per audit directory;
             default: each log's own copy, which the report marks as not pinned.
+        kept: checkpoints kept from an earlier verification, by origin (`--from`).
 
     Returns:
         The path of evidence.html.
@@ -118,7 +121,7 @@ def build_report(
     if since is not None and until is not None:
         Period(_time(since), _time(until))  # refuse a bad period before reading any log
     keys = [verifier] if isinstance(verifier, str) else verifier
-    report = assess(config, dirs, _time(since), _time(until), keys)
+    report = assess(config, dirs, _time(since), _time(until), keys, kept)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / JSON_FILE).write_bytes(dump(render_json(report)))
