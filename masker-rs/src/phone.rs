@@ -213,7 +213,7 @@ impl PhoneRules {
 }
 
 /// Versions and addresses (only `.` between groups of at most 3 digits), dates
-/// (`2024-03-15`, `15.03.2024`, `03/15/2024`) and SSN shapes are never phone numbers.
+/// (`2024-03-15`, `15.03.2024`, `03/15/2024`), SSN shapes and amounts are never phone numbers.
 fn not_a_phone_shape(groups: &[(usize, u8)]) -> bool {
     let dotted = groups.len() >= 3
         && groups[1..].iter().all(|&(_, s)| s == b'.')
@@ -227,7 +227,9 @@ fn not_a_phone_shape(groups: &[(usize, u8)]) -> bool {
         && (lens == [4, 2, 2] || (lens[0] <= 2 && lens[1] <= 2 && lens[2] == 4));
     // `123-45-6789`: an SSN's shape (a failed SSN check must not become a phone).
     let ssn = lens == [3, 2, 4];
-    dotted || date || ssn
+    // `34284.76`: an amount.
+    let amount = groups.len() == 2 && matches!(groups[1].1, b'.' | b',') && groups[1].0 <= 2;
+    dotted || date || ssn || amount
 }
 
 #[cfg(test)]

@@ -141,6 +141,11 @@ fn iban_len(cc: &str) -> Option<usize> {
     })
 }
 
+/// Maestro prefixes that issue 12-digit numbers.
+const MAESTRO_12: &[&str] = &[
+    "50", "56", "57", "58", "639", "6759", "6761", "6762", "6763",
+];
+
 fn card(hay: &str, s: usize, e: usize) -> Option<usize> {
     let m = &hay[s..e];
     let digits = m.bytes().filter(u8::is_ascii_digit).count();
@@ -150,10 +155,19 @@ fn card(hay: &str, s: usize, e: usize) -> Option<usize> {
         return None;
     }
     // Card numbers start with 2-6 (Mastercard 2/5, Amex/JCB/Diners 3, Visa 4, Discover/
-    // UnionPay 6); 12 digits only for Maestro (5/6). So ISBN-13 (978…) and epoch
-    // milliseconds (1…) are not cards.
-    let first = m.as_bytes()[0];
-    if !(b'2'..=b'6').contains(&first) || (digits == 12 && first < b'5') {
+    // UnionPay 6; plus JCB's 15-digit 1800); 12 digits only with a Maestro prefix. So
+    // ISBN-13 (978…), epoch milliseconds (1…) and 12-digit invoice numbers are not cards.
+    let d: String = m
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(char::from)
+        .collect();
+    let iin_ok = if digits == 12 {
+        MAESTRO_12.iter().any(|p| d.starts_with(p))
+    } else {
+        (b'2'..=b'6').contains(&d.as_bytes()[0]) || (digits == 15 && d.starts_with("1800"))
+    };
+    if !iin_ok {
         return None;
     }
     boundary_digits(hay, s, e)

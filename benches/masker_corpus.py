@@ -1,0 +1,163 @@
+"""Labeled corpus for scoring the masker: Faker values in sentences, 10 locales, seeded.
+
+    python benches/masker_corpus.py --per-type 150 --out /tmp/corpus.jsonl
+
+Each line is one document: ``{"text", "locale", "spans": [[type, start, end], ...]}`` with
+UTF-8 byte offsets. Documents with no spans are look-alike negatives (package names like
+``sk-learn-…``, ``logo@2x.png``, ISBN-13s, epoch milliseconds, order numbers, versions,
+dates and numbers without context words, Luhn-failing card numbers): nothing in them may be
+masked. Some documents wrap their sentence in JSON (a tool-call argument string, escaped
+with ``ensure_ascii``) so escaped text is scored too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Callable
+
+from faker import Faker
+
+SEED = 10
+LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "en_IN", "ja_JP"]
+
+TEMPLATES = [
+    "Please contact {} about the renewal.",
+    "The value on file is {} according to the form.",
+    "Customer record: {}.",
+    "I found {} in the log, is that expected?",
+    "Send it to {} before Friday.",
+]
+# Types whose values only count with their context word; the template supplies it.
+CONTEXT_TEMPLATES = {
+    "phone_bare": "Call me on {}, thanks.",
+    "date_of_birth": "Date of birth: {}.",
+    "us_passport": "Passport number {} was scanned.",
+    "us_driver_license": "Driver's license {} expires soon.",
+    "us_bank_account": "Account number {} at the bank.",
+    "aws_secret_key": "aws_secret_access_key = {}",
+    "url_credentials": "Clone it from https://{}@git.example.com/repo.git",
+}
+
+
+KEY_ID = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(n - 1))
+
+
+def _luhn_fix(prefix: str) -> str:
+    for c in "0123456789":
+        s = prefix + c
+        total = 0
+        for i, ch in enumerate(reversed(s)):
+            d = int(ch) * (2 if i % 2 else 1)
+            total += d - 9 if d > 9 else d
+        if total % 10 == 0:
+            return s
+    raise AssertionError
+
+
+def _national(fake: Faker) -> str:
+    """A phone number the locale writes without a country code (its digits are a valid
+    bare national number)."""
+    for _ in range(50):
+        p = fake.phone_number()
+        if not p.lstrip().startswith(("+", "00")) and "(0)" not in p and "x" not in p:
+            return p
+    return p
+
+
+def generators(fake: Faker, rng: random.Random) -> dict[str, Callable[[], str]]:
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return {
+        "email": fake.email,
+        "phone": fake.phone_number,
+        "phone_bare": lambda: "".join(c for c in _national(fake) if c.isdigit()),
+        "us_ssn": Faker("en_US").ssn,
+        "credit_card": fake.credit_card_number,
+        "iban": fake.iban,
+        "ip": lambda: fake.ipv4() if rng.random() < 0.6 else fake.ipv6(),
+        "mac": fake.mac_address,
+        "aws_access_key": lambda: "AKIA" + "".join(rng.choice(KEY_ID) for _ in range(16)),
+        "aws_secret_key": lambda: "".join(rng.choice(b64) for _ in range(40)),
+        "url_credentials": lambda: f"{fake.user_name()}:{fake.password(special_chars=False)}",
+        "date_of_birth": lambda: fake.date_of_birth().strftime(
+            rng.choice(["%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y"])
+        ),
+        "us_passport": lambda: _digits(rng, 9),
+        "us_driver_license": lambda: rng.choice("ABCDFGHJ") + _digits(rng, 7),
+        "us_bank_account": lambda: _digits(rng, rng.randint(8, 12)),
+        "us_itin": lambda: (
+            f"9{_digits(rng, 2)[:2]}-{rng.choice(['70', '78', '88', '90'])}-{_digits(rng, 4)}"
+        ),
+    }
+
+
+def negatives(fake: Faker, rng: random.Random) -> list[str]:
+    card = _luhn_fix("4" + _digits(rng, 14))
+    bad_card = card[:-1] + str((int(card[-1]) + 1) % 10)
+    return [
+        f"pip install sk-learn-{fake.word()}-{fake.word()}-helpers",
+        f"Use the asset logo@{rng.choice([2, 3])}x.png on retina screens.",
+        f"ISBN {fake.isbn13(separator='')} is on the back cover.",
+        f"Event at {rng.randint(1_600_000_000_000, 1_800_000_000_000)} ms since the epoch.",
+        f"Order {_digits(rng, 10)} has shipped.",
+        f"Upgrade to version {rng.randint(1, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 99)}.",
+        f"The meeting is on {fake.date()}.",
+        f"Card {bad_card[:4]} {bad_card[4:8]} {bad_card[8:12]} {bad_card[12:]} was declined.",
+        f"Ticket #{_digits(rng, 6)} was closed.",
+        f"Invoice {_digits(rng, 12)} is overdue.",
+        f"The total was {rng.randint(1000, 99999)}.{rng.randint(10, 99)} EUR.",
+    ]
+
+
+def document(text: str, value: str, kind: str, rng: random.Random) -> dict:
+    """One labeled document; sometimes as tool-call JSON with ASCII escapes."""
+    if rng.random() < 0.15:
+        text = json.dumps({"note": text})  # ensure_ascii: \\uXXXX escapes, \\n
+        enc = json.dumps(value)[1:-1]
+    else:
+        enc = value
+    start = text.encode().index(enc.encode())
+    return {"text": text, "spans": [[kind, start, start + len(enc.encode())]]}
+
+
+def build(per_type: int) -> list[dict]:
+    rng = random.Random(SEED)
+    Faker.seed(SEED)
+    fakers = {loc: Faker(loc) for loc in LOCALES}
+    docs = []
+    for i in range(per_type):
+        loc = LOCALES[i % len(LOCALES)]
+        fake = fakers[loc]
+        for kind, gen in generators(fake, rng).items():
+            if kind == "us_ssn" and loc != "en_US":
+                continue
+            value = gen()
+            if kind == "phone" and value.isdigit():
+                kind = "phone_bare"  # a bare run is a phone only next to a context word
+            tpl = CONTEXT_TEMPLATES.get(kind) or rng.choice(TEMPLATES)
+            label = "phone" if kind == "phone_bare" else kind
+            doc = document(tpl.format(value), value, label, rng)
+            doc["locale"] = loc
+            docs.append(doc)
+        for text in negatives(fake, rng):
+            docs.append({"text": text, "spans": [], "locale": loc})
+    return docs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--per-type", type=int, default=150)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    with open(args.out, "w", encoding="utf-8") as f:
+        for d in build(args.per_type):
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
