@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 import peers
 import pytest
-from conftest import audited_config, entries
+from conftest import audited_config, entries, launch_gateway
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from independent_verifier import check_epoch_link, open_sealed
@@ -374,3 +374,34 @@ def test_bad_epoch_settings_are_refused_with_the_key(tmp_path, extra, problem) -
     with pytest.raises(ConfigError) as refused:
         config_module.load(path)
     assert problem in str(refused.value)
+
+
+async def test_each_worker_keeps_its_own_chain_of_epochs(
+    issuer, upstream, analyst_token, tmp_path
+) -> None:
+    config = audited_config(issuer.url, upstream.url, tmp_path).replace(
+        'durability = "sync"', 'durability = "sync"\nepoch = "daily"'
+    )
+    keys, base = tmp_path / "keys", tmp_path / "audit"
+    for n in (0, 1):  # yesterday's epoch of each worker, as a stopped gateway leaves it
+        past = await open_epochs(base / str(n), keys, Clock(DAY1), origin=f"test.gateway/audit/{n}")
+        await past.close()
+    path = tmp_path / "gateway.toml"
+    path.write_text(config.replace("[server]\n", "[server]\nworkers = 2\n", 1))
+    with launch_gateway(path) as gateway:
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(
+                f"{gateway.url}/llama/v1/models",
+                headers={"authorization": f"Bearer {analyst_token}"},
+            )
+        assert reply.status_code == 200
+    today = Epoch.at("daily", datetime.now(UTC)).name
+    chains = log_chains(base)
+    assert chains == [[base / str(n) / "2026-11-30", base / str(n) / today] for n in (0, 1)]
+    for n in (0, 1):
+        first = entries(base / str(n) / today)[0]
+        assert first["previous"]["origin"] == f"test.gateway/audit/{n}/2026-11-30"
+        assert epoch_key_file(keys, f"test.gateway/audit/{n}/{today}").is_file()
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("OK chain") == 2
