@@ -172,6 +172,13 @@ async def test_a_removed_epoch_breaks_the_chain(tmp_path, keys) -> None:
     (base / "2026-12-01").rename(tmp_path / "elsewhere")
     out = gw("audit", "verify", "--dir", str(base))
     assert out.returncode == 1 and "FAIL chain" in out.stderr, out.stdout
+    (tmp_path / "elsewhere").rename(base / "2026-12-01")
+    (base / "2026-11-30").rename(tmp_path / "oldest")  # the oldest one, too
+    out = gw("audit", "verify", "--dir", str(base))
+    assert out.returncode == 1, out.stdout
+    assert "chains to 'gw.test/audit/2026-11-30' (size 1), which is not here" in out.stderr
+    out = gw("audit", "verify", "--dir", str(base / "2026-12-01"))  # one epoch on its own
+    assert out.returncode == 0, out.stderr
 
 
 async def test_a_log_from_before_epochs_is_the_first_link(tmp_path, keys) -> None:

@@ -14,10 +14,24 @@ from gateway.audit.store import CHECKPOINT, LogReader, TreeFiles, read_file
 from gateway.audit.verify import VerifyReport
 
 
-def chain_problems(chain: list[Path], reports: dict[Path, VerifyReport]) -> list[str]:
+def chain_problems(
+    chain: list[Path], reports: dict[Path, VerifyReport], *, whole: bool = True
+) -> list[str]:
     """Why the logs of one writer (in order, each verified on its own) do not chain; [] if
-    they do. A log that failed its own verification is not checked again here."""
+    they do. A log that failed its own verification is not checked again here.
+
+    `whole`: the chain is all the writer's logs (found under a directory given, not a single
+    epoch's log given by itself), so its first log must not chain to one that is missing.
+    """
     problems = []
+    first = chain[0]
+    if whole and reports[first].ok and (entry := _first_entry(first)) is not None:
+        link = entry.get("previous") if entry.get("type") == STARTED else None
+        if isinstance(link, dict):
+            problems.append(
+                f"{first}: its {STARTED} entry chains to {link.get('origin')!r} (size "
+                f"{link.get('size')}), which is not here: an earlier epoch was removed"
+            )
     for previous, log in itertools.pairwise(chain):
         if not (reports[previous].ok and reports[log].ok):
             continue

@@ -148,7 +148,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"warning: {log_dir}: {w}", file=sys.stderr)
             print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
             failed = failed or not report.ok
-        problems = chain_problems(chain, reports)
+        problems = chain_problems(chain, reports, whole=chain[0] != directory)
         for problem in problems:
             print(f"FAIL chain: {problem}", file=sys.stderr)
         if len(chain) > 1 and not problems:

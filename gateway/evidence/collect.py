@@ -155,7 +155,7 @@ def read_logs(
                 since = (kept or {}).get(_origin_of(log_dir))
                 _add(logs, read_log(log_dir, key, since))
                 reports[log_dir] = logs[-1].report
-            for problem in chain_problems(chain, reports):
+            for problem in chain_problems(chain, reports, whole=chain[0] != Path(directory)):
                 raise EvidenceError(f"refusing to report: the chain of epochs breaks: {problem}")
     period = Period.resolve(since, until, logs)
     for log in logs:
