@@ -33,7 +33,7 @@ pub const CONTEXT_BEFORE: usize = 40;
 
 /// Words that make a bare digit run a phone number (matched case-insensitively as
 /// substrings of the text just before it).
-const CONTEXT_WORDS: &[&str] = &[
+static CONTEXT_WORDS: &[&str] = &[
     "phone",
     "tel",
     "call",

@@ -7,6 +7,10 @@
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
+use std::sync::{Mutex, OnceLock};
+
+use aho_corasick::AhoCorasick;
+
 use crate::phone::CONTEXT_BEFORE;
 
 /// A validation step attached to a detector.
@@ -50,14 +54,33 @@ pub(crate) enum Validator {
     Digits,
 }
 
-/// Does one of `words` end in the [`CONTEXT_BEFORE`] bytes before `s` (case-insensitive)?
-pub(crate) fn context_word_before(hay: &str, s: usize, words: &[&str]) -> bool {
-    let mut from = s.saturating_sub(CONTEXT_BEFORE);
-    while !hay.is_char_boundary(from) {
-        from += 1;
+/// Does one of `words` occur in the [`CONTEXT_BEFORE`] bytes before `s` (ASCII letters
+/// case-insensitive; the lists are lower-case)?
+pub(crate) fn context_word_before(hay: &str, s: usize, words: &'static [&'static str]) -> bool {
+    let from = s.saturating_sub(CONTEXT_BEFORE);
+    context_matcher(words).is_match(&hay.as_bytes()[from..s])
+}
+
+/// One multi-word automaton per word list, built on first use and kept.
+fn context_matcher(words: &'static [&'static str]) -> &'static AhoCorasick {
+    // Keyed by content: a `const` list need not have one address.
+    type Built = Vec<(&'static [&'static str], &'static AhoCorasick)>;
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(&(_, ac)) = built.iter().find(|(k, _)| *k == words) {
+        return ac;
     }
-    let window = hay[from..s].to_lowercase();
-    words.iter().any(|w| window.contains(w))
+    let ac: &'static AhoCorasick = Box::leak(Box::new(
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(words)
+            .expect("context words build"),
+    ));
+    built.push((words, ac));
+    ac
 }
 
 fn prev_char(hay: &str, start: usize) -> Option<char> {
