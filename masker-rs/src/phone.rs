@@ -272,6 +272,20 @@ mod tests {
     }
 
     #[test]
+    fn unicode_separators_and_format_chars_inside_numbers() {
+        for p in [
+            "+49\u{a0}30\u{a0}12345678",
+            "030\u{202f}12345678",
+            "415\u{2013}555\u{2013}0132",
+            "030\u{2011}12345678",
+            "030\u{200b}1234\u{200b}5678",
+            "(415)\u{2007}555\u{2010}0132",
+        ] {
+            assert_eq!(phones(&format!("ring {p} now")), vec![p], "{p:?}");
+        }
+    }
+
+    #[test]
     fn bare_runs_need_a_context_word() {
         assert_eq!(phones("Tel: 5103737504"), vec!["5103737504"]);
         assert_eq!(phones("Telefon 03012345678"), vec!["03012345678"]);

@@ -223,7 +223,7 @@ fn iban(hay: &str, s: usize, e: usize) -> Option<usize> {
         return None;
     }
     let m = &hay[s..e];
-    let want = iban_len(&m[..2])?;
+    let want = iban_len(&m[..2].to_ascii_uppercase())?;
     // Walk to the `want`-th alphanumeric: the regex may have run into a following word.
     let mut count = 0;
     let mut end = None;

@@ -57,6 +57,9 @@ const PIECES: &[&str] = &[
     "Tel: 5103737504",
     "josé.núñez@example.com",
     "logo@2x.png",
+    "+49\u{a0}30\u{a0}12345678",
+    "415\u{2013}555\u{2013}0132",
+    "030\u{200b}1234\u{200b}5678",
 ];
 
 fn text_strategy() -> impl Strategy<Value = String> {

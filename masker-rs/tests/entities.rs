@@ -79,3 +79,17 @@ fn look_alike_negatives_stay() {
         assert!(found(t).is_empty(), "{t}: {:?}", found(t));
     }
 }
+
+#[test]
+fn ipv4_mapped_ipv6_and_lowercase_iban_are_whole() {
+    one(
+        "from ::ffff:171.255.115.22 today",
+        "ipv6",
+        "::ffff:171.255.115.22",
+    );
+    one(
+        "pay de89 3704 0044 0532 0130 00 now",
+        "iban",
+        "de89 3704 0044 0532 0130 00",
+    );
+}

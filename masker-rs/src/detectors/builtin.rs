@@ -99,7 +99,8 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         partial: true,
         ..row(
             "iban",
-            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?",
+            // Either case: `de89 3704 …` is the same account.
+            r"(?-u:\b)[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?",
             Validator::Iban,
         )
     },
@@ -134,8 +135,9 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         ..row(
             "phone",
             // Digit groups with up to 3 separator chars between digits (`(0) `, `) `,
-            // ` - `), an optional extension; which of these are numbers: `crate::phone`.
-            r"(?:[+(]|(?-u:\b))[0-9](?:[0-9]|[ .\-/()]{1,3}[0-9]){5,24}(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?(?-u:\b)",
+            // ` - `; Unicode spaces, dashes and zero-width format chars count too), an
+            // optional extension; which of these are numbers: `crate::phone`.
+            r"(?:[+(]|(?-u:\b))[0-9](?:[0-9]|[ .\-/()\u{A0}\u{2007}\u{2009}\u{202F}\u{2010}-\u{2015}\u{2212}\u{200B}-\u{200D}\u{2060}\u{AD}]{1,3}[0-9]){5,19}(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?(?-u:\b)",
             Validator::Phone,
         )
     },
@@ -225,7 +227,8 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         anchor: Some(Anchor::Ipv6),
         ..row(
             "ipv6",
-            r"(?:[0-9A-Fa-f]{1,4}:|::?){1,7}(?:[0-9A-Fa-f]{1,4}|:|[0-9]{1,3}(?:\.[0-9]{1,3}){3})",
+            // The dotted-quad tail first: `::ffff:171.255.115.22` is one address.
+            r"(?:[0-9A-Fa-f]{1,4}:|::?){1,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4}|:)",
             Validator::Ipv6,
         )
     },

@@ -28,7 +28,7 @@ pub(crate) enum Anchor {
     Ssn,
     /// `ipv4`: `\b(?:[0-9]{1,3}\.)`: a run of 1-3 followed by a dot, at its start.
     Ipv4,
-    /// `iban`: `\b[A-Z]{2}[0-9]`: two upper-case letters right before a run, after a boundary.
+    /// `iban`: `\b[A-Za-z]{2}[0-9]`: two letters right before a run, after a boundary.
     Iban,
     /// `phone`: `[+(][0-9]` (start at the `+` or `(` right before a run) or `\b[0-9]` (a run
     /// at a boundary, start at the run).
@@ -197,8 +197,8 @@ impl Anchors {
             Anchor::Iban => {
                 for &(r0, _) in &self.digit_runs {
                     if r0 >= 2
-                        && hay[r0 - 1].is_ascii_uppercase()
-                        && hay[r0 - 2].is_ascii_uppercase()
+                        && hay[r0 - 1].is_ascii_alphabetic()
+                        && hay[r0 - 2].is_ascii_alphabetic()
                         && boundary(r0 - 2)
                     {
                         one(out, r0 - 2);
