@@ -18,6 +18,7 @@ import peers
 import pytest
 from test_cloud_auth import AWS_ENV, AWS_KEY, AWS_SECRET, cloud_config, sigv4_connection
 from test_eventstream import streamed_text
+from tlsfiles import TestCa
 
 from gateway._masker import Masker
 from gateway.demo import pii
@@ -34,9 +35,23 @@ def peer() -> Iterator[peers.Peer]:
 
 
 @pytest.fixture(scope="module")
-def masking_gateway(start_gateway, issuer, peer) -> peers.Peer:
+def ca(tmp_path_factory) -> TestCa:
+    return TestCa(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def masking_gateway(start_gateway, issuer, peer, ca) -> peers.Peer:
+    """Over HTTPS: botocore sends a bearer token to https endpoints only (since 1.44)."""
     connections = sigv4_connection(peer.url) + sigv4_connection(peer.url, "vertex")
-    return start_gateway(cloud_config(issuer.url, connections, 'mask = ["all"]'), AWS_ENV)
+    server = ca.issue("gateway")
+    config = cloud_config(issuer.url, connections, 'mask = ["all"]').replace(
+        "reload_poll_s = 0\n",
+        f'reload_poll_s = 0\ntls_cert = "{server.cert}"\ntls_key = "{server.key}"\n',
+        1,
+    )
+    gateway = start_gateway(config, AWS_ENV)
+    gateway.verify = str(ca.pem)  # type: ignore[attr-defined]
+    return gateway
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +60,15 @@ def token(issuer) -> str:
 
 
 @pytest.fixture
-def bedrock(masking_gateway, token, monkeypatch: pytest.MonkeyPatch):
+def bedrock(masking_gateway, token, ca, monkeypatch: pytest.MonkeyPatch):
     """botocore's bedrock-runtime client pointed at the gateway's `bedrock` connection."""
     monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", token)
     session = botocore.session.Session()
     return session.create_client(
-        "bedrock-runtime", region_name="us-east-1", endpoint_url=f"{masking_gateway.url}/bedrock"
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{masking_gateway.url}/bedrock",
+        verify=str(ca.pem),
     )
 
 
@@ -89,13 +107,16 @@ def test_converse_stream_is_masked_across_messages(bedrock) -> None:
 
 
 def test_a_broken_frame_mid_stream_ends_the_stream_with_an_exception(
-    masking_gateway, token, monkeypatch
+    masking_gateway, token, ca, monkeypatch
 ) -> None:
     """The peer breaks the CRC of the fourth message: the client gets the masked messages
     before it, then an exception message its SDK raises; nothing unmasked, nothing after."""
     monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", token)
     client = botocore.session.Session().create_client(
-        "bedrock-runtime", region_name="us-east-1", endpoint_url=f"{masking_gateway.url}/bedrock"
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{masking_gateway.url}/bedrock",
+        verify=str(ca.pem),
     )
     client.meta.events.register(
         "before-sign.bedrock-runtime.*",
@@ -120,6 +141,7 @@ def test_vertex_sse_stream_is_masked_across_events(masking_gateway, token) -> No
         json={"contents": [{"role": "user", "parts": [{"text": "hello"}]}]},
         headers={"authorization": f"Bearer {token}"},
         timeout=30,
+        verify=masking_gateway.verify,
     ) as response:
         body = response.read().decode()
     assert response.status_code == 200
@@ -136,6 +158,7 @@ def test_vertex_json_array_stream_is_masked_across_chunks(masking_gateway, token
         json={"contents": [{"role": "user", "parts": [{"text": "hello"}]}]},
         headers={"authorization": f"Bearer {token}"},
         timeout=30,
+        verify=masking_gateway.verify,
     )
     assert response.status_code == 200
     chunks = response.json()
@@ -147,9 +170,17 @@ def test_vertex_json_array_stream_is_masked_across_chunks(masking_gateway, token
 
 def test_vertex_and_bedrock_json_answers_are_masked(masking_gateway, token) -> None:
     auth = {"authorization": f"Bearer {token}"}
-    vertex = httpx.post(f"{masking_gateway.url}{VERTEX}:generateContent", json={}, headers=auth)
+    vertex = httpx.post(
+        f"{masking_gateway.url}{VERTEX}:generateContent",
+        json={},
+        headers=auth,
+        verify=masking_gateway.verify,
+    )
     invoke = httpx.post(
-        f"{masking_gateway.url}/bedrock/model/{MODEL_ID}/invoke", json={}, headers=auth
+        f"{masking_gateway.url}/bedrock/model/{MODEL_ID}/invoke",
+        json={},
+        headers=auth,
+        verify=masking_gateway.verify,
     )
     assert vertex.json()["candidates"][0]["content"]["parts"][0]["text"] == MASKED_TEXT
     assert invoke.json()["content"][0]["text"] == MASKED_TEXT
@@ -162,6 +193,7 @@ def test_a_small_event_stream_read_whole_is_masked_too(masking_gateway, token) -
         json={},
         headers={"authorization": f"Bearer {token}", "x-peer-whole": "1"},
         timeout=30,
+        verify=masking_gateway.verify,
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/vnd.amazon.eventstream"
