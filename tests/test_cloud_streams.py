@@ -7,6 +7,7 @@ stream itself; the gateway signs upstream with SigV4 and the cloud peer verifies
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 
 import botocore.exceptions
@@ -50,7 +51,7 @@ def masking_gateway(start_gateway, issuer, peer, ca) -> peers.Peer:
         1,
     )
     gateway = start_gateway(config, AWS_ENV)
-    gateway.verify = str(ca.pem)  # type: ignore[attr-defined]
+    gateway.verify = ssl.create_default_context(cafile=ca.pem)  # type: ignore[attr-defined]
     return gateway
 
 
