@@ -303,7 +303,7 @@ def test_oscal_assessment_results_validate_against_nist_schema(report, tmp_path)
     ]
 
 
-def test_html_renders_without_console_errors(report, tmp_path) -> None:
+def test_html_renders_without_console_errors(report, evidence, tmp_path) -> None:
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -316,6 +316,17 @@ def test_html_renders_without_console_errors(report, tmp_path) -> None:
         page.goto((report / "evidence.html").as_uri())
         assert page.locator("svg").count() == 4
         assert page.locator("section").count() == len(CONTROLS)  # one per control
+        # Sample entries read as one field a line, wrapped inside the page, never a long line.
+        entries_shown = page.locator("pre.entry")
+        shown = [(s["log"], s["seq"]) for c in evidence["controls"] for s in c["samples"]]
+        assert entries_shown.count() == len(shown) > 0
+        first = entries_shown.first
+        text = first.inner_text()
+        proven = {(s["log"], s["seq"]): s["entry"] for s in evidence["samples"]}
+        assert orjson.loads(text) == orjson.loads(proven[shown[0]])
+        assert len(text.splitlines()) > 10 and '\n  "seq": ' in text
+        fits = first.evaluate("e => e.scrollWidth <= e.clientWidth")
+        assert fits, "a sample entry overflows its box"
         page.screenshot(path=str(tmp_path / "evidence.png"), full_page=True)
         browser.close()
     assert errors == []

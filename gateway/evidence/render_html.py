@@ -10,6 +10,8 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from gateway.evidence.facts import Measure
 from gateway.evidence.render_json import ranges, time
 from gateway.evidence.svg import bar_chart
@@ -33,7 +35,8 @@ table{border-collapse:collapse;margin:.5em 0;width:100%}
 td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}.kv th{width:12em}code,pre{font:12px ui-monospace,monospace}
 code{overflow-wrap:anywhere}
-pre{background:#f7f7f7;padding:6px;white-space:pre-wrap;word-break:break-all}
+pre{background:#f7f7f7;padding:6px;white-space:pre-wrap;overflow-wrap:anywhere}
+pre.entry{max-height:28em;overflow:auto;line-height:1.35}
 .satisfied{background:#dff0d8}.not-satisfied{background:#f2dede}.not-assessed{background:#eee}
 .badge{padding:1px 6px;border-radius:3px;font-weight:600;white-space:nowrap}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.t{font:12px sans-serif}.a{font:10px sans-serif}
@@ -199,11 +202,18 @@ def _control(a: Assessed, report: Report) -> str:
     )
 
 
+def readable(entry: str) -> str:
+    """An entry's canonical JSON indented, one field a line (keys stay sorted, as logged)."""
+    return orjson.dumps(orjson.loads(entry), option=orjson.OPT_INDENT_2).decode()
+
+
 def _sample(sample: dict[str, Any]) -> str:
     path = "<br>".join(f"<code>{escape(p)}</code>" for p in sample["path"]) or "(empty)"
     return (
         f'<table class="kv"><tr><th>Entry</th><td><code>{escape(sample["log"])}</code> seq '
-        f"{sample['seq']}<pre>{escape(sample['entry'])}</pre></td></tr>"
+        f"{sample['seq']}, indented for reading (the leaf hash is over its canonical bytes, "
+        f'<code>samples[].entry</code> in evidence.json)<pre class="entry">'
+        f"{escape(readable(sample['entry']))}</pre></td></tr>"
         f"<tr><th>Leaf hash</th><td><code>{escape(sample['leaf_hash'])}</code></td></tr>"
         f"<tr><th>Audit path</th><td>{path}</td></tr>"
         f"<tr><th>Root (tree size {sample['tree_size']})</th><td><code>"
