@@ -26,6 +26,13 @@ def test_gateway_demo_runs_end_to_end() -> None:
     assert "rita@example.com approves: 200" in held and "200 after approval" in held
     assert "requested by alice@example.com, approved by rita@example.com" in held
     assert "   OK " in out.stdout and " entries, " in out.stdout
+    # The report's one not-satisfied control is explained: why, and how a deployment meets it.
+    findings = out.stdout.split("NIST SP 800-53 evidence for the session")[1]
+    assert "controls: 15 satisfied, 1 not satisfied" in findings
+    sc8 = findings.split("SC-8 (Transmission Confidentiality and Integrity) is not satisfied")[1]
+    assert "connection llama reaches its model over plain HTTP" in sc8
+    advice = " ".join(sc8.split())
+    assert "https:// upstream" in advice and "reach the gateway only over TLS" in advice
     assert out.stdout.rstrip().endswith("demo finished")
 
 
