@@ -44,7 +44,12 @@ def audit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 def test_keys_init_prints_verifier_and_refuses_overwrite(audit: tuple[Path, Path, str]) -> None:
     base, _, verifier = audit
-    assert Verifier.parse(verifier).name == "cli.test/audit"
+    assert Verifier.parse(verifier).name == "cli.test/audit"  # stdout is the key alone
+    labelled = gw("keys", "init", "--dir", str(base / "labelled"))
+    label = labelled.stderr.splitlines()[-1]
+    assert label.startswith("verifier key (public) below: keep a copy")
+    assert "--verifier" in label and "AU-10" in label
+    Verifier.parse(labelled.stdout.strip())
     again = gw("keys", "init", "--dir", str(base / "keys"), check=False)
     assert again.returncode != 0 and "--force" in again.stderr
     for f in ("signing.key", "sealing.key"):

@@ -117,8 +117,17 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         return _fail(str(exc))
     print(f"wrote {args.dir}/signing.key, sealing.key, masking.key (mode 0600)", file=sys.stderr)
-    print(signer.verifier.encode())
+    print(VERIFIER_LABEL, file=sys.stderr)
+    print(signer.verifier.encode())  # alone on stdout, so VERIFIER=$(gateway keys init ...) works
     return 0
+
+
+VERIFIER_LABEL = (
+    "verifier key (public) below: keep a copy off this machine and give it to your auditors. "
+    "It checks the log's signatures (gateway audit verify --verifier, gateway evidence "
+    "--verifier); a copy read from the log directory proves nothing, and without it evidence "
+    "reports AU-10 not assessed:"
+)
 
 
 @_handler
