@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import Config, ConnectionConfig
+from gateway.config import Config, ConfigError, ConnectionConfig
 from gateway.masking import compile_masking
 from gateway.policy import Policy
 from gateway.redact import RedactorCache
@@ -53,6 +53,18 @@ class Runtime:
     def retired_pools(self, previous: Runtime) -> list[UpstreamPool]:
         current = {id(p) for p in self.pools()}
         return [p for p in previous.pools() if id(p) not in current]
+
+
+def credential_problems(config: Config) -> list[ConfigError]:
+    """What `serve` would refuse about the connections' credentials here (an unset variable,
+    an unreadable file), for `policy check`; what was read is dropped."""
+    problems = []
+    for conn in config.connections:
+        try:
+            build_auth(config, conn)
+        except ConfigError as exc:
+            problems.append(exc)
+    return problems
 
 
 def _auth(config: Config, conn: ConnectionConfig, old: Route | None) -> UpstreamAuth:

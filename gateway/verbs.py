@@ -21,7 +21,13 @@ def register_policy(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
     policy = verbs.add_parser("policy", help="validate or explain a policy")
     sub = policy.add_subparsers(dest="policy_verb", required=True, metavar="VERB")
     check = sub.add_parser("check", help="validate a config file and summarise its rules")
-    check.add_argument("-c", "--config", type=Path, required=True)
+    check.add_argument("-c", "--config", type=Path, required=True, help="gateway.toml")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2) on what `gateway serve` would refuse here, such as an unset "
+        "credential_env variable; without it these are warnings",
+    )
     check.set_defaults(func=_check)
     explain = sub.add_parser("explain", help="show the decision for one call")
     explain.add_argument("-c", "--config", type=Path, required=True)
@@ -49,8 +55,16 @@ def _load(path: Path) -> Config | None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway.runtime import credential_problems
+
     config = _load(args.config)
     if config is None:
+        return 2
+    problems = credential_problems(config)
+    for problem in problems:
+        kind = "error" if args.strict else "warning"
+        print(f"gateway: {kind}: {problem} (gateway serve refuses to start)", file=sys.stderr)
+    if problems and args.strict:
         return 2
     print(f"{config.path}: OK (sha256 {config.sha256})")
     print(f"connections: {', '.join(c.name for c in config.connections) or '(none)'}")
