@@ -35,10 +35,27 @@ def _registrars() -> list[Registrar]:
     ]
 
 
+DESCRIPTION = """\
+An identity-aware gateway for ML inference endpoints: it verifies each caller's bearer token
+(a JWT signed by your OIDC issuer), applies the policy, masks PII in answers, holds high-risk
+calls for an approver, and records every decision and exchange in a signed, verifiable audit
+log.
+
+Start with `gateway demo` (everything on loopback, nothing to set up); with your own config:
+`gateway policy check -c gateway.toml`, then `gateway serve -c gateway.toml`.
+"""
+EPILOG = "`gateway VERB --help` shows a verb's options. Docs: README.md and docs/."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=__version__)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", title="verbs")
     for register in _registrars():
         register(verbs)
     return parser

@@ -7,11 +7,13 @@ setting must never be silently ignored.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,7 +287,13 @@ class _Section:
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.read)
         if unknown:
-            raise self.fail(unknown[0], "unknown key (misspelt?)")
+            raise self.fail(unknown[0], unknown_key(unknown[0], self.read))
+
+
+def unknown_key(name: str, valid: Iterable[str], what: str = "key") -> str:
+    """The problem text for a key no section knows, naming the nearest valid one if any."""
+    near = difflib.get_close_matches(name, sorted(valid), n=1, cutoff=0.6)
+    return f"unknown {what} (did you mean {near[0]!r}?)" if near else f"unknown {what} (misspelt?)"
 
 
 def load(path: str | os.PathLike[str]) -> Config:
@@ -307,7 +315,7 @@ def parse(raw: dict[str, Any], file: Path, sha256: str = "") -> Config:
     known = {"server", "identity", "audit", "masking", "approvals", "connections", "rules"}
     for key in raw:
         if key not in known:
-            raise ConfigError(file, key, "unknown section (misspelt?)")
+            raise ConfigError(file, key, unknown_key(key, known, "section"))
     server = _server(_Section(file, "server", raw.get("server", {})))
     if "identity" not in raw:
         raise ConfigError(file, "identity", "is required: the gateway authenticates every call")

@@ -30,13 +30,21 @@ def register_policy(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     check.set_defaults(func=_check)
     explain = sub.add_parser("explain", help="show the decision for one call")
-    explain.add_argument("-c", "--config", type=Path, required=True)
-    explain.add_argument("--subject", required=True)
-    explain.add_argument("--groups", default="", help="comma-separated")
-    explain.add_argument("--connection", required=True)
-    explain.add_argument("--model", default=None)
-    explain.add_argument("--path", default="/v1/chat/completions")
-    explain.add_argument("--method", default="POST")
+    explain.add_argument("-c", "--config", type=Path, required=True, help="gateway.toml")
+    explain.add_argument("--subject", required=True, help="the caller's subject (token `sub`)")
+    explain.add_argument("--groups", default="", help="the caller's groups, comma-separated")
+    explain.add_argument(
+        "--connection", required=True, help="connection name (the path's first segment)"
+    )
+    explain.add_argument(
+        "--model", default=None, help="the request body's `model` (default: none sent)"
+    )
+    explain.add_argument(
+        "--path",
+        default="/v1/chat/completions",
+        help="path after the connection (default /v1/chat/completions)",
+    )
+    explain.add_argument("--method", default="POST", help="HTTP method (default POST)")
     explain.set_defaults(func=_explain)
 
 

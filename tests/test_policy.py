@@ -182,9 +182,15 @@ def write(tmp_path: Path, text: str) -> Path:
         (
             ("[identity]", '[approvals]\nstore = "sqlite:///x"\nhold_max = 1\n[identity]'),
             "approvals.hold_max",
-            "unknown key",
+            "unknown key (did you mean 'hold_max_s'?)",
         ),
-        (("models =", "modles ="), "rules[0].modles", "unknown key"),
+        (("models =", "modles ="), "rules[0].modles", "unknown key (did you mean 'models'?)"),
+        (
+            ("[identity]", "[servr]\n[identity]"),
+            "servr",
+            "unknown section (did you mean 'server'?)",
+        ),
+        (("models =", "zzz ="), "rules[0].zzz", "unknown key (misspelt?)"),
         (('connections = ["llama"]', 'connections = ["x"]'), "rules[0].connections", "'x'"),
         (('audience = "inference-gateway"', ""), "identity.audience", "is required"),
         (('"https://idp', '"http://idp'), "identity.issuer", "must use https"),

@@ -304,7 +304,7 @@ def register_audit(verbs: Subparsers) -> None:
     register_shred(sub)
 
     p = sub.add_parser("show", help="print entry N")
-    p.add_argument("seq", type=int, metavar="N")
+    p.add_argument("seq", type=int, metavar="N", help="the entry's seq (0 is the first)")
     _dir_args(p)
     p.add_argument("--raw", action="store_true", help="the exact canonical bytes")
     p.set_defaults(func=cmd_show)
@@ -317,18 +317,20 @@ def register_audit(verbs: Subparsers) -> None:
 
     p = sub.add_parser("proof", help="inclusion proof of entry N (JSON)")
     _dir_args(p)
-    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--index", type=int, required=True, help="seq of the entry to prove")
     p.add_argument("--size", type=int, help="tree size (default: latest checkpoint)")
     p.set_defaults(func=cmd_proof)
 
     p = sub.add_parser("consistency", help="consistency proof between two tree sizes (JSON)")
     _dir_args(p)
-    p.add_argument("--from", dest="old", type=int, required=True)
-    p.add_argument("--to", type=int, required=True)
+    p.add_argument(
+        "--from", dest="old", type=int, required=True, help="the older tree size (a checkpoint's)"
+    )
+    p.add_argument("--to", type=int, required=True, help="the newer tree size")
     p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser("unseal", help="decrypt entry N's original request and response")
-    p.add_argument("seq", type=int, metavar="N")
+    p.add_argument("seq", type=int, metavar="N", help="the entry's seq")
     _dir_args(p)
     p.add_argument("--key", required=True, help="sealing key file")
     p.add_argument("--name", help="only this blob (e.g. request), written raw")
