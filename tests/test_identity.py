@@ -60,6 +60,20 @@ def test_each_configured_algorithm_accepted(gateway, issuer, alg) -> None:
     assert call(gateway, token).status_code == 200
 
 
+def test_accepted_tokens_are_jwts_signed_by_the_issuer_as_the_readme_says(gateway, issuer):
+    """README "Which tokens are accepted": an ID token, or a JWT access token for the audience
+    (aud a list, scope and client_id claims); an opaque one is refused without introspection."""
+    id_token = peers.mint(issuer.url, "ida", ["analysts"], nonce="n-1", azp="gateway")
+    access = peers.mint(
+        issuer.url, "svc", ["analysts"], audience=["account", "inference-gateway"],
+        scope="openid models:call", client_id="pipeline",
+    )  # fmt: skip
+    assert call(gateway, id_token).status_code == 200
+    assert call(gateway, access).status_code == 200
+    opaque = "2YotnFZFEjr1zCsicMWpAA"  # RFC 6749's example access token: not a JWT
+    assert "malformed token" in reason(call(gateway, opaque))
+
+
 def test_alg_none_rejected(gateway, issuer) -> None:
     token = forge({"alg": "none", "typ": "JWT"}, claims_for(issuer), None)
     assert "algorithm none is not allowed" in reason(call(gateway, token))

@@ -945,7 +945,7 @@ CONTROLS: tuple[Control, ...] = (
         ("ia-2",),
         "Identification and Authentication (Organizational Users)",
         "Uniquely identify and authenticate users.",
-        "Each call needs an OIDC token verified against the issuer's keys (asymmetric "
+        "Each call needs a JWT signed by the OIDC issuer, verified against its keys (asymmetric "
         "algorithms only); the subject and groups are recorded.",
         _ia2,
     ),
