@@ -327,6 +327,9 @@ def test_html_renders_without_console_errors(report, evidence, tmp_path) -> None
         assert len(text.splitlines()) > 10 and '\n  "seq": ' in text
         fits = first.evaluate("e => e.scrollWidth <= e.clientWidth")
         assert fits, "a sample entry overflows its box"
+        page.set_viewport_size({"width": 1200, "height": 900})
+        wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0, f"the page is {wide}px wider than the window"
         page.screenshot(path=str(tmp_path / "evidence.png"), full_page=True)
         browser.close()
     assert errors == []

@@ -37,6 +37,7 @@ th{background:#f4f4f4}.kv th{width:12em}code,pre{font:12px ui-monospace,monospac
 code{overflow-wrap:anywhere}
 pre{background:#f7f7f7;padding:6px;white-space:pre-wrap;overflow-wrap:anywhere}
 pre.entry{max-height:28em;overflow:auto;line-height:1.35}
+table.usage{font-size:12px}table.usage td{overflow-wrap:anywhere}.wide{overflow-x:auto}
 .satisfied{background:#dff0d8}.not-satisfied{background:#f2dede}.not-assessed{background:#eee}
 .badge{padding:1px 6px;border-radius:3px;font-weight:600;white-space:nowrap}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.t{font:12px sans-serif}.a{font:10px sans-serif}
@@ -156,7 +157,7 @@ def _usage(report: Report) -> str:
     empty = f'<tr><td colspan="{len(USAGE_COLUMNS)}">no requests in the period</td></tr>'
     return (
         "<h3>Usage: who ran which model, when, and what came back</h3>"
-        f'<table class="usage"><tr>{head}</tr>{rows or empty}</table>'
+        f'<div class="wide"><table class="usage"><tr>{head}</tr>{rows or empty}</table></div>'
         "<p>Requests = allowed + denied; held requests waited for an approver (and count as "
         "allowed once forwarded). Tokens as the upstream reported them (- when it did not). "
         "The seqs behind each row are in evidence.json.</p>"
