@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 
 import orjson
@@ -28,7 +29,8 @@ def test_gateway_demo_runs_end_to_end() -> None:
     assert "   OK " in out.stdout and " entries, " in out.stdout
     # The report's one not-satisfied control is explained: why, and how a deployment meets it.
     findings = out.stdout.split("NIST SP 800-53 evidence for the session")[1]
-    assert "controls: 15 satisfied, 1 not satisfied" in findings
+    counts = re.search(r"controls: (\d+) satisfied, (\d+) not satisfied", findings)
+    assert counts and int(counts[2]) == findings.count(") is not satisfied here:") >= 1
     sc8 = findings.split("SC-8 (Transmission Confidentiality and Integrity) is not satisfied")[1]
     assert "connection llama reaches its model over plain HTTP" in sc8
     advice = " ".join(sc8.split())
