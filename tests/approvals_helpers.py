@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 import time
 from pathlib import Path
@@ -180,3 +181,17 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def woken(url: str) -> dict[str, float]:
+    """gateway_approval_holds_woken_total by its `by` label, from a gateway's metrics."""
+    text = httpx.get(f"{url}/_gateway/metrics", timeout=10).text
+    found = re.findall(r'^gateway_approval_holds_woken_total\{by="(\w+)"\} (\S+)$', text, re.M)
+    return {by: float(n) for by, n in found}
+
+
+def woken_by_decision(before: dict[str, float], after: dict[str, float]) -> bool:
+    """The hold was woken by the decision itself (this process, or the store's notification
+    too), never by a poll."""
+    gained = {by: after.get(by, 0) - before.get(by, 0) for by in {*before, *after}}
+    return gained.get("poll", 0) == 0 and sum(gained.values()) >= 1

