@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import logging
 import os
 from array import array
 from dataclasses import dataclass
@@ -41,13 +40,12 @@ from gateway.audit.store import (
     VERIFIER,
     Offsets,
     TreeFiles,
+    file_size,
     iter_records,
     read_file,
     scan_frames,
 )
 from gateway.audit.writer import Files, Writer, fsync_dir, open_segment, write_atomic
-
-log = logging.getLogger(__name__)
 
 
 class AuditOpenError(Exception):
@@ -111,37 +109,15 @@ def _last_checkpoint(
     scan = scan_frames(data)
     verifier, best = signer.verifier, None
     records = list(iter_records(data, scan))
-    recorded = bool(records)
     try:
         if records:
             best = Checkpoint.open(bytes(records[-1]), verifier, origin)
-        note = read_file(directory / CHECKPOINT)
-        current = _current_checkpoint(note, verifier, origin, best is not None)
-        if current is not None:
-            if best and current.size == best.size and current.root != best.root:
-                raise AuditOpenError(
-                    f"{directory}: checkpoint and the last of checkpoints disagree at size "
-                    f"{best.size}: a fork; refusing to open"
-                )
-            if best is None or current.size > best.size:
-                best, recorded = current, False
+        best, recorded = resume.newest_checkpoint(best, directory, verifier, origin)
+    except resume.CheckpointFork as exc:
+        raise AuditOpenError(f"{exc}: a fork; refusing to open") from None
     except CheckpointError as exc:
         raise AuditOpenError(f"{directory}: signed checkpoint does not verify: {exc}") from None
     return best, scan.end, recorded
-
-
-def _current_checkpoint(note: bytes, verifier, origin: str, have_record: bool) -> Checkpoint | None:
-    """`checkpoint`, which is rewritten in place: a power cut can tear it, and then the last
-    record of `checkpoints` (written before it) stands in for it."""
-    if not note:
-        return None
-    try:
-        return Checkpoint.open(note, verifier, origin)
-    except CheckpointError:
-        if not have_record:
-            raise
-        log.warning("audit: %s does not verify (torn?); using %s", CHECKPOINT, CHECKPOINTS)
-        return None
 
 
 def _valid_tail(directory: Path, records: list, start: int, first_seq: int = 0) -> int:
@@ -278,7 +254,7 @@ def _resume(directory: Path, origin: str, signer: Signer, tree: TreeFiles) -> _F
     last = resume.last_checkpoint_from_tail(directory, signer.verifier, origin)
     if last is None:
         cp, cps_end, recorded = _last_checkpoint(directory, signer, origin)
-        last = resume.LastCheckpoint(cp, cps_end, recorded, _size(directory / CHECKPOINTS))
+        last = resume.LastCheckpoint(cp, cps_end, recorded, file_size(directory / CHECKPOINTS))
     tail = resume.covered_tail(directory, last.checkpoint, tree)
     if tail is None:
         return None
@@ -340,7 +316,7 @@ def _rebuild(directory: Path, origin: str, signer: Signer) -> _Found:
     return _Found(
         checkpoint=cp,
         checkpoints_end=cps_end,
-        checkpoints_total=_size(directory / CHECKPOINTS),
+        checkpoints_total=file_size(directory / CHECKPOINTS),
         recorded=recorded,
         size=keep,
         entries_end=end,
@@ -350,10 +326,3 @@ def _rebuild(directory: Path, origin: str, signer: Signer) -> _Found:
         range=CompactRange.from_nodes(node, keep),
         unsigned=[],
     )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0

@@ -18,6 +18,7 @@ prefix that leaves lengths and the stored tree alone is not looked for here: tha
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -35,10 +36,13 @@ from gateway.audit.store import (
     LEN,
     OFFSET,
     TreeFiles,
+    file_size,
     iter_records,
     read_file,
     scan_frames,
 )
+
+log = logging.getLogger(__name__)
 
 TAIL_WINDOW = 64 * 1024  # a few hundred notes; the newest is always in it
 SAMPLE = 64  # covered entries re-hashed against their stored leaves on every open
@@ -70,10 +74,7 @@ def last_checkpoint_from_tail(
 ) -> LastCheckpoint | None:
     """The newest checkpoint read from the end of `checkpoints`; None when that is not enough."""
     path = directory / CHECKPOINTS
-    try:
-        total = path.stat().st_size
-    except FileNotFoundError:
-        total = 0
+    total = file_size(path)
     if total <= TAIL_WINDOW:
         return None  # small: the full scan costs no more
     with open(path, "rb") as f:
@@ -88,17 +89,47 @@ def last_checkpoint_from_tail(
     if not notes or scan.bad_length:
         return None
     try:
-        best = Checkpoint.open(notes[-1], verifier, origin)
-    except CheckpointError:
-        return None
-    recorded = True
-    current = _readable_checkpoint(directory, verifier, origin)
-    if current is not None:
-        if current.size == best.size and current.root != best.root:
-            return None  # the full recovery names the fork
-        if current.size > best.size:
-            best, recorded = current, False
+        best, recorded = newest_checkpoint(
+            Checkpoint.open(notes[-1], verifier, origin), directory, verifier, origin
+        )
+    except (CheckpointError, CheckpointFork):
+        return None  # the full recovery says what is wrong
     return LastCheckpoint(best, base + start + scan.end, recorded, total)
+
+
+class CheckpointFork(Exception):
+    """`checkpoint` and the last record of `checkpoints` sign different roots at one size."""
+
+
+def newest_checkpoint(
+    last_record: Checkpoint | None, directory: Path, verifier: Verifier, origin: str
+) -> tuple[Checkpoint | None, bool]:
+    """The newer of the last record of `checkpoints` and `checkpoint`, and whether it is that
+    record. `checkpoint` is rewritten in place, so a power cut can tear it: when a record can
+    stand in for it, a `checkpoint` that does not verify is passed over.
+
+    Raises:
+        CheckpointFork: both sign the same size with different roots.
+        CheckpointError: there is no record and `checkpoint` does not verify.
+    """
+    note = read_file(directory / CHECKPOINT)
+    current = None
+    if note:
+        try:
+            current = Checkpoint.open(note, verifier, origin)
+        except CheckpointError:
+            if last_record is None:
+                raise
+            log.warning("audit: %s does not verify (torn?); using %s", CHECKPOINT, CHECKPOINTS)
+    if current is None:
+        return last_record, last_record is not None
+    if last_record is None or current.size > last_record.size:
+        return current, False
+    if current.size == last_record.size and current.root != last_record.root:
+        raise CheckpointFork(
+            f"{directory}: checkpoint and the last of checkpoints disagree at size {current.size}"
+        )
+    return last_record, True
 
 
 def _first_frame(window: bytes, head: bytes) -> int | None:
@@ -115,17 +146,6 @@ def _first_frame(window: bytes, head: bytes) -> int | None:
 
 def _all_notes(window: bytes, start: int, scan, head: bytes) -> bool:
     return all(window.startswith(head, start + off + 4) for off in scan.offsets)
-
-
-def _readable_checkpoint(directory: Path, verifier: Verifier, origin: str) -> Checkpoint | None:
-    """`checkpoint` if it verifies: it is rewritten in place, so a power cut can tear it."""
-    note = read_file(directory / CHECKPOINT)
-    if not note:
-        return None
-    try:
-        return Checkpoint.open(note, verifier, origin)
-    except CheckpointError:
-        return None
 
 
 def covered_tail(directory: Path, cp: Checkpoint | None, tree: TreeFiles) -> Tail | None:

@@ -87,6 +87,14 @@ def iter_records(buf: bytes | memoryview, scan: Scan) -> Iterator[bytes | memory
         yield buf[off + 4 : off + 4 + n]
 
 
+def file_size(path: Path) -> int:
+    """The file's length, or 0 when it does not exist."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def read_file(path: Path) -> bytes:
     """The whole file, or b"" when it does not exist."""
     try:
