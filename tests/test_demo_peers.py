@@ -467,9 +467,8 @@ def test_sigterm_does_not_wait_for_a_stalled_stream() -> None:
         with httpx.stream("POST", url, json=body, timeout=10.0) as response:
             parts = response.iter_raw()  # held: a dropped iterator closes the connection
             assert next(parts)
-            started = time.monotonic()
+            # exit 0 within the stop timeout: a server waiting on the stream is SIGKILLed (-9)
             assert peer.stop() == 0
-            assert time.monotonic() - started < 4
 
 
 def test_spawn_failure_names_the_problem() -> None:
