@@ -4,68 +4,23 @@ witness as its own process with its own role and key; verification from the stor
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
-from itertools import count
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from approvals_helpers import wait_for
-from conftest import audited_config, entries, launch_gateway
+from central_helpers import CHAT, Central, central_config, keys_init, metric, run, witness
+from conftest import entries, launch_gateway
+from oscal_schema import oscal_errors
 
 from gateway.audit import Checkpoint, LogReader, read_signing_key
 from gateway.audit.merkle import build_levels, leaf_hash, levels_getter
 from gateway.audit.merkle import root as tree_root
+from gateway.evidence.controls import NO_CONFIG
 
-ROLES = count()
 ADD_ENTRY = "INSERT INTO audit_entries (origin, seq, entry) VALUES"
-CHAT = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-
-
-class Central:
-    """One central database, its gateway role and its witness role."""
-
-    def __init__(self, postgres) -> None:
-        n = next(ROLES)
-        self.postgres = postgres
-        self.admin_url = postgres.new_database("central")
-        self.database = self.admin_url.rsplit("/", 1)[1]
-        self.gateway_role, self.witness_role = f"gw_audit_{n}", f"gw_witness_{n}"
-        postgres.psql(
-            f"CREATE ROLE {self.gateway_role} LOGIN; CREATE ROLE {self.witness_role} LOGIN"
-        )
-        roles = ["--role", self.gateway_role, "--witness-role", self.witness_role]
-        sql = subprocess.run(
-            ["gateway", "audit", "central-schema", *roles],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        subprocess.run(
-            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.admin_url],
-            input=sql,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        self.url = postgres.url(self.database, self.gateway_role)
-        self.witness_url = postgres.url(self.database, self.witness_role)
-
-    def sql(self, statement: str, *, role: str | None = None) -> subprocess.CompletedProcess:
-        url = self.postgres.url(self.database, role or self.gateway_role)
-        return subprocess.run(
-            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", statement],
-            capture_output=True,
-            text=True,
-        )
-
-    def value(self, statement: str) -> str:
-        done = self.sql(statement, role="admin")
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
 
 
 @pytest.fixture
@@ -105,34 +60,6 @@ def test_the_schema_keeps_history_append_only_whatever_the_gateway_role_sends(ce
     owner = central.sql("UPDATE audit_entries SET entry = '\\x00'", role="admin")
     assert "append-only" in owner.stderr
     assert central.value("SELECT count(*) FROM audit_entries") == "5"
-
-
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/_gateway/metrics", timeout=10).text
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
-def central_config(issuer, upstream, tmp: Path, store: str) -> str:
-    return (
-        audited_config(issuer.url, upstream.url, tmp)
-        + f'\n[audit.central]\nstore = "{store}"\ninterval_s = 0.1\n'
-    )
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["gateway", "audit", *args], capture_output=True, text=True, timeout=60)
-
-
-def keys_init(directory: Path, name: str) -> None:
-    command = ["gateway", "keys", "init", "--dir", str(directory), "--name", name]
-    subprocess.run(command, check=True, capture_output=True)
-
-
-def witness(central: Central, keys: Path) -> subprocess.CompletedProcess:
-    """One round of `gateway audit witness` under the witness's own role."""
-    key = str(keys / "signing.key")
-    return run("witness", "--store", central.witness_url, "--key", key, "--once")
 
 
 def test_replica_ships_witness_cosigns_and_a_replaced_log_is_refused(
@@ -268,3 +195,54 @@ def test_witness_refuses_a_checkpoint_the_log_key_did_not_sign(central, tmp_path
     assert reason.startswith("witness.test/w2: no signature by log.test")
     verified = run("verify", "--store", central.url)
     assert verified.returncode == 1 and "FAIL" in verified.stderr
+
+
+def test_evidence_from_the_store_alone_needs_no_config(
+    central, issuer, upstream, tmp_path, analyst_token, intern_token
+) -> None:
+    """An auditor with only the store's URL: the report is made, its usage table counts the
+    traffic the replica served, the controls judged from the configuration say why they are not
+    assessed, and the OSCAL document still validates against NIST's schema."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(central_config(issuer, upstream, tmp_path, central.url))
+    url = "/llama/v1/chat/completions"
+    with launch_gateway(config) as gateway:
+        for token, status in [(analyst_token, 200), (analyst_token, 200), (intern_token, 403)]:
+            headers = {"authorization": f"Bearer {token}"}
+            assert (
+                httpx.post(f"{gateway.url}{url}", json=CHAT, headers=headers).status_code == status
+            )
+        assert httpx.post(f"{gateway.url}{url}", json=CHAT).status_code == 401
+    local = len(entries(tmp_path / "audit"))
+    held = "SELECT count(*) FROM audit_entries"
+    wait_for(lambda: int(central.value(held)) == local)  # gateway.stopped shipped at the stop
+    (tmp_path / "gateway.toml").unlink()  # nothing of the replica's is left to the auditor
+
+    out = tmp_path / "report"
+    done = subprocess.run(
+        ["gateway", "evidence", "--store", central.url, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads((out / "evidence.json").read_bytes())
+    assert report["config"] is None
+    (log,) = report["logs"]
+    assert (log["origin"], log["entries"]) == ("test.gateway/audit", local)
+    usage = {
+        (r["subject"], r["connection"], r["model"]): (r["requests"], r["allowed"], r["denied"])
+        for r in report["usage"]
+    }
+    assert usage == {
+        ("alice@example.com", "llama", "llama-3-8b"): (2, 2, 0),
+        ("ivan@example.com", "llama", "llama-3-8b"): (1, 0, 1),
+        (None, None, None): (1, 0, 1),
+    }
+    status = {c["id"]: (c["status"], c["reason"]) for c in report["controls"]}
+    for judged_from_config in ("AC-6", "IA-2", "SC-8", "AU-11"):
+        assert status[judged_from_config] == ("not-assessed", NO_CONFIG), judged_from_config
+    assert status["AU-9(3)"][0] == "satisfied"  # the signed log alone says so
+    assert oscal_errors(out / "assessment-results.json") == []
+    assert "no configuration given" in (out / "evidence.html").read_text()

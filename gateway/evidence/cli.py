@@ -20,7 +20,13 @@ def register_evidence(verbs: argparse._SubParsersAction[argparse.ArgumentParser]
         "evidence",
         help="verify the audit logs and write NIST SP 800-53 evidence (JSON, HTML, OSCAL)",
     )
-    evidence.add_argument("-c", "--config", type=Path, required=True, help="gateway.toml")
+    evidence.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="gateway.toml; without it (with --store or --audit-dir) the report is made from "
+        "the logs alone and the controls judged from the configuration are not assessed",
+    )
     evidence.add_argument(
         "--since",
         help="start of the period: RFC 3339 time or YYYY-MM-DD (UTC); default: the log's first "

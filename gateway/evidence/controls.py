@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from gateway.config import Config, is_loopback
 from gateway.evidence.collect import entry_time
 from gateway.evidence.facts import (
+    ConfigNotGiven,
     Entry,
     Measure,
     Scope,
@@ -980,5 +981,19 @@ CONTROLS: tuple[Control, ...] = (
 )
 
 
+NO_CONFIG = (
+    "judged from the gateway's configuration, which was not given (no -c): run "
+    "`gateway evidence` with the replicas' gateway.toml to assess it"
+)
+
+
 def evaluate(scope: Scope) -> list[tuple[Control, Outcome]]:
-    return [(control, control.evaluate(scope)) for control in CONTROLS]
+    return [(control, _outcome(control, scope)) for control in CONTROLS]
+
+
+def _outcome(control: Control, scope: Scope) -> Outcome:
+    """A control that reads the configuration is not assessed in a report made without one."""
+    try:
+        return control.evaluate(scope)
+    except ConfigNotGiven:
+        return Outcome(Status.NOT_ASSESSED, NO_CONFIG, [], [])

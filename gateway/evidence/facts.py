@@ -91,13 +91,27 @@ def is_approved_decision(e: Entry) -> bool:
     return e.get("type") == "decision" and e.get("decision") == "approve"
 
 
+class ConfigNotGiven(Exception):
+    """A control judged from the configuration, in a report made without one (`--store`)."""
+
+
 @dataclass
 class Scope:
-    """Every verified log, the period and the configuration: what controls are computed from."""
+    """Every verified log, the period and the configuration: what controls are computed from.
 
-    config: Config
+    `given_config` is None for a report made from the logs alone (`evidence --store` without
+    `-c`): reading `config` then raises ConfigNotGiven, and the control is not assessed.
+    """
+
+    given_config: Config | None
     period: Period
     logs: list[Log]
+
+    @property
+    def config(self) -> Config:
+        if self.given_config is None:
+            raise ConfigNotGiven
+        return self.given_config
 
     def select(self, predicate: Predicate, *, whole_log: bool = False) -> dict[str, list[int]]:
         """Seqs of matching entries per log: in the period, or in the whole signed log."""

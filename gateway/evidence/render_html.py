@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.evidence.facts import Measure
+from gateway.evidence.facts import Measure, Scope
 from gateway.evidence.render_json import ranges, time
 from gateway.evidence.svg import bar_chart
 
@@ -44,6 +44,19 @@ table.usage{font-size:12px}table.usage td{overflow-wrap:anywhere}.wide{overflow-
 """
 
 
+def _sources(scope: Scope) -> str:
+    logs = f"{len(scope.logs)} verified audit log(s)"
+    config = scope.given_config
+    if config is None:
+        return (
+            f"{logs} alone (no configuration given: the controls judged from it are not assessed)"
+        )
+    return (
+        f"the configuration <code>{escape(config.path)}</code> (SHA-256 "
+        f"<code>{escape(config.sha256)}</code>) and {logs}"
+    )
+
+
 def render_html(report: Report) -> str:
     scope = report.scope
     period = f"{time(scope.period.since)} to {time(scope.period.until)}"
@@ -52,10 +65,8 @@ def render_html(report: Report) -> str:
         f"<p><b>Period:</b> {escape(period)} (end excluded), "
         f"{escape(scope.period.describe())}.</p>",
         f"<p>Generated {escape(time(report.generated))} by <code>gateway evidence</code> from "
-        f"the configuration <code>{escape(scope.config.path)}</code> (SHA-256 "
-        f"<code>{escape(scope.config.sha256)}</code>) and {len(scope.logs)} verified audit "
-        "log(s). Every figure is counted from signed entries; the seqs behind each are in "
-        "evidence.json.</p>",
+        f"{_sources(scope)}. Every figure is counted from signed entries; the seqs behind each "
+        "are in evidence.json.</p>",
         _logs(report),
         _summary(report),
         "<h2>Traffic</h2>",

@@ -54,6 +54,7 @@ def measure(m: Measure) -> dict[str, Any]:
 
 def render_json(report: Report) -> dict[str, Any]:
     scope = report.scope
+    config = scope.given_config  # None: made from the logs alone
     return {
         "format": FORMAT,
         "generated": time(report.generated),
@@ -64,7 +65,7 @@ def render_json(report: Report) -> dict[str, Any]:
             "until_given": scope.period.until_given,
             "chosen": scope.period.describe(),
         },
-        "config": {"path": scope.config.path, "sha256": scope.config.sha256},
+        "config": {"path": config.path, "sha256": config.sha256} if config else None,
         "logs": [_log(log) for log in scope.logs],
         "figures": [measure(m) for m in report.headline],
         "masked_by_entity": report.masked_by_entity,

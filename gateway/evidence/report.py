@@ -49,7 +49,7 @@ class Report:
 
 
 def assess(
-    config: Config,
+    config: Config | None,
     audit_dirs: list[Path],
     since: datetime | None,
     until: datetime | None,
@@ -66,7 +66,7 @@ def assess(
     prover = Prover(logs)
     controls = [Assessed(c, o, pick(o.measures)) for c, o in evaluate(scope)]
     refs = dict.fromkeys(ref for a in controls for ref in a.samples)
-    only = config.issuers[0].name if len(config.issuers) == 1 else None
+    only = config.issuers[0].name if config and len(config.issuers) == 1 else None
     table = Usage(only)
     for log, e in scope.pairs():
         table.add(log.origin, e)
@@ -83,7 +83,7 @@ def assess(
 
 
 def build_report(
-    config: Config | str | os.PathLike[str],
+    config: Config | str | os.PathLike[str] | None,
     audit_dirs: list[Path] | None,
     since: datetime | str | None,
     until: datetime | str | None,
@@ -94,7 +94,8 @@ def build_report(
     """Write evidence.json, evidence.html and assessment-results.json into `out_dir`.
 
     Args:
-        config: the gateway's Config, or the path of its TOML file.
+        config: the gateway's Config, or the path of its TOML file; None: report from the
+            logs alone, the controls judged from the configuration not assessed.
         audit_dirs: one audit directory per replica; None or empty: the config's [audit] dir.
         since, until: the period [since, until), datetimes or RFC 3339 strings; None: from
             the first signed entry, or to just after the last (the whole verified log).
@@ -108,13 +109,15 @@ def build_report(
     Raises:
         EvidenceError: bad input, or a log that fails verification (nothing is written).
     """
-    if not isinstance(config, Config):
+    if config is not None and not isinstance(config, Config):
         try:
             config = config_module.load(config)
         except ConfigError as exc:
             raise EvidenceError(f"bad config: {exc}") from None
     dirs = [Path(d) for d in audit_dirs or []]
     if not dirs:
+        if config is None:
+            raise EvidenceError("no audit log to report on: give -c, --audit-dir or --store")
         if config.audit is None:
             raise EvidenceError(f"{config.path} has no [audit] section; pass --audit-dir")
         dirs = [Path(config.audit.dir)]
