@@ -132,6 +132,9 @@ class Proxy:
         except (ClientDisconnected, asyncio.CancelledError):
             exchange.error = "client disconnected"
             raise
+        except Exception:  # a defect: server.py logs it and answers 500; record it as that
+            exchange.status, exchange.error = 500, "internal error"
+            raise
         finally:
             if exchange.error and exchange.decision_seq is not None and not exchange.recorded:
                 self.auditor.failed_later(exchange)

@@ -88,3 +88,39 @@ def test_database_restart_503_while_down_then_holds_and_tickets_work_again(
             assert result["r"].status_code == 200, result["r"].text
     finally:
         cluster.destroy()
+
+
+def test_backends_terminated_mid_query_answer_503_never_500(
+    issuer, upstream, tmp_path_factory, postgres
+) -> None:
+    """The database ending the gateway's sessions while statements run (a failover, an
+    administrator's pg_terminate_backend) leaves asyncpg connections in a broken state
+    (InternalClientError, not a connection error): each such request is retried once on a
+    fresh connection or answered 503, never 500."""
+    url = postgres.new_database("terminated")
+    database = url.rsplit("/", 1)[1]
+    (replica,) = start_replicas(issuer, upstream, tmp_path_factory, url, 1)
+    with replica:
+        alice = Client(replica.url, peers.mint(issuer.url, "alice@example.com", ["analysts"]))
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def ask(n: int) -> None:
+            status = alice.infer(unique(f"terminated {n}"), timeout=20).status_code
+            with lock:
+                statuses.append(status)
+
+        for round_ in range(6):
+            askers = [threading.Thread(target=ask, args=(round_ * 20 + i,)) for i in range(20)]
+            for thread in askers:
+                thread.start()
+            postgres.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                f" WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+                database,
+            )
+            for thread in askers:
+                thread.join(30)
+        assert len(statuses) == 120
+        assert set(statuses) <= {202, 503}, sorted(statuses)
+        assert "handler failed" not in replica.stderr()

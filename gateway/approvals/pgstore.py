@@ -30,7 +30,15 @@ COMMAND_TIMEOUT_S = 5.0
 POOL_MAX = 10
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 2.0
 # Errors that mean "the database is not there right now" rather than "this query is wrong".
-CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError, TimeoutError)
+# InternalClientError is what asyncpg raises on a connection whose session the server ended
+# while a statement was under way (a restart, a failover, pg_terminate_backend).
+CONNECTION_LOST = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 # Ordered schema steps, as for SQLite: step N brings the schema from version N-1 to N.
 MIGRATIONS: tuple[str, ...] = (
