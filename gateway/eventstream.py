@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MEDIA_TYPE = "application/vnd.amazon.eventstream"
@@ -95,9 +96,10 @@ class Decoder:
     def __init__(self) -> None:
         self.buffer = bytearray()
 
-    def push(self, chunk: bytes) -> list[Message]:
+    def push(self, chunk: bytes) -> Iterator[Message]:
+        """The whole messages now buffered, one at a time: those before a malformed one are
+        yielded before it raises."""
         self.buffer += chunk
-        messages = []
         while len(self.buffer) >= PRELUDE.size:
             total, headers_length, prelude_crc = PRELUDE.unpack_from(self.buffer)
             if zlib.crc32(self.buffer[:8]) != prelude_crc:
@@ -115,8 +117,7 @@ class Decoder:
                 raise ValueError("event stream message CRC mismatch")
             raw_headers = frame[PRELUDE.size : PRELUDE.size + headers_length]
             payload = frame[PRELUDE.size + headers_length : total - CRC.size]
-            messages.append(Message(raw_headers, _string_headers(raw_headers), payload))
-        return messages
+            yield Message(raw_headers, _string_headers(raw_headers), payload)
 
     def finish(self) -> None:
         if self.buffer:

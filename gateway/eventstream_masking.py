@@ -25,6 +25,7 @@ import orjson
 
 from gateway import eventstream
 from gateway._masker import Masker, TextStream
+from gateway.errors import StreamBroken
 
 # Paths (in the decoded chunk or the Converse payload) of text a model streams in pieces;
 # "*" is every index of an array.
@@ -138,7 +139,15 @@ class EventStreamMasking:
         self.retired: Counter[str] = Counter()
 
     def push(self, chunk: bytes) -> bytes:
-        return b"".join(self._message(m) for m in self.decoder.push(chunk))
+        """Raises StreamBroken carrying the messages masked before a malformed one, so what is
+        sent does not depend on how the bytes were cut."""
+        released = bytearray()
+        try:
+            for message in self.decoder.push(chunk):
+                released += self._message(message)
+        except ValueError as exc:
+            raise StreamBroken(str(exc), bytes(released)) from None
+        return bytes(released)
 
     def finish(self) -> bytes:
         self.decoder.finish()

@@ -20,7 +20,7 @@ from gateway.answers import NO_TOKENS, Tokens, json_answer, sse_model, sse_token
 from gateway.approvals import Approval, Approvals, gate
 from gateway.auditing import Auditor, ResponseTap
 from gateway.encoding import DecodedBody, ask_identity, coding, compressed_request
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StreamBroken
 from gateway.identity import Identity, TokenVerifier, bearer_token
 from gateway.masking import RuleMasking, StreamTransform, masking_failed
 from gateway.media import media_type
@@ -294,8 +294,9 @@ class Proxy:
     ) -> None:
         """Relay chunks as they arrive, masked on the way when the rule says so.
 
-        The head waits for the first chunk to pass the masker, so a body the masker rejects
-        from the start is a clean 502. Only the end of the body waits for the audit entry.
+        The head waits for the first bytes to pass the masker, so a body the masker rejects
+        before it released anything is a clean 502, however the upstream cut it. Only the end
+        of the body waits for the audit entry.
         """
         received = 0
         held = b""
@@ -310,6 +311,8 @@ class Proxy:
                     chunk = stream.push(chunk)
                 elif length is not None and received == length:
                     chunk, held = chunk[:-1], chunk[-1:]  # the last byte waits for the audit
+                if not chunk:
+                    continue
                 if not started:
                     await writer.start(response.status, out)
                     started = True
@@ -320,13 +323,19 @@ class Proxy:
                     await writer.start(response.status, out)
                     started = True
                 await writer.write(tail)
-        except ValueError:
-            if not started:
+        except ValueError as exc:
+            released = exc.released if isinstance(exc, StreamBroken) else b""
+            if not started and not released:
                 raise masking_failed("the upstream response") from None
-            # Mid-stream: the status is sent already. An event or NDJSON stream ends with an
-            # error its clients raise; other text has no in-band signal, so the connection is cut.
+            # Mid-stream: what was masked before the fault is sent. An event or NDJSON stream
+            # ends with an error its clients raise; other text has no in-band signal, so the
+            # connection is cut.
             exchange.error = "masking failed mid-stream; the rest was withheld"
             assert stream is not None
+            if not started:
+                await writer.start(response.status, out)
+                started = True
+            await writer.write(released)
             if stream.failed_tail is None:
                 await self._completed(exchange, tap)
                 writer.abort()

@@ -235,6 +235,8 @@ class Peer:
             return web.Response(body=b"".join(chunks), headers={"content-type": kind})
         response = web.StreamResponse(headers={"content-type": kind})
         await response.prepare(request)
+        if request.headers.get("x-peer-one-write"):  # streamed, but as one piece
+            chunks = [b"".join(chunks)]
         for chunk in chunks:
             await response.write(chunk)
         await response.write_eof()

@@ -57,7 +57,7 @@ def test_gateway_frames_are_read_by_botocore_and_peer_frames_by_the_gateway() ->
     frame = eventstream.encode(headers, b'{"a":1}')
     (message,) = botocore_messages(frame)
     assert message.headers == {":event-type": "chunk"} and message.payload == b'{"a":1}'
-    decoded = eventstream.Decoder().push(b"".join(STREAMS["converse"]))
+    decoded = list(eventstream.Decoder().push(b"".join(STREAMS["converse"])))
     assert [m.strings[":event-type"] for m in decoded][:2] == ["messageStart", "contentBlockDelta"]
     assert b"".join(eventstream.encode(m.raw_headers, m.payload) for m in decoded) == b"".join(
         STREAMS["converse"]
