@@ -104,6 +104,8 @@ class SseStream:
         """
     def finish(self) -> bytes:
         """Flush every open location. Raises ValueError on an incomplete trailing event."""
+    def take_released(self) -> bytes:
+        """After ``push`` or ``finish`` raised: the events masked before the failing one."""
     @property
     def counts(self) -> dict[str, int]: ...
     @property

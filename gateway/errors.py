@@ -11,15 +11,6 @@ import orjson
 QUOTED_TAIL = re.compile(r":|\s(?:b['\"]|bytearray\()|\s\(")
 
 
-class StreamBroken(ValueError):
-    """A stream transform met input it cannot pass on; `released` is the output it had made
-    of the input before that point, which may still be sent (it was masked)."""
-
-    def __init__(self, reason: str, released: bytes) -> None:
-        super().__init__(reason)
-        self.released = released
-
-
 class GatewayError(Exception):
     """A refusal with an HTTP status, a stable machine code and a message safe to show.
 

@@ -25,7 +25,6 @@ import orjson
 
 from gateway import eventstream
 from gateway._masker import Masker, TextStream
-from gateway.errors import StreamBroken
 
 # Paths (in the decoded chunk or the Converse payload) of text a model streams in pieces;
 # "*" is every index of an array.
@@ -137,17 +136,23 @@ class EventStreamMasking:
         self.decoder = eventstream.Decoder()
         self.blocks: dict[tuple[Any, ...], _Block] = {}
         self.retired: Counter[str] = Counter()
+        self.released = b""  # after a failure: the messages masked before the failing one
 
     def push(self, chunk: bytes) -> bytes:
-        """Raises StreamBroken carrying the messages masked before a malformed one, so what is
-        sent does not depend on how the bytes were cut."""
-        released = bytearray()
+        """On a malformed message, `take_released` then has the messages masked before it, so
+        what is sent does not depend on how the bytes were cut."""
+        out = bytearray()
         try:
             for message in self.decoder.push(chunk):
-                released += self._message(message)
-        except ValueError as exc:
-            raise StreamBroken(str(exc), bytes(released)) from None
-        return bytes(released)
+                out += self._message(message)
+        except ValueError:
+            self.released = bytes(out)
+            raise
+        return bytes(out)
+
+    def take_released(self) -> bytes:
+        released, self.released = self.released, b""
+        return released
 
     def finish(self) -> bytes:
         self.decoder.finish()

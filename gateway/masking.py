@@ -134,7 +134,8 @@ class StreamTransform:
 
     `failed_tail` ends a stream whose rest cannot be masked with an in-band error its clients
     raise on (an error event the SDK raises); None when the format has none (the connection is
-    cut instead).
+    cut instead). After `push` or `finish` raised, `released` gives the whole events masked
+    before the failing one, so a client gets the same however the upstream cut its bytes.
     """
 
     push: Callable[[bytes], bytes]
@@ -142,6 +143,7 @@ class StreamTransform:
     counts: Callable[[], dict[str, int]]
     model: Callable[[], str | None] = lambda: None
     failed_tail: bytes | None = None
+    released: Callable[[], bytes] = lambda: b""
 
 
 # In-band ends for a stream whose rest could not be masked, in the OpenAI error shape SDKs
@@ -213,16 +215,18 @@ class RuleMasking:
                 lines = NdjsonStream(sse)
                 return StreamTransform(
                     lines.push, lines.finish, lambda: lines.counts, lambda: lines.model,
-                    NDJSON_FAILURE,
+                    NDJSON_FAILURE, lines.take_released,
                 )  # fmt: skip
             return StreamTransform(
-                sse.push, sse.finish, lambda: sse.counts, lambda: sse.model, MASKING_FAILED_EVENT
-            )
+                sse.push, sse.finish, lambda: sse.counts, lambda: sse.model,
+                MASKING_FAILED_EVENT, sse.take_released,
+            )  # fmt: skip
         if kind == eventstream.MEDIA_TYPE:
             frames = EventStreamMasking(masker)
             return StreamTransform(
-                frames.push, frames.finish, frames.counts, failed_tail=MASKING_FAILED_MESSAGE
-            )
+                frames.push, frames.finish, frames.counts,
+                failed_tail=MASKING_FAILED_MESSAGE, released=frames.take_released,
+            )  # fmt: skip
         text = masker.text_stream()
         return StreamTransform(text.push, text.finish, lambda: text.counts)
 

@@ -48,6 +48,7 @@ class NdjsonStream:
     def __init__(self, sse: SseStream) -> None:
         self.sse = sse
         self.pending = bytearray()
+        self.released = b""  # after a failure: the lines masked before the failing one
 
     def push(self, chunk: bytes) -> bytes:
         end = chunk.rfind(b"\n")
@@ -63,18 +64,30 @@ class NdjsonStream:
     def finish(self) -> bytes:
         last = self._mask([bytes(self.pending)])
         self.pending.clear()
-        return last + _lines(self.sse.finish())
+        try:
+            return last + _lines(self.sse.finish())
+        except ValueError:
+            self.released = last + _lines(self.sse.take_released())
+            raise
+
+    def take_released(self) -> bytes:
+        released, self.released = self.released, b""
+        return released
 
     def _mask(self, lines: list[bytes]) -> bytes:
         events = bytearray()
-        for line in lines:
-            # A raw CR is JSON whitespace but an SSE line end: as a space it means the same.
-            line = line.replace(b"\r", b" ").strip()
-            if not line:
-                continue
-            if _ends_answer(line):
-                events += self.sse.push(_FLUSH)
-            events += self.sse.push(_DATA + line + b"\n\n")
+        try:
+            for line in lines:
+                # A raw CR is JSON whitespace but an SSE line end: as a space it means the same.
+                line = line.replace(b"\r", b" ").strip()
+                if not line:
+                    continue
+                if _ends_answer(line):
+                    events += self.sse.push(_FLUSH)
+                events += self.sse.push(_DATA + line + b"\n\n")
+        except ValueError:
+            self.released = _lines(bytes(events) + self.sse.take_released())
+            raise
         return _lines(bytes(events))
 
     @property

@@ -20,7 +20,7 @@ from gateway.answers import NO_TOKENS, Tokens, json_answer, sse_model, sse_token
 from gateway.approvals import Approval, Approvals, gate
 from gateway.auditing import Auditor, ResponseTap
 from gateway.encoding import DecodedBody, ask_identity, coding, compressed_request
-from gateway.errors import GatewayError, StreamBroken
+from gateway.errors import GatewayError
 from gateway.identity import Identity, TokenVerifier, bearer_token
 from gateway.masking import RuleMasking, StreamTransform, masking_failed
 from gateway.media import media_type
@@ -323,15 +323,15 @@ class Proxy:
                     await writer.start(response.status, out)
                     started = True
                 await writer.write(tail)
-        except ValueError as exc:
-            released = exc.released if isinstance(exc, StreamBroken) else b""
+        except ValueError:
+            released = stream.released() if stream is not None else b""
             if not started and not released:
                 raise masking_failed("the upstream response") from None
+            assert stream is not None
             # Mid-stream: what was masked before the fault is sent. An event or NDJSON stream
             # ends with an error its clients raise; other text has no in-band signal, so the
             # connection is cut.
             exchange.error = "masking failed mid-stream; the rest was withheld"
-            assert stream is not None
             if not started:
                 await writer.start(response.status, out)
                 started = True

@@ -145,3 +145,47 @@ def test_json_with_duplicate_key_is_refused(shapes_gateway, shapes_token, script
     response = ask(shapes_gateway, shapes_token, scripted, "dup", [body], "application/json")
     assert response.status_code == 502 and EMAIL not in response.text
     assert response.json()["error"]["code"] == "masking_failed"
+
+
+def sse_chat(pieces: list[str]) -> list[str]:
+    return [
+        "data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": p}}]}).decode()
+        + "\n\n"
+        for p in pieces
+    ]  # fmt: skip
+
+
+BROKEN_STREAMS = {
+    # Two good events (one holding an e-mail), then data that is not JSON.
+    "sse": ([*sse_chat(["Hello, ", f"write to {EMAIL} today. "]), "data: {oops\n\n"],
+            "text/event-stream"),
+    "ndjson": ([*ollama_lines(["Hello, ", f"write to {EMAIL} today. "])[:2], "{oops\n"],
+               "application/x-ndjson"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_STREAMS))
+def test_a_stream_broken_midway_sends_the_same_however_the_upstream_cut_it(
+    shapes_gateway, shapes_token, scripted, kind
+) -> None:
+    """What was masked before the fault goes out, then the in-band error: as one piece, event
+    by event, or byte by byte, the client gets the same bytes (one piece was a 502 without
+    the events before the fault)."""
+    chunks, content_type = BROKEN_STREAMS[kind]
+    answers = {
+        how: ask(
+            shapes_gateway, shapes_token, scripted, f"broken-{kind}-{how}",
+            pieces, content_type, **spec,
+        )
+        for how, pieces, spec in (
+            ("one-piece", ["".join(chunks)], {}),
+            ("by-event", chunks, {}),
+            ("by-byte", chunks, {"cut": 1}),
+        )
+    }  # fmt: skip
+    bodies = {how: (r.status_code, r.content) for how, r in answers.items()}
+    assert bodies["one-piece"] == bodies["by-event"] == bodies["by-byte"], bodies
+    status, body = bodies["one-piece"]
+    assert status == 200
+    assert b"Hello, " in body and b"could not be masked" in body
+    assert EMAIL.encode() not in body and b"oops" not in body

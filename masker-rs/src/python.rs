@@ -203,6 +203,11 @@ impl PySseStream {
         Ok(PyBytes::new(py, &out))
     }
 
+    /// After `push` or `finish` raised: the events masked before the failing one (once).
+    fn take_released<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.take_released())
+    }
+
     #[getter]
     fn counts(&self) -> PyCounts {
         self.inner.counts()

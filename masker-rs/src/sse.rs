@@ -39,6 +39,8 @@ pub struct SseStream {
     model: Option<String>,
     events: u64,
     failed: bool,
+    /// After a failure: the masked bytes of the events that completed before the failing one.
+    released: Vec<u8>,
 }
 
 impl std::fmt::Debug for SseStream {
@@ -113,6 +115,7 @@ impl SseStream {
             model: None,
             events: 0,
             failed: false,
+            released: Vec::new(),
         }
     }
 
@@ -139,15 +142,21 @@ impl SseStream {
     ///
     /// # Errors
     /// Invalid UTF-8 in an event, event data that is not JSON, the hold-back cap. After an
-    /// error the stream refuses further input (the gateway ends the response).
+    /// error the stream refuses further input (the gateway ends the response), and
+    /// [`SseStream::take_released`] has the events masked before the failing one, so what a
+    /// client receives does not depend on how the input was cut.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
         if self.failed {
             return Err(Error::InvalidSse("stream already failed".into()));
         }
         self.buf.extend_from_slice(chunk);
-        let r = self.drain(false);
-        self.failed = r.is_err();
-        r
+        let mut out = Vec::new();
+        self.drain(false, &mut out).map(|()| out)
+    }
+
+    /// The masked events released by the failing call before its failure (once).
+    pub fn take_released(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.released)
     }
 
     /// End of input: flush every open location. An incomplete trailing event is an error.
@@ -158,20 +167,28 @@ impl SseStream {
         if self.failed {
             return Err(Error::InvalidSse("stream already failed".into()));
         }
-        let mut out = self.drain(true)?;
-        if !self.buf.is_empty() {
-            self.failed = true;
-            return Err(Error::InvalidSse(
+        let mut out = Vec::new();
+        self.drain(true, &mut out)?;
+        let before = out.len();
+        let end = if self.buf.is_empty() {
+            self.flush_all(&mut out)
+        } else {
+            Err(Error::InvalidSse(
                 "stream ended inside an event (no blank line)".into(),
-            ));
+            ))
+        };
+        if let Err(e) = end {
+            out.truncate(before);
+            self.failed = true;
+            self.released = out;
+            return Err(e);
         }
-        self.flush_all(&mut out)?;
         Ok(out)
     }
 
-    /// Split complete events off `buf` and process them.
-    fn drain(&mut self, eof: bool) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+    /// Split complete events off `buf` and process them into `out`. On a failure `out` is
+    /// moved to `released`, cut back to the events before the failing one.
+    fn drain(&mut self, eof: bool, out: &mut Vec<u8>) -> Result<()> {
         let mut consumed = 0; // start of the current event in buf
         let mut i = self.line_start;
         while i < self.buf.len() {
@@ -195,13 +212,19 @@ impl SseStream {
             i = term_end;
             if blank {
                 let raw = self.buf[consumed..term_end].to_vec();
-                self.event(&raw, &mut out)?;
+                let before = out.len();
+                if let Err(e) = self.event(&raw, out) {
+                    out.truncate(before);
+                    self.failed = true;
+                    self.released = std::mem::take(out);
+                    return Err(e);
+                }
                 consumed = term_end;
             }
         }
         self.buf.drain(..consumed);
         self.line_start -= consumed;
-        Ok(out)
+        Ok(())
     }
 
     fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<()> {
