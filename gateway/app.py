@@ -130,10 +130,11 @@ class Gateway:
     def _start_shipping(self) -> None:
         """[audit.central]: ship the log beside serving; its problems are health warnings."""
         central = self.config.audit.central if self.config.audit else None
-        if central is None or self.auditor.log is None:
+        writer = self.auditor.writer_directory
+        if central is None or writer is None:
             return
         self.shipper = Shipper(
-            self.auditor.log.directory,
+            writer,
             central.store,
             on_refused=self.metrics.ship_refused.inc,
             on_lag=self.metrics.ship_lag.set,

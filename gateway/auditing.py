@@ -72,6 +72,14 @@ class Auditor:
     def enabled(self) -> bool:
         return self.log is not None
 
+    @property
+    def writer_directory(self) -> Path | None:
+        """Where this writer's logs are: its log's directory, or with epochs the one that holds
+        a log per epoch (what the shipper follows)."""
+        if isinstance(self.log, EpochLog):
+            return self.log.base
+        return self.log.directory if self.log is not None else None
+
     async def append(
         self, entry: dict[str, Any], sealed: dict[str, bytes | SealedStream] | None = None
     ) -> int:

@@ -3,11 +3,13 @@ prints, applied as its administrator, with a gateway role and a witness role of 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 from itertools import count
 from pathlib import Path
 
+import asyncpg
 import httpx
 from conftest import audited_config
 
@@ -51,6 +53,18 @@ class Central:
             capture_output=True,
             text=True,
         )
+
+    def fetch(self, query: str, *args: object, role: str = "admin") -> list[asyncpg.Record]:
+        """Rows of one query over asyncpg (no psql process per call, for conditions polled)."""
+
+        async def rows() -> list[asyncpg.Record]:
+            db = await asyncpg.connect(self.postgres.url(self.database, role), timeout=10)
+            try:
+                return await db.fetch(query, *args)
+            finally:
+                await db.close()
+
+        return asyncio.run(rows())
 
     def value(self, statement: str) -> str:
         done = self.sql(statement, role="admin")

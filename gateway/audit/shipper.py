@@ -6,11 +6,17 @@ notes in `checkpoints`, and the bytes of `sealed/` files up to the end of the la
 entry refers to (never a tail a failed batch may still roll back). Each shipment is one
 transaction: the entries up to a checkpoint, their sealed bytes, then that checkpoint, so the
 store either takes all of it or none. At start, and after every error, the shipper resumes from
-what the store holds for this origin; before sending anything it checks that the store's latest
+what the store holds for each origin; before sending anything it checks that the store's latest
 checkpoint is one this log issued (same size, same root), and the store's own triggers check the
 root again. A refusal (by that check, by the store, or a witness's refusal recorded there) is
 logged, counted in `gateway_audit_ship_refused_total`, shown as a health warning, and never
 merged: shipping stops until the cause is fixed (it is retried every REFUSED_RETRY_S).
+
+With `[audit] epoch` a writer keeps one log per epoch, origin `{origin}/{epoch}`: the shipper
+follows the writer's chain of logs in order (store.writer_chain), so each epoch's log is shipped
+up to its final checkpoint before its successor, whose first entry (`epoch.started`) the store
+checks against that checkpoint. An earlier epoch, closed and wholly shipped, is not read again.
+Sealing keys are never shipped: epoch keys stay in the keys directory (epoch_keys.py).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from gateway.audit.store import (
     iter_records,
     read_file,
     scan_frames,
+    writer_chain,
 )
 from gateway.config import without_password
 
@@ -69,7 +76,6 @@ class Remote:
     checkpoint: int = 0  # size of the latest checkpoint
     root: bytes = b""
     sealed: dict[str, int] = field(default_factory=dict)  # file -> bytes held
-    refusals_seen: int = 0  # highest audit_refusals.id seen for this origin
 
 
 def local_checkpoints(directory: Path) -> list[LocalCheckpoint]:
@@ -103,21 +109,25 @@ def sealed_ends(entry: bytes) -> dict[str, int]:
 class Shipper:
     def __init__(
         self,
-        directory: Path,
+        writer: Path,
         url: str,
         *,
         on_refused: Callable[[], None] = lambda: None,
         on_lag: Callable[[int], None] = lambda _n: None,
         interval_s: float = INTERVAL_S,
     ) -> None:
-        self.directory = directory
+        self.writer = writer  # the writer's directory: its own log, or its epochs' logs below
         self.url = url
         self.where = without_password(url)
         self.on_refused = on_refused
         self.on_lag = on_lag
         self.interval_s = interval_s
+        self.directory = writer  # the log being shipped, and its origin
         self.origin = ""
-        self.remote: Remote | None = None
+        self.origins: dict[Path, str] = {}  # each log of the writer's chain seen so far
+        self.remotes: dict[str, Remote] = {}  # by origin: what the store holds (None: re-read)
+        self.shipped: set[Path] = set()  # earlier epochs' logs wholly shipped: not read again
+        self.refusals_seen: int | None = None  # highest audit_refusals.id already raised
         self.db: asyncpg.Connection | None = None
         self.refusal: str | None = None  # the store will not take the next shipment
         self.witnessed_refusal: str | None = None  # a witness refused a shipped checkpoint
@@ -180,10 +190,11 @@ class Shipper:
         log.error("audit shipment to %s refused for %s: %s", self.where, self.origin, reason)
         self.refusal = reason
         self.on_refused()
-        self.remote = None  # re-read what the store holds before any further attempt
+        self.remotes.clear()  # re-read what the store holds before any further attempt
 
     async def _disconnect(self) -> None:
-        db, self.db, self.remote = self.db, None, None
+        db, self.db = self.db, None
+        self.remotes.clear()
         if db is not None:
             with contextlib.suppress(Exception):
                 await db.close(timeout=1)
@@ -191,22 +202,39 @@ class Shipper:
     async def _connect(self) -> asyncpg.Connection:
         if self.db is None or self.db.is_closed():
             self.db = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+        if self.refusals_seen is None:  # refusals from before this process are not news
+            self.refusals_seen = await self.db.fetchval(
+                "SELECT coalesce(max(id), 0) FROM audit_refusals"
+            )
         return self.db
 
     async def ship_once(self) -> int:
-        """Ship what is durable locally and not yet central; returns entries shipped."""
-        checkpoints = await asyncio.to_thread(local_checkpoints, self.directory)
-        if not checkpoints:
-            return 0
-        if not self.origin:
-            self.origin = checkpoints[-1].note.split(b"\n", 1)[0].decode()
-        db = await self._connect()
-        if self.remote is None:
-            self.remote = await self._read_remote(db)
-        remote = self.remote
-        await self._check_refusals(db, remote)
-        self._check_continues(remote, checkpoints)
+        """Ship what is durable locally and not yet central, the writer's logs in order (an
+        epoch before its successor); returns entries shipped."""
+        chain = await asyncio.to_thread(writer_chain, self.writer)
+        shipped = 0
+        for directory in chain:
+            if directory in self.shipped:
+                continue
+            checkpoints = await asyncio.to_thread(local_checkpoints, directory)
+            if not checkpoints:
+                break  # nothing durable here yet, so nothing after it either
+            origin = checkpoints[-1].note.split(b"\n", 1)[0].decode()
+            self.directory, self.origin = directory, self.origins.setdefault(directory, origin)
+            db = await self._connect()
+            await self._check_refusals(db)
+            shipped += await self._ship_log(db, checkpoints)
+            if directory != chain[-1]:  # closed: its final checkpoint is all it will hold
+                self.shipped.add(directory)
         self.refusal = None
+        return shipped
+
+    async def _ship_log(self, db: asyncpg.Connection, checkpoints: list[LocalCheckpoint]) -> int:
+        """Ship one log (self.origin) up to its latest checkpoint."""
+        remote = self.remotes.get(self.origin)
+        if remote is None:
+            remote = self.remotes[self.origin] = await self._read_remote(db)
+        self._check_continues(remote, checkpoints)
         pending = [cp for cp in checkpoints if cp.size > remote.checkpoint]
         shipped = 0
         while pending:
@@ -248,9 +276,6 @@ class Shipper:
             self.origin,
         ):
             remote.sealed[file] = held
-        remote.refusals_seen = await db.fetchval(
-            "SELECT coalesce(max(id), 0) FROM audit_refusals WHERE origin = $1", self.origin
-        )
         if remote.size != remote.checkpoint:
             raise Refused(
                 f"the store holds {remote.size} entries but a checkpoint of "
@@ -258,18 +283,19 @@ class Shipper:
             )
         return remote
 
-    async def _check_refusals(self, db: asyncpg.Connection, remote: Remote) -> None:
-        """A witness that refused one of this origin's checkpoints records it in the store."""
+    async def _check_refusals(self, db: asyncpg.Connection) -> None:
+        """A witness that refused a checkpoint of one of this writer's origins records it in
+        the store."""
         row = await db.fetchrow(
-            "SELECT id, size, refused_by, reason FROM audit_refusals "
-            "WHERE origin = $1 AND id > $2 ORDER BY id DESC LIMIT 1",
-            self.origin,
-            remote.refusals_seen,
+            "SELECT id, origin, size, refused_by, reason FROM audit_refusals "
+            "WHERE origin = ANY($1) AND id > $2 ORDER BY id DESC LIMIT 1",
+            list(self.origins.values()),
+            self.refusals_seen,
         )
         if row is not None:
-            remote.refusals_seen = row["id"]
+            self.refusals_seen = row["id"]
             reason = f"{row['refused_by']} refused size {row['size']}: {row['reason']}"
-            log.error("audit: a witness refused a checkpoint of %s: %s", self.origin, reason)
+            log.error("audit: a witness refused a checkpoint of %s: %s", row["origin"], reason)
             self.witnessed_refusal = reason
             self.on_refused()
 
