@@ -1,6 +1,7 @@
 """The central store and audit epochs: a real gateway (two workers) whose epoch rolls while it
 runs ships each epoch's log under its own origin, in order, and resumes after a restart from
-what the store holds.
+what the store holds; the database itself refuses an epoch that does not chain to the final
+checkpoint of its writer's last log, whoever sends it.
 
 The gateway's wall clock is moved a day forward with libfaketime (Debian's `libfaketime`,
 LD_PRELOADed into the real process, its offset read from a file the test rewrites); the
@@ -9,17 +10,26 @@ monotonic clock, which timers and timeouts use, is left alone.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
+import orjson
 import pytest
-from central_helpers import Central, central_config, run
+from central_helpers import Central, central_config, metric, run
 from conftest import entries, launch_gateway
 from peers import wait_for
 
-from gateway.audit import LogReader
+from gateway.audit import LogReader, epoch_keys, init_keys, read_secret_key
+from gateway.audit.epochs import EpochLog, previous_fields
 from gateway.audit.periods import Epoch
+from gateway.audit.shipper import local_checkpoints
+from gateway.audit.store import VERIFIER
 
 ORIGIN = "test.gateway/audit"
 FAKETIME = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
@@ -53,6 +63,29 @@ def local(directory: Path) -> list[bytes]:
 
 def store_origins(central: Central) -> set[str]:
     return {row["origin"] for row in central.fetch("SELECT origin FROM audit_origins")}
+
+
+def assert_no_key_material(central: Central, keys: Path, origins: Iterable[str]) -> None:
+    """No table of the central store holds an epoch's key, wrapped (as in the keys directory,
+    raw or base64) or unwrapped: shredding the keys directory's copy must leave none behind."""
+    tables = [
+        row["t"]
+        for row in central.fetch("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public'")
+    ]
+    assert "audit_entries" in tables and "audit_sealed" in tables
+    held = b"".join(
+        orjson.dumps([str(v) if not isinstance(v, bytes) else v.hex() for v in row.values()])
+        + b"".join(v for v in row.values() if isinstance(v, bytes))
+        for table in tables
+        for row in central.fetch(f"SELECT * FROM {table}")
+    )
+    for origin in origins:
+        stored = epoch_keys.key_file(keys / "sealing.key", origin).read_bytes().strip()
+        wrapped = base64.b64decode(stored)
+        key = epoch_keys.epoch_key(keys / "sealing.key", origin)
+        for secret in (stored, wrapped, key, wrapped.hex().encode(), key.hex().encode()):
+            assert secret not in held, origin
+    assert read_secret_key(keys / "sealing.key") not in held
 
 
 def epoch_config(issuer, upstream, tmp_path: Path, store: str) -> Path:
@@ -98,6 +131,8 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
         assert link["origin"] == f"{ORIGIN}/{n}/{today}"
         assert link["size"] == len(shipped(central, link["origin"]))  # its final checkpoint
 
+    assert_no_key_material(central, tmp_path / "keys", logs)
+
     # A restart resumes from what the store holds: nothing refused, nothing sent twice.
     before = {origin: shipped(central, origin) for origin in logs}
     with launch_gateway(config, shifted_clock(offset)) as gateway:
@@ -111,4 +146,185 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
         assert (len(held) > len(before[origin])) == origin.endswith(tomorrow), origin
     verified = run("verify", "--store", central.url)
     assert verified.returncode == 0, verified.stderr
-    assert verified.stdout.count("OK ") == 4
+    assert sorted(line.split(":")[0] for line in verified.stdout.splitlines()) == sorted(
+        [*(f"OK {origin}" for origin in logs), *(f"OK chain {ORIGIN}/{n}" for n in (0, 1))]
+    )
+
+    # The replica loses its disk and comes back a day later: its fresh epoch names no previous
+    # checkpoint, and the database refuses it (the shipper's own checks see nothing wrong).
+    held = {origin: shipped(central, origin) for origin in logs}
+    for n in (0, 1):
+        for day in (today, tomorrow):
+            for path in sorted((base / str(n) / day).rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+    offset.write_text("+2d\n")
+    with launch_gateway(config, shifted_clock(offset)) as gateway:
+        wait_for(lambda: metric(gateway.url, "gateway_audit_ship_refused_total") >= 1)
+        health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10)
+        assert health.status_code == 200  # shipping is never the replica's own fault
+        (problem,) = [
+            w["problem"] for w in health.json()["warnings"] if w["check"] == "audit_shipping"
+        ]
+        assert "names no previous checkpoint" in problem, problem
+    assert store_origins(central) == set(logs)  # nothing of the unchained epochs went in
+    assert {origin: shipped(central, origin) for origin in logs} == held
+    again = run("verify", "--store", central.url)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("OK chain") == 2
+
+
+WRITER = "w.test/audit"
+DAY1 = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def write_epochs(base: Path, keys: Path, start: float, days: int) -> None:
+    """`days` daily epochs written by the real writer: two entries in each besides its first."""
+    clock = Clock(start)
+    log = await EpochLog.open(
+        base, origin=WRITER, kind="daily", signing_key=keys / "signing.key",
+        sealing_key=keys / "sealing.key", clock=clock,
+    )  # fmt: skip
+    for day in range(days):
+        clock.now = start + day * 86400
+        await log.append({"type": "decision", "day": day})
+        await log.append({"type": "inference", "day": day})
+    await log.close()
+
+
+async def insert_log(db: asyncpg.Connection, directory: Path, origin: str) -> None:
+    """Everything a shipper would send of one log, straight into the store."""
+    verifier = (directory / VERIFIER).read_text().strip()
+    await db.execute(
+        "INSERT INTO audit_origins VALUES ($1, $2) ON CONFLICT DO NOTHING", origin, verifier
+    )
+    reader, seq = LogReader(directory), 0
+    for cp in local_checkpoints(directory):
+        rows = [(origin, n, reader.read_raw(n)) for n in range(seq, cp.size)]
+        await db.executemany(
+            "INSERT INTO audit_entries (origin, seq, entry) VALUES ($1, $2, $3)", rows
+        )
+        await db.execute(
+            "INSERT INTO audit_checkpoints (origin, size, root, note) VALUES ($1, $2, $3, $4)",
+            origin, cp.size, cp.root, cp.note,
+        )  # fmt: skip
+        seq = cp.size
+
+
+def first_entry(epoch: str, previous: dict | None) -> bytes:
+    entry = {"seq": 0, "ts": "2026-12-01T00:00:00.000000Z", "type": "epoch.started", "epoch": epoch}
+    return orjson.dumps({**entry, **({"previous": previous} if previous else {})})
+
+
+async def refusal(db: asyncpg.Connection, origin: str, entry: bytes) -> str:
+    """What the database says to a new origin whose first entry is `entry` (as the gateway role)."""
+    try:
+        async with db.transaction():
+            await db.execute("INSERT INTO audit_origins VALUES ($1, 'key')", origin)
+            await db.execute(
+                "INSERT INTO audit_entries (origin, seq, entry) VALUES ($1, 0, $2)", origin, entry
+            )
+    except asyncpg.CheckViolationError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def test_the_database_refuses_an_epoch_that_does_not_chain(central, tmp_path) -> None:
+    keys, base = tmp_path / "keys", tmp_path / "audit"
+    init_keys(keys, WRITER)
+    asyncio.run(write_epochs(base, keys, DAY1 + 2, 2))  # 2026-12-01 and 2026-12-02
+    first, second = base / "2026-12-01", base / "2026-12-02"
+    e1, e2 = f"{WRITER}/2026-12-01", f"{WRITER}/2026-12-02"
+    checkpoints = local_checkpoints(first)
+    final = checkpoints[-1]
+    assert final.size == 3 and len(checkpoints) >= 2
+
+    async def scenario() -> dict[str, str]:
+        db = await asyncpg.connect(central.url)  # the gateways' role: INSERT and SELECT only
+        try:
+            await insert_log(db, first, e1)  # the writer's first epoch: nothing to chain to
+            genuine = previous_fields(final.note)
+            other_note = checkpoints[0].note
+            said = {
+                "unchained": await refusal(db, e2, first_entry("2026-12-02", None)),
+                "not final": await refusal(
+                    db, e2, first_entry("2026-12-02", previous_fields(other_note))
+                ),
+                "other note": await refusal(
+                    db,
+                    e2,
+                    first_entry(
+                        "2026-12-02",
+                        {**genuine, "note_sha256": hashlib.sha256(other_note).hexdigest()},
+                    ),
+                ),
+                "other writer": await refusal(
+                    db,
+                    e2,
+                    first_entry("2026-12-02", {**genuine, "origin": "x.test/audit/2026-12-01"}),
+                ),
+            }
+            await insert_log(db, second, e2)  # the genuine successor is taken
+            said["e1 extended"] = await refusal_of_more(db, e1, 3)
+            said["second successor"] = await refusal(
+                db, f"{WRITER}/2026-12-03", first_entry("2026-12-03", genuine)
+            )
+            return said
+        finally:
+            await db.close()
+
+    said = asyncio.run(scenario())
+    assert "names no previous checkpoint" in said["unchained"]
+    assert (
+        "names checkpoint size 1" in said["not final"]
+        and "final checkpoint (size 3" in said["not final"]
+    )
+    assert "not its final checkpoint" in said["other note"]
+    assert "not to a log of w.test/audit" in said["other writer"]
+    assert "was closed when w.test/audit/2026-12-02 started" in said["e1 extended"]
+    assert "already has a successor" in said["second successor"]
+    held = central.fetch(
+        "SELECT origin, count(*) AS n FROM audit_entries GROUP BY origin ORDER BY origin"
+    )
+    assert [(r["origin"], r["n"]) for r in held] == [(e1, 3), (e2, 3)]
+    verified = run("verify", "--store", central.url)
+    assert verified.returncode == 0, verified.stderr
+    assert f"OK chain {WRITER}: 2 logs, each chained to the one before" in verified.stdout
+
+    # Past the database (its administrator, triggers off): `verify --store` still sees the
+    # unchained epoch.
+    stray = tmp_path / "stray"
+    asyncio.run(write_epochs(stray, keys, DAY1 + 2 + 2 * 86400, 1))  # 2026-12-03, a first epoch
+
+    async def smuggle() -> None:
+        db = await asyncpg.connect(central.postgres.url(central.database, "admin"))
+        try:
+            await db.execute("SET session_replication_role = replica")
+            await insert_log(db, stray / "2026-12-03", f"{WRITER}/2026-12-03")
+        finally:
+            await db.close()
+
+    asyncio.run(smuggle())
+    broken = run("verify", "--store", central.url)
+    assert broken.returncode == 1
+    assert (
+        f"FAIL chain: {WRITER}/2026-12-03: does not start with an epoch.started entry"
+        in broken.stderr
+    )
+
+
+async def refusal_of_more(db: asyncpg.Connection, origin: str, seq: int) -> str:
+    try:
+        await db.execute(
+            "INSERT INTO audit_entries (origin, seq, entry) VALUES ($1, $2, '{}')", origin, seq
+        )
+    except asyncpg.CheckViolationError as exc:
+        return str(exc)
+    return "accepted"

@@ -3,9 +3,11 @@
 `gateway audit verify --store URL` and `gateway evidence --store URL` need nothing but the
 store: every origin's entries, checkpoints, verifier key and sealed bytes are written out in the
 local on-disk layout (the bytes exactly as shipped) and checked by the same code that checks a
-local log, so a central copy can never pass where the original would fail. Cosignatures are
-reported beside each origin: which checkpoint sizes a witness cosigned, and whether the
-cosignature verifies with a witness key the auditor gives.
+local log, so a central copy can never pass where the original would fail. Origins that name an
+epoch (`{writer}/{epoch}`) are laid out as their writer keeps them (one directory per writer,
+an epoch's log in `{epoch}/` below it), so the chain of epochs is checked too (chain.py).
+Cosignatures are reported beside each origin: which checkpoint sizes a witness cosigned, and
+whether the cosignature verifies with a witness key the auditor gives.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.note import NoteError
+from gateway.audit.periods import Epoch
 from gateway.audit.shipper import PLAIN_PATH
 from gateway.audit.store import CHECKPOINT, CHECKPOINTS, ENTRIES, SEALED, VERIFIER, frame
 from gateway.audit.witness import open_cosignature
@@ -44,6 +47,7 @@ class Cosigned:
 class ExportedOrigin:
     origin: str
     directory: Path
+    writer: Path  # the directory holding its writer's chain of logs (store.writer_chain)
     verifier: str  # as first shipped
     checkpoint_size: int
     cosigned: list[Cosigned] = field(default_factory=list)
@@ -52,6 +56,12 @@ class ExportedOrigin:
         """The largest checkpoint a witness cosigned (a verified one if any key was given)."""
         good = [c for c in self.cosigned if c.verified is not False]
         return max(good, key=lambda c: c.size, default=None)
+
+
+def writer_epoch(origin: str) -> tuple[str, str | None]:
+    """The writer an origin belongs to and the epoch it names (None: a log of its own)."""
+    writer, _, last = origin.rpartition("/")
+    return (writer, last) if writer and Epoch.parse(last) else (origin, None)
 
 
 def directory_name(origin: str) -> str:
@@ -75,7 +85,8 @@ async def _export(url: str, into: Path, witness_keys: list[str]) -> list[Exporte
         for origin, verifier in await db.fetch(
             "SELECT origin, verifier FROM audit_origins ORDER BY origin"
         ):
-            out.append(await _one(db, origin, verifier, into / directory_name(origin)))
+            writer, epoch = writer_epoch(origin)
+            out.append(await _one(db, origin, verifier, into / directory_name(writer), epoch))
             await _cosignatures(db, out[-1], witness_keys)
             cosigned = [asdict(c) for c in out[-1].cosigned]
             (out[-1].directory / COSIGNATURES).write_bytes(orjson.dumps(cosigned))
@@ -84,7 +95,10 @@ async def _export(url: str, into: Path, witness_keys: list[str]) -> list[Exporte
         await db.close()
 
 
-async def _one(db: asyncpg.Connection, origin: str, verifier: str, d: Path) -> ExportedOrigin:
+async def _one(
+    db: asyncpg.Connection, origin: str, verifier: str, writer: Path, epoch: str | None
+) -> ExportedOrigin:
+    d = writer / epoch if epoch else writer
     (d / SEALED).mkdir(parents=True, exist_ok=True)
     (d / VERIFIER).write_text(verifier + "\n")
     with open(d / ENTRIES, "wb") as f:  # noqa: ASYNC230 (a one-shot CLI loop)
@@ -115,7 +129,7 @@ async def _one(db: asyncpg.Connection, origin: str, verifier: str, d: Path) -> E
             f.write(bytes(data))
         held[file] = offset + len(data)
     size = Checkpoint.parse_body(notes[-1][: notes[-1].rfind(b"\n\n") + 1]).size if notes else 0
-    return ExportedOrigin(origin, d, verifier, size)
+    return ExportedOrigin(origin, d, writer, verifier, size)
 
 
 async def _cosignatures(db: asyncpg.Connection, exported: ExportedOrigin, keys: list[str]) -> None:

@@ -9,11 +9,13 @@ import tempfile
 from pathlib import Path
 
 from gateway import logs
-from gateway.audit.central import CentralError, export
+from gateway.audit.central import CentralError, ExportedOrigin, export, writer_epoch
 from gateway.audit.central_schema import schema_sql
+from gateway.audit.chain import chain_problems
 from gateway.audit.keys import KeyFileError, read_signing_key
 from gateway.audit.note import NoteError, Verifier
-from gateway.audit.verify import verify_log
+from gateway.audit.store import writer_chain
+from gateway.audit.verify import VerifyReport, verify_log
 from gateway.audit.witness import Witness, cosigner_vkey
 
 EXIT_FAIL = 1
@@ -59,8 +61,10 @@ def cmd_verify_store(args: argparse.Namespace) -> int:
         if not origins:
             print("gateway: error: the central store holds no origin", file=sys.stderr)
             return EXIT_FAIL
+        reports = {}
         for origin in origins:
             report = verify_log(origin.directory, per_origin.get(origin.origin, every))
+            reports[origin.directory] = report
             for warning in report.warnings:
                 print(f"warning: {origin.origin}: {warning}", file=sys.stderr)
             summary = report.summary().replace(str(origin.directory), origin.origin, 1)
@@ -77,7 +81,26 @@ def cmd_verify_store(args: argparse.Namespace) -> int:
                 summary += f"; {len(bad)} cosignatures do not verify"
             print(summary, file=sys.stdout if report.ok and not bad else sys.stderr)
             failed = failed or not report.ok or bool(bad)
+        for writer in dict.fromkeys(o.writer for o in origins):
+            failed = not _chain_ok(writer_chain(writer), reports, origins) or failed
     return EXIT_FAIL if failed else 0
+
+
+def _chain_ok(
+    chain: list[Path], reports: dict[Path, VerifyReport], origins: list[ExportedOrigin]
+) -> bool:
+    """One writer's logs in the store chain epoch to epoch; problems and the OK line printed
+    with origins, not the temporary directories they were exported to."""
+    names = sorted(((str(o.directory), o.origin) for o in origins), key=lambda n: -len(n[0]))
+    problems = chain_problems(chain, reports, whole=True)
+    for problem in problems:
+        for directory, origin in names:
+            problem = problem.replace(directory, origin)
+        print(f"FAIL chain: {problem}", file=sys.stderr)
+    if len(chain) > 1 and not problems:
+        writer = writer_epoch(next(o.origin for o in origins if o.directory == chain[0]))[0]
+        print(f"OK chain {writer}: {len(chain)} logs, each chained to the one before")
+    return not problems
 
 
 def cmd_witness(args: argparse.Namespace) -> int:

@@ -7,8 +7,11 @@ is accepted only if its size is larger than the last for its origin, equals the 
 entries held for it, and its root equals the RFC 9162 root the database computes itself from
 those entries (a compact range of subtree hashes kept per origin by a trigger). A rewritten,
 truncated or forked log therefore cannot add a checkpoint, and the shipment that carried it is
-rolled back whole. Signatures are checked by the witness (`gateway audit witness`), which holds
-its own role and key.
+rolled back whole. A log whose origin names an epoch (`{writer}/{epoch}`) is accepted only if
+its first entry chains to the final checkpoint of the last log its writer has in the store
+(`epoch.started`: size, root, note and its SHA-256), or it is the writer's first; a log with a
+successor takes no more entries. Signatures are checked by the witness (`gateway audit
+witness`), which holds its own role and key.
 """
 
 from __future__ import annotations
@@ -70,6 +73,15 @@ CREATE TABLE audit_refusals (
 );
 CREATE INDEX audit_refusals_origin ON audit_refusals (origin, id);
 
+-- One row per log whose origin names an epoch (`{writer}/{epoch}`), kept by the triggers below
+-- only: the log it chains to (NULL: its writer's first) and that log's final size.
+CREATE TABLE audit_epochs (
+    origin text PRIMARY KEY REFERENCES audit_origins (origin),
+    writer text NOT NULL,
+    previous text UNIQUE REFERENCES audit_origins (origin),
+    previous_size bigint
+);
+
 -- Kept by the triggers below only: nobody is granted anything on it.
 CREATE TABLE audit_frontier (
     origin text PRIMARY KEY REFERENCES audit_origins (origin),
@@ -113,6 +125,92 @@ BEGIN
     RETURN NEW;
 END $$;
 
+-- The writer a log's origin belongs to when the origin names an epoch, else NULL.
+CREATE FUNCTION audit_epoch_writer(origin text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT substring(origin FROM '^(.+)/[0-9]{4}-(?:[0-9]{2}-[0-9]{2}|W[0-9]{2}|[0-9]{2})$')
+$$;
+
+-- A closed log takes no more entries; an epoch's first entry must chain to the final
+-- checkpoint of the last log its writer has here (`epoch.started` names it: origin, size, root,
+-- the note and its SHA-256), unless it is the writer's first log in this store.
+CREATE FUNCTION audit_entry_chained() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    own text := audit_epoch_writer(NEW.origin);
+    successor text;
+    first jsonb;
+    link jsonb;
+    prev text;
+    last audit_checkpoints%ROWTYPE;
+    held bigint;
+    named bigint;
+BEGIN
+    SELECT origin INTO successor FROM audit_epochs WHERE previous = NEW.origin;
+    IF FOUND THEN
+        RAISE EXCEPTION 'entry % of origin % refused: that log was closed when % started',
+            NEW.seq, NEW.origin, successor USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.seq <> 0 OR own IS NULL THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        first := convert_from(NEW.entry, 'UTF8')::jsonb;
+    EXCEPTION WHEN others THEN
+        first := NULL;
+    END;
+    IF jsonb_typeof(first) = 'object' AND first->>'type' = 'epoch.started'
+            AND jsonb_typeof(first->'previous') = 'object' THEN
+        link := first->'previous';
+    END IF;
+    IF link IS NULL THEN
+        IF EXISTS (SELECT 1 FROM audit_epochs e WHERE e.writer = own)
+                OR EXISTS (SELECT 1 FROM audit_entries e WHERE e.origin = own) THEN
+            RAISE EXCEPTION 'epoch % refused: its first entry names no previous checkpoint, but '
+                'the store holds earlier logs of %: an epoch must chain to the last of them',
+                NEW.origin, own USING ERRCODE = 'check_violation';
+        END IF;
+        INSERT INTO audit_epochs VALUES (NEW.origin, own, NULL, NULL);
+        RETURN NEW;
+    END IF;
+    prev := link->>'origin';
+    IF prev IS NULL OR (prev <> own AND audit_epoch_writer(prev) IS DISTINCT FROM own) THEN
+        RAISE EXCEPTION 'epoch % refused: it chains to %, not to a log of %',
+            NEW.origin, coalesce(prev, 'nothing'), own USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT origin INTO successor FROM audit_epochs WHERE previous = prev;
+    IF FOUND THEN
+        RAISE EXCEPTION 'epoch % refused: % already has a successor here (%)',
+            NEW.origin, prev, successor USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT * INTO last FROM audit_checkpoints WHERE origin = prev ORDER BY size DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'epoch % refused: the store holds no checkpoint of %, which it chains to',
+            NEW.origin, prev USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT coalesce(max(seq) + 1, 0) INTO held FROM audit_entries WHERE origin = prev;
+    BEGIN
+        named := (link->>'size')::bigint;
+        IF named IS DISTINCT FROM last.size OR held <> last.size
+                OR decode(link->>'root', 'base64') IS DISTINCT FROM last.root
+                OR link->>'note_sha256' IS DISTINCT FROM encode(sha256(last.note), 'hex')
+                OR convert_to(link->>'note', 'UTF8') IS DISTINCT FROM last.note THEN
+            named := coalesce(named, -1);
+        ELSE
+            named := NULL;
+        END IF;
+    EXCEPTION WHEN others THEN
+        named := -1;
+    END;
+    IF named IS NOT NULL THEN
+        RAISE EXCEPTION 'epoch % refused: its epoch.started entry names checkpoint size % of %, '
+            'not its final checkpoint (size %, % entries held)', NEW.origin, named, prev,
+            last.size, held USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO audit_epochs VALUES (NEW.origin, own, prev, last.size);
+    RETURN NEW;
+END $$;
+
 CREATE FUNCTION audit_checkpoint_added() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
@@ -150,6 +248,7 @@ TRIGGERS_ON = (
     "audit_checkpoints",
     "audit_cosignatures",
     "audit_refusals",
+    "audit_epochs",
 )
 
 
@@ -170,9 +269,11 @@ def schema_sql(role: str, witness_role: str | None = None) -> str:
     parts.append(
         "CREATE TRIGGER audit_entries_contiguous BEFORE INSERT ON audit_entries\n"
         "    FOR EACH ROW EXECUTE FUNCTION audit_entry_appended();\n"
+        "CREATE TRIGGER audit_entries_epoch_chained BEFORE INSERT ON audit_entries\n"
+        "    FOR EACH ROW EXECUTE FUNCTION audit_entry_chained();\n"
         "CREATE TRIGGER audit_checkpoints_consistent BEFORE INSERT ON audit_checkpoints\n"
         "    FOR EACH ROW EXECUTE FUNCTION audit_checkpoint_added();\n"
-        "REVOKE ALL ON audit_frontier FROM PUBLIC;"
+        "REVOKE ALL ON audit_frontier, audit_epochs FROM PUBLIC;"
     )
     parts.append(
         f"-- the gateways' role: append and read, nothing else\n"

@@ -25,7 +25,7 @@ def chain_problems(
     """
     problems = []
     first = chain[0]
-    if whole and reports[first].ok and (entry := _first_entry(first)) is not None:
+    if whole and reports[first].ok and (entry := _first_entry(first, reports[first])) is not None:
         link = entry.get("previous") if entry.get("type") == STARTED else None
         if isinstance(link, dict):
             problems.append(
@@ -35,14 +35,14 @@ def chain_problems(
     for previous, log in itertools.pairwise(chain):
         if not (reports[previous].ok and reports[log].ok):
             continue
-        problem = _link_problem(previous, reports[previous], log)
+        problem = _link_problem(previous, reports[previous], log, reports[log])
         if problem:
             problems.append(f"{log}: {problem}")
     return problems
 
 
-def _link_problem(previous: Path, report: VerifyReport, log: Path) -> str | None:
-    first = _first_entry(log)
+def _link_problem(previous: Path, report: VerifyReport, log: Path, own: VerifyReport) -> str | None:
+    first = _first_entry(log, own)
     if first is None:
         return "its first entry does not hash to the leaf its checkpoints sign"
     link = first.get("previous") if first.get("type") == STARTED else None
@@ -65,9 +65,13 @@ def _link_problem(previous: Path, report: VerifyReport, log: Path) -> str | None
     return None
 
 
-def _first_entry(log: Path) -> dict | None:
-    """Entry 0, when its bytes hash to the stored leaf verify_log authenticated."""
+def _first_entry(log: Path, report: VerifyReport) -> dict | None:
+    """Entry 0, when its bytes hash to a leaf verification authenticated: verify_log hashed
+    them itself (a check from the first entry), or the stored tree it resumed from
+    (`--from`) holds their leaf. A log exported from the central store has no stored tree."""
     reader = LogReader(log)
+    if report.from_size == 0:
+        return reader.read_entry(0)
     raw = reader.read_raw(0)
     tree = TreeFiles(log)
     try:

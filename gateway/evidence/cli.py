@@ -83,7 +83,7 @@ def _evidence(args: argparse.Namespace) -> int:
                 origins = export(args.store, Path(tmp), args.witness)
                 if not origins:
                     raise EvidenceError("the central store holds no origin")
-                html = _report(args, [o.directory for o in origins])
+                html = _report(args, list(dict.fromkeys(o.writer for o in origins)))
     except (EvidenceError, CentralError) as exc:
         print(f"gateway: evidence: {exc}", file=sys.stderr)
         return EXIT_REFUSED
