@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import subprocess
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -297,6 +298,10 @@ def test_the_database_refuses_an_epoch_that_does_not_chain(central, tmp_path) ->
     verified = run("verify", "--store", central.url)
     assert verified.returncode == 0, verified.stderr
     assert f"OK chain {WRITER}: 2 logs, each chained to the one before" in verified.stdout
+    report = evidence(central, tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    logs = orjson.loads((tmp_path / "report" / "evidence.json").read_bytes())["logs"]
+    assert [(log["origin"], log["entries"]) for log in logs] == [(e1, 3), (e2, 3)]
 
     # Past the database (its administrator, triggers off): `verify --store` still sees the
     # unchained epoch.
@@ -318,6 +323,14 @@ def test_the_database_refuses_an_epoch_that_does_not_chain(central, tmp_path) ->
         f"FAIL chain: {WRITER}/2026-12-03: does not start with an epoch.started entry"
         in broken.stderr
     )
+    refused = evidence(central, tmp_path / "refused")
+    assert refused.returncode == 1 and "the chain of epochs breaks" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+
+def evidence(central: Central, out: Path) -> subprocess.CompletedProcess[str]:
+    command = ["gateway", "evidence", "--store", central.url, "--out", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 async def refusal_of_more(db: asyncpg.Connection, origin: str, seq: int) -> str:
