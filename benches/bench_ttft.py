@@ -19,7 +19,8 @@ The client reads each response with raw sockets (one keep-alive connection per s
 decoding chunks and events as they arrive. Per system:
 
 - time to the first non-empty token, from the request's send, p50 / p99 over all streams, and
-  what that adds over the same figure direct (ms, and in token intervals);
+  what that adds over the same figure direct (ms, and in token intervals); of that, how much
+  is the request's way in (until the upstream sent token 0, by its stamp);
 - per-token lag: for each upstream token, when its last character reached the client minus
   when the upstream sent it (masking may move text to a later event; characters are counted),
   averaged over every token of every stream; and what that adds over direct.
@@ -63,6 +64,7 @@ class System:
     name: str
     url: str
     ttft: list[float] = field(default_factory=list)  # seconds, per stream
+    inbound: list[float] = field(default_factory=list)  # request sent -> token 0 sent, seconds
     lags: list[float] = field(default_factory=list)  # seconds, per token
 
 
@@ -94,8 +96,9 @@ class Stream:
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def run(self) -> tuple[float, list[float]]:
-        """(seconds to the first non-empty token, per-token lag after its send in seconds)."""
+    async def run(self) -> tuple[float, float, list[float]]:
+        """Seconds to the first non-empty token and until the upstream sent token 0, and each
+        token's lag after its send."""
         sent = time.monotonic_ns()
         self.writer.write(self.request)
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -128,7 +131,7 @@ class Stream:
         if len(arrived) != len(self.ends):
             raise RuntimeError(f"{len(arrived)} of {len(self.ends)} tokens arrived")
         lags = [(at - emitted[k]) / 1e9 for k, at in enumerate(arrived)]
-        return (first - sent) / 1e9, lags
+        return (first - sent) / 1e9, (emitted[0] - sent) / 1e9, lags
 
 
 def pct(values: list[float], q: float) -> float:
@@ -146,8 +149,9 @@ async def measure(args: argparse.Namespace, systems: list[System], token: str) -
         load0 = os.getloadavg()[0]
         for s in systems:
             for _ in range(args.streams):
-                ttft, lags = await streams[s.name].run()
+                ttft, inbound, lags = await streams[s.name].run()
                 s.ttft.append(ttft)
+                s.inbound.append(inbound)
                 s.lags += lags
         busy1, total1 = machine_busy()
         print(
@@ -162,15 +166,17 @@ def report(systems: list[System], interval_ms: float) -> None:
     d_lag = statistics.fmean(direct.lags) * 1000
     print(
         "\n| system | first token p50 / p99 ms | added p50 / p99 ms | added p50, intervals "
-        "| mean token lag ms | added ms | added, intervals |\n|---|---|---|---|---|---|---|"
+        "| of which request to upstream, p50 ms | mean token lag ms | added ms "
+        "| added, intervals |\n|---|---|---|---|---|---|---|---|"
     )
     for s in systems:
         t50, t99 = pct(s.ttft, 0.5), pct(s.ttft, 0.99)
         lag = statistics.fmean(s.lags) * 1000
+        inbound = pct(s.inbound, 0.5) - pct(direct.inbound, 0.5)
         print(
             f"| {s.name} | {t50:.2f} / {t99:.2f} | {t50 - d50:+.2f} / {t99 - d99:+.2f} | "
-            f"{(t50 - d50) / interval_ms:.2f} | {lag:.2f} | {lag - d_lag:+.2f} | "
-            f"{(lag - d_lag) / interval_ms:.2f} |"
+            f"{(t50 - d50) / interval_ms:.2f} | {inbound:+.2f} | {lag:.2f} | "
+            f"{lag - d_lag:+.2f} | {(lag - d_lag) / interval_ms:.2f} |"
         )
     print(
         f"\n{len(direct.ttft)} streams of {len(direct.lags) // len(direct.ttft)} tokens per "

@@ -300,8 +300,15 @@ class Proxy:
         """
         received = 0
         held = b""
-        started = False
         out = hdr.response_headers_for_client(response.headers, keep_length=stream is None)
+
+        async def send(data: bytes) -> None:
+            """Body bytes; the head first, in the same write, if it is not sent yet."""
+            if writer.started:
+                await writer.write(data)
+            else:
+                await writer.start(response.status, out, data)
+
         try:
             while (chunk := await body.read()) is not None:
                 received += len(chunk)
@@ -311,37 +318,26 @@ class Proxy:
                     chunk = stream.push(chunk)
                 elif length is not None and received == length:
                     chunk, held = chunk[:-1], chunk[-1:]  # the last byte waits for the audit
-                if not chunk:
-                    continue
-                if not started:
-                    await writer.start(response.status, out)
-                    started = True
-                await writer.write(chunk)
+                if chunk:
+                    await send(chunk)
             if stream is not None:
-                tail = stream.finish()
-                if not started:
-                    await writer.start(response.status, out)
-                    started = True
-                await writer.write(tail)
+                await send(stream.finish())
         except ValueError:
             released = stream.released() if stream is not None else b""
-            if not started and not released:
+            if not writer.started and not released:
                 raise masking_failed("the upstream response") from None
             assert stream is not None
             # Mid-stream: what was masked before the fault is sent. An event or NDJSON stream
             # ends with an error its clients raise; other text has no in-band signal, so the
             # connection is cut.
             exchange.error = "masking failed mid-stream; the rest was withheld"
-            if not started:
-                await writer.start(response.status, out)
-                started = True
-            await writer.write(released)
+            await send(released)
             if stream.failed_tail is None:
                 await self._completed(exchange, tap)
                 writer.abort()
                 return
             await writer.write(stream.failed_tail)
-        if not started:
+        if not writer.started:
             await writer.start(response.status, out)
         if stream is not None:
             exchange.masked = stream.counts()

@@ -88,19 +88,21 @@ class ResponseWriter:
             h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
         )
 
-    async def start(self, status: int, headers: Headers) -> None:
-        await self._conn.write(self._head(status, headers))
+    async def start(self, status: int, headers: Headers, data: bytes = b"") -> None:
+        """The head, and the first body bytes in the same write (one send, one wake-up)."""
+        await self._conn.write(self._head(status, headers) + self._data(data))
 
     async def write(self, data: bytes) -> None:
         if data:
-            self.bytes_sent += len(data)
-            await self._conn.write(self._conn.send(h11.Data(data=data)))
+            await self._conn.write(self._data(data))
+
+    def _data(self, data: bytes) -> bytes:
+        self.bytes_sent += len(data)
+        return self._conn.send(h11.Data(data=data)) if data else b""
 
     async def end(self, data: bytes = b"") -> None:
         """Send the last bytes and the end of the message in one write."""
-        self.bytes_sent += len(data)
-        out = self._conn.send(h11.Data(data=data)) if data else b""
-        await self._conn.write(out + self._conn.send(h11.EndOfMessage()))
+        await self._conn.write(self._data(data) + self._conn.send(h11.EndOfMessage()))
 
     async def send_full(self, status: int, headers: Headers, body: bytes) -> None:
         """A whole small response in a single write."""

@@ -33,7 +33,7 @@ class StandIn:
     seen: list[Head] = field(default_factory=list)
 
 
-def _read_head(conn: socket.socket) -> tuple[Head, bytes] | None:
+def read_head(conn: socket.socket) -> tuple[Head, bytes] | None:
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = conn.recv(65536)
@@ -59,7 +59,7 @@ def _read_head(conn: socket.socket) -> tuple[Head, bytes] | None:
 
 def _serve_one(conn: socket.socket, answer: Callable[[Head], bytes], seen: list[Head]) -> None:
     with conn, suppress(OSError):
-        while (got := _read_head(conn)) is not None:
+        while (got := read_head(conn)) is not None:
             seen.append(got[0])
             conn.sendall(answer(got[0]))
 

@@ -207,3 +207,50 @@ def test_long_private_key_is_swallowed_not_held() -> None:
         out += s.push(key[i : i + 7].encode())
     out += s.push(b" done") + s.finish()
     assert out == b"[PRIVATE_KEY] done"
+
+
+# Entities whose validators look past the match (a glued digit, letter or dotted number
+# rejects them) and their look-alikes: one byte, or one character per event, cuts each at
+# every position with nothing after the cut yet.
+LOOK_AHEAD = [
+    "pay 4111 1111 1111 1111 now",
+    "id 4111 1111 1111 1111-5 x",
+    "ssn 123-45-6789.",
+    "ssn 123-45-6789.1 x",
+    "ip 192.168.10.254 up",
+    "ip 192.168.10.254.7 x",
+    "key AKIAIOSFODNN7EXAMPLE now",
+    "key AKIAIOSFODNN7EXAMPLEX x",
+    "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY ok",
+    "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY/ x",
+    "mail bob@example.com.",
+    "logo logo@2x.png x",
+    "call (415) 555-0132 now",
+    "call 4155550132x9 x",
+    "The quick brown fox, then a word. ",
+]
+
+
+@pytest.mark.parametrize("text", LOOK_AHEAD)
+def test_released_text_is_never_less_than_settled_one_byte_at_a_time(text: str) -> None:
+    """Never less: fed one byte per push, the released text is masking of the whole; since
+    output only grows, no part of an entity was ever released before it was known."""
+    whole = MASKER.mask_text(text)[0]
+    s = MASKER.text_stream()
+    released = b""
+    for i in range(len(text.encode())):
+        released += s.push(text.encode()[i : i + 1])
+        assert whole.encode().startswith(released), (text, released)
+    assert (released + s.finish()).decode() == whole
+
+
+@pytest.mark.parametrize("text", LOOK_AHEAD)
+def test_sse_one_character_per_event_releases_only_settled_text(text: str) -> None:
+    body = sse_body(text, [1], "\n", False)
+    s = MASKER.sse_stream()
+    events = body.split(b"\n\n")[:-1]
+    released = ""
+    for event in events:
+        released += reassemble(s.push(event + b"\n\n"), False)
+        assert MASKER.mask_text(text)[0].startswith(released), (text, released)
+    assert released + reassemble(s.finish(), False) == MASKER.mask_text(text)[0]

@@ -14,9 +14,10 @@
 //!   end of the last selected entity carries over to the next step) and releases the text.
 //!
 //! A stream releases only *settled* text: positions where an anchored DFA over all detectors
-//! dies before the end of the buffer (less a small margin), or more than [`HOLD_BACK`] bytes
-//! back. Open-ended entities that started in settled text are swallowed as they arrive (no
-//! bytes held) and replaced when they end.
+//! dies before the end of the buffer (less a small margin when some pattern matched from
+//! there, for the validators' look-ahead), or more than [`HOLD_BACK`] bytes back. Open-ended
+//! entities that started in settled text are swallowed as they arrive (no bytes held) and
+//! replaced when they end.
 
 use std::collections::VecDeque;
 
@@ -35,7 +36,8 @@ use crate::styles::{push_hashed, HashState};
 /// only the tail from the earliest position where an entity could still be in progress.
 pub const HOLD_BACK: usize = MAX_ENTITY_LEN + 8;
 
-/// Bytes after an anchored DFA's death that validators may still look at.
+/// Bytes after an anchored DFA's death that validators may still look at (only held when a
+/// pattern matched from that start).
 const MARGIN: usize = 4;
 
 /// Look-behind kept before the first position a detector may still start at. Validators and
@@ -288,6 +290,9 @@ impl Core {
             let Ok(mut sid) = dfa.start_state_forward(cache, &input) else {
                 return p;
             };
+            // Validators look past a match's end; where no pattern matched from `p` at all,
+            // nothing starts at `p` and the bytes after the death do not matter.
+            let mut matched = false;
             for (i, &b) in hay[p..].iter().enumerate() {
                 let Ok(next) = dfa.next_state(cache, sid, b) else {
                     return p;
@@ -296,8 +301,9 @@ impl Core {
                 if sid.is_quit() {
                     return p;
                 }
+                matched |= sid.is_match();
                 if sid.is_dead() {
-                    if i == 0 || p + i + 1 + MARGIN <= len {
+                    if !matched || p + i + 1 + MARGIN <= len {
                         continue 'starts;
                     }
                     return p;
