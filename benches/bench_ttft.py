@@ -23,7 +23,10 @@ decoding chunks and events as they arrive. Per system:
   is the request's way in (until the upstream sent token 0, by its stamp);
 - per-token lag: for each upstream token, when its last character reached the client minus
   when the upstream sent it (masking may move text to a later event; characters are counted),
-  averaged over every token of every stream; and what that adds over direct.
+  averaged over every token of every stream; and what that adds over direct;
+- CPU per token: user + system time of the system's process tree (from /proc) while its
+  streams ran, over the tokens (the upstream's own, direct), less sensitive to the machine's
+  load than the times.
 
 The machine's load average and the busy share of all cores are printed for each round: the
 machine is shared, so compare systems within one run.
@@ -45,7 +48,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import uvloop
-from bench_cpu import Nginx, gateway_config, machine_busy
+from bench_cpu import Nginx, gateway_config, machine_busy, tree_cpu
 from sse_cadence import tokens
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -63,6 +66,8 @@ NGINX_SSE = (
 class System:
     name: str
     url: str
+    pid: int  # process tree whose CPU counts as this system's (the upstream's, direct)
+    cpu: float = 0.0  # CPU seconds of that tree while its streams ran
     ttft: list[float] = field(default_factory=list)  # seconds, per stream
     inbound: list[float] = field(default_factory=list)  # request sent -> token 0 sent, seconds
     lags: list[float] = field(default_factory=list)  # seconds, per token
@@ -148,11 +153,13 @@ async def measure(args: argparse.Namespace, systems: list[System], token: str) -
         busy0, total0 = machine_busy()
         load0 = os.getloadavg()[0]
         for s in systems:
+            cpu0 = tree_cpu(s.pid)
             for _ in range(args.streams):
                 ttft, inbound, lags = await streams[s.name].run()
                 s.ttft.append(ttft)
                 s.inbound.append(inbound)
                 s.lags += lags
+            s.cpu += tree_cpu(s.pid) - cpu0
         busy1, total1 = machine_busy()
         print(
             f"round {r + 1}: load average {load0:.2f} -> {os.getloadavg()[0]:.2f}, "
@@ -166,8 +173,8 @@ def report(systems: list[System], interval_ms: float) -> None:
     d_lag = statistics.fmean(direct.lags) * 1000
     print(
         "\n| system | first token p50 / p99 ms | added p50 / p99 ms | added p50, intervals "
-        "| of which request to upstream, p50 ms | mean token lag ms | added ms "
-        "| added, intervals |\n|---|---|---|---|---|---|---|---|"
+        "| of which the way in, p50 ms | token lag mean / p50 ms | added mean ms (intervals) "
+        "| CPU µs / token |\n|---|---|---|---|---|---|---|---|"
     )
     for s in systems:
         t50, t99 = pct(s.ttft, 0.5), pct(s.ttft, 0.99)
@@ -175,8 +182,9 @@ def report(systems: list[System], interval_ms: float) -> None:
         inbound = pct(s.inbound, 0.5) - pct(direct.inbound, 0.5)
         print(
             f"| {s.name} | {t50:.2f} / {t99:.2f} | {t50 - d50:+.2f} / {t99 - d99:+.2f} | "
-            f"{(t50 - d50) / interval_ms:.2f} | {inbound:+.2f} | {lag:.2f} | "
-            f"{lag - d_lag:+.2f} | {(lag - d_lag) / interval_ms:.2f} |"
+            f"{(t50 - d50) / interval_ms:.2f} | {inbound:+.2f} | {lag:.2f} / "
+            f"{pct(s.lags, 0.5):.2f} | {lag - d_lag:+.2f} ({(lag - d_lag) / interval_ms:.2f}) | "
+            f"{s.cpu / len(s.lags) * 1e6:.0f} |"
         )
     print(
         f"\n{len(direct.ttft)} streams of {len(direct.lags) // len(direct.ttft)} tokens per "
@@ -206,8 +214,8 @@ def main() -> int:
         proxy = Nginx(tmp, "proxy", NGINX_SSE, urlsplit(upstream.url).port or 80)
         path = "/v1/chat/completions"
         systems = [
-            System("upstream direct", upstream.url + path),
-            System("nginx proxy", proxy.url + path),
+            System("upstream direct", upstream.url + path, upstream.proc.pid),
+            System("nginx proxy", proxy.url + path, proxy.pid),
         ]
         started: list[peers.Peer] = []
         try:
@@ -215,7 +223,7 @@ def main() -> int:
                 conf = tmp / f"{name.replace(' ', '_').replace('+', 'p')}.toml"
                 conf.write_text(gateway_config(issuer.url, upstream.url, tmp, name, '["all"]'))
                 started.append(peers.launch(["gateway", "serve", "-c", str(conf)]))
-                systems.append(System(name, f"{started[-1].url}/llama{path}"))
+                systems.append(System(name, f"{started[-1].url}/llama{path}", started[-1].proc.pid))
             token = peers.mint(issuer.url, "bench@example.com", ["analysts"])
             print(
                 f"# bench_ttft: {os.cpu_count()} cores, {args.rounds} rounds x {args.streams} "
