@@ -39,6 +39,10 @@ def _config(port: int, replicas: dict[str, str]) -> str:
             "defaults",
             "    mode http",
             "    timeout connect 2s",
+            # A health answer slower than the check interval on a loaded machine is not a
+            # down replica (the check timeout defaults to the interval); a dead one refuses
+            # the connection at once, and a sick one answers 503.
+            "    timeout check 3s",
             "    timeout client 60s",
             "    timeout server 60s",
             "    retries 3",
