@@ -2,7 +2,7 @@
 
     python benches/bench_cpu.py                 # 3 rounds of 8 s per system
     python benches/bench_cpu.py --quick         # 1 round of 2 s
-    python benches/bench_cpu.py --profile DIR   # also py-spy the gateway (identity + policy)
+    python benches/bench_cpu.py --profile DIR   # also py-spy each gateway run
 
 Everything on loopback on this machine. The upstream is Debian's nginx answering every request
 with a fixed ~1 KB chat completion (`return 200`), so the upstream costs next to nothing. Load is
@@ -252,7 +252,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--only", help="comma-separated system names to run")
-    parser.add_argument("--profile", type=Path, help="py-spy the gateway into this directory")
+    parser.add_argument("--profile", type=Path, help="py-spy each gateway into this directory")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2.0, 1
@@ -322,9 +322,15 @@ def main() -> int:
 
 
 def profile(args: argparse.Namespace, systems: list[System], script: Path) -> None:
-    """py-spy record of the plain gateway while wrk drives it."""
-    gateway = next(s for s in systems if s.name == "gateway")
+    """py-spy record of each gateway while wrk drives it, one raw flame file per system."""
     args.profile.mkdir(parents=True, exist_ok=True)
+    for gateway in systems:
+        if gateway.name in GATEWAYS:
+            profile_one(args, gateway, script)
+
+
+def profile_one(args: argparse.Namespace, gateway: System, script: Path) -> None:
+    name = gateway.name.replace(" ", "_").replace("+", "p")
     spy = subprocess.Popen(
         [
             "py-spy",
@@ -338,7 +344,7 @@ def profile(args: argparse.Namespace, systems: list[System], script: Path) -> No
             "-f",
             "raw",
             "-o",
-            str(args.profile / "gateway.txt"),
+            str(args.profile / f"{name}.txt"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

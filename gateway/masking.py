@@ -96,9 +96,9 @@ REQUEST_PATHS_BY_FORMAT: dict[str, tuple[str, ...]] = {
     "tgi": ("$.inputs",),
     "cloud": CLOUD_REQUEST_PATHS,
 }
-# Finds whether the rule's paths select any text: one finding per 62 characters (<= 248 bytes,
-# the masker's bound on a detector's match), never a value.
-PROBE = ("gateway_probe", r"(?s).{1,62}", None)
+# Finds whether the rule's paths select any text: one finding (the first character) per
+# non-empty selected string, never a value. Anchored, so the rest of a string is not scanned.
+PROBE = ("gateway_probe", r"(?s)\A.", None)
 # What an error may say about a media type an upstream sent: its registered shape, nothing else.
 NAMEABLE_TYPE = re.compile(
     r"(application|audio|font|image|message|model|multipart|text|video)/[a-z0-9.+_-]{1,64}"
