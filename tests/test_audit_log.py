@@ -139,6 +139,87 @@ async def test_concurrent_sync_appends_share_commits(tmp_path: Path, keys: Path)
     assert report.checkpoints < 200  # group commit: far fewer checkpoints than entries
 
 
+async def test_signed_covers_what_was_appended_even_under_constant_load(
+    tmp_path: Path, keys: Path
+) -> None:
+    """The writer signs only when no batch waits, yet `signed` is never starved: a caller
+    waiting on it gets a checkpoint covering its entry while appends keep coming."""
+    log = await open_log(tmp_path / "log", keys, durability="batch")
+    stop = asyncio.Event()
+
+    async def appender() -> None:
+        i = 0
+        while not stop.is_set():
+            await log.append(entry(i))
+            i += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(appender())
+    try:
+        for _ in range(3):
+            seq = await log.append({"type": "mine"})
+            await asyncio.wait_for(log.signed(), 60)  # a bound, not a speed claim
+            assert log.size > seq
+            assert Checkpoint.parse_body(log.checkpoint().split(b"\n\n")[0] + b"\n").size > seq
+    finally:
+        stop.set()
+        await task
+    await log.close()
+    assert verify_log(tmp_path / "log").ok
+
+
+KILLED_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, os, signal, sys
+    from pathlib import Path
+    from gateway.audit import AuditLog
+
+    async def main(d, keys, n):
+        log = await AuditLog.open(Path(d), origin="gw.test/audit", signing_key=Path(keys) /
+            "signing.key", sealing_key=Path(keys) / "sealing.key")
+        for i in range(n):
+            await log.append({"type": "inference", "i": i}, {"request": b"q%d" % i})
+        # Acknowledged, and (no await since) its batch not signed yet: the writer signs only
+        # once the event loop gets back to it.
+        print(json.dumps({"committed": log.committed, "size": log.size}), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+def test_kill_9_keeps_acknowledged_entries_no_checkpoint_covers_yet(
+    tmp_path: Path, keys: Path
+) -> None:
+    """Signing follows the commit: entries acknowledged but not yet signed when the process
+    dies are kept at the next start (each is durable with its sealed blob) and signed then."""
+    n = 30
+    out = subprocess.run(
+        [sys.executable, "-c", KILLED_CHILD, str(tmp_path / "log"), str(keys), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == -9, out.stderr
+    at_kill = json.loads(out.stdout)
+    assert at_kill["committed"] == n and at_kill["size"] < n  # the last batch was unsigned
+
+    async def reopen() -> dict:
+        log = await open_log(tmp_path / "log", keys)
+        assert log.committed == n and log.size == n  # nothing truncated, nothing torn
+        assert [log.read_entry(i)["i"] for i in range(n)] == list(range(n))
+        last = log.read_entry(n - 1)
+        await log.close()
+        return last
+
+    last = asyncio.run(reopen())
+    report = verify_log(tmp_path / "log")
+    assert report.ok and report.size == n, report.summary()
+    assert unseal(tmp_path / "log", last, "request", keys / "sealing.key") == b"q%d" % (n - 1)
+
+
 async def test_batch_durability_returns_at_once(tmp_path: Path, keys: Path) -> None:
     log = await open_log(tmp_path / "log", keys, durability="batch")
     seqs = [await log.append(entry(i)) for i in range(300)]
@@ -382,6 +463,7 @@ DISK_FULL_CHILD = textwrap.dedent(
                 err = str(exc)
                 break
         down = log.available
+        await log.signed()  # what committed before the failure is signed once the writer idles
         size_at_failure = log.size
         try:  # a concurrent burst of the same entries while the disk is full: all refused
             await asyncio.gather(*(log.append({"type": "inference", "i": -1, "pad": "x" * 300},

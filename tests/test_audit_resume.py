@@ -27,10 +27,11 @@ async def open_log(d: Path, keys: Path) -> AuditLog:
 
 
 async def one_batch_each(d: Path, keys: Path, n: int) -> None:
-    """n entries, each its own batch and so its own checkpoint."""
+    """n entries, each its own batch and, signed before the next, its own checkpoint."""
     log = await open_log(d, keys)
     for i in range(n):
         await log.append({"type": "inference", "request_id": f"r{i}"})
+        await log.signed()
     await log.close()
 
 

@@ -36,6 +36,7 @@ Clock = Callable[[], float]
 RETRY_S = 0.25  # batch mode: how soon a failed batch is tried again
 RESERVED = ("seq", "sealed")
 MAX_QUEUED = 50_000  # batch mode: past this many unwritten entries, append waits (backpressure)
+SIGN_EVERY_S = 0.5  # under constant load (batches always queued) a checkpoint still follows
 
 
 class AuditUnavailable(Exception):
@@ -75,7 +76,7 @@ class AuditLog:
         self._available = True
         self._closing = False
         self._wake = asyncio.Event()
-        self._inflight: asyncio.Future[None] | None = None
+        self._settled: list[tuple[int, asyncio.Future[None]]] = []  # `signed` callers
         self._task = asyncio.get_running_loop().create_task(self._commit_loop())
 
     @classmethod
@@ -148,13 +149,18 @@ class AuditLog:
         return self._writer.committed
 
     async def signed(self) -> None:
-        """Wait for the batch being written: its checkpoint is signed just after its release.
+        """Wait until what was appended before this call is covered by a signed checkpoint
+        (the writer signs once no batch is waiting), or its commit or signing failed.
 
         Call before reading `size`, `checkpoint` or proofs when an entry just appended must be
         covered by them.
         """
-        if self._inflight is not None:
-            await asyncio.shield(self._inflight)
+        if self._task.done():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._settled.append((self._next_seq, waiter))
+        self._wake.set()
+        await waiter
 
     @property
     def directory(self) -> Path:
@@ -218,34 +224,62 @@ class AuditLog:
         return seq
 
     async def _commit_loop(self) -> None:
+        """Commit whatever is queued, batch after batch; sign when nothing is waiting.
+
+        Signing (tree, index, checkpoint) runs on the writer thread too, so it is done only
+        when no batch is queued, or at least every SIGN_EVERY_S under constant load: a request
+        never waits behind a signature, and one checkpoint covers every batch since the last.
+        """
         loop = asyncio.get_running_loop()
+        writer = self._writer
+        signed_at = time.monotonic()
+        attempted = False  # a signature was tried since the last commit (failed: wait for more)
         while True:
+            overdue = self._settled or time.monotonic() - signed_at >= SIGN_EVERY_S
+            if self._queue and not (overdue and writer.unsigned and not attempted):
+                if await self._commit_next(loop):
+                    attempted = False
+                continue
+            if writer.unsigned and not attempted:
+                attempted = True
+                await loop.run_in_executor(self._executor, writer.sign)
+                signed_at = time.monotonic()
+                self._settle(writer.size)
+                continue
+            self._settle(None)
+            if self._closing and not self._queue:
+                return
             await self._wake.wait()
             self._wake.clear()
-            if not self._queue:
-                if self._closing:
-                    return
-                continue
-            batch, self._queue = self._queue, []
 
-            def durable(batch: list[_Item] = batch) -> None:  # in the writer thread
-                loop.call_soon_threadsafe(self._release, batch)
+    async def _commit_next(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Commit everything queued as one batch; False if it failed (see `_failed`)."""
+        batch, self._queue = self._queue, []
 
-            self._inflight = loop.run_in_executor(
-                self._executor, self._writer.write_batch, [i.pending for i in batch], durable
-            )
-            try:
-                await self._inflight
-            except Exception as exc:
-                self._failed(batch, exc)
-                if self._durability == "batch":
-                    await asyncio.sleep(RETRY_S)
-                    self._wake.set()
-                continue
-            finally:
-                self._inflight = None
-            if self._queue or self._closing:
-                self._wake.set()
+        def durable() -> None:  # in the writer thread, before it returns
+            loop.call_soon_threadsafe(self._release, batch)
+
+        pending = [i.pending for i in batch]
+        try:
+            await loop.run_in_executor(self._executor, self._writer.commit, pending, durable)
+        except Exception as exc:
+            self._failed(batch, exc)
+            if self._durability == "batch" and not self._closing:
+                await asyncio.sleep(RETRY_S)
+            return False
+        return True
+
+    def _settle(self, size: int | None) -> None:
+        """Wake the `signed` callers a checkpoint of `size` covers; all of them when None (the
+        writer is idle: nothing queued, and nothing to sign or its signing failed)."""
+        waiting = []
+        for target, waiter in self._settled:
+            if size is None or size >= target:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiting.append((target, waiter))
+        self._settled = waiting
 
     def _release(self, batch: list[_Item]) -> None:
         """The batch is durable: its callers go on while the writer signs."""

@@ -1,4 +1,5 @@
-"""The single writer: appends one batch of entries, fsyncs, extends the tree, signs a checkpoint.
+"""The single writer: commits batches of entries (pwrite, fdatasync), then extends the tree and
+signs a checkpoint covering every batch committed since the last one.
 
 Synchronous and single-threaded by design (the async facade in log.py runs it on one worker
 thread). A batch either commits completely or every file is truncated back to where it was,
@@ -86,7 +87,8 @@ class Writer:
 
     A batch is committed when its entries (and the sealed blobs they name) are fdatasynced:
     `entries` is the commit point, and waiters are released then. The tree, index and signed
-    checkpoint follow without an fsync of their own; recovery re-derives and re-signs them.
+    checkpoint follow (`sign`, once for any number of batches) without an fsync of their own;
+    recovery re-derives and re-signs them.
     """
 
     directory: Path
@@ -114,19 +116,34 @@ class Writer:
         """Entries durable in `entries` (signed or about to be)."""
         return len(self.offsets)
 
-    def write_batch(
-        self, batch: list[Pending], on_durable: Callable[[], None] | None = None
-    ) -> None:
-        """Commit the batch, call `on_durable`, then sign a checkpoint covering it.
+    def write_batch(self, batch: list[Pending]) -> None:
+        """Commit the batch and sign a checkpoint covering it, even an empty one (opening a log
+        re-signs the recovered size this way)."""
+        self.commit(batch)
+        self.sign(always=True)
+
+    def commit(self, batch: list[Pending], on_durable: Callable[[], None] | None = None) -> None:
+        """Make the batch durable in `entries`, then call `on_durable`. Nothing is signed here:
+        `sign` follows when no other batch is waiting (log.py), so a signature never stands
+        between a batch and the next one's fdatasync.
 
         Raises:
             OSError: the batch was not committed (files were truncated back) and `on_durable`
-                was not called. A failure after the commit is logged; the next batch signs.
+                was not called.
         """
         self._commit(batch)
         if on_durable is not None:
             on_durable()
+
+    def sign(self, *, always: bool = False) -> None:
+        """Extend the tree and index by what was committed since the last checkpoint and sign
+        one covering it. A failure is logged and leaves the entries durable; the next `sign`
+        (after the next commit) writes it all again."""
+        if not (self.unsigned or self.dirty or always):
+            return
         try:
+            if self.dirty:
+                self._rollback()
             self._sign()
         except OSError as exc:
             log.error("audit: checkpoint not signed yet (the next batch retries): %s", exc)
