@@ -3,7 +3,8 @@
 Appends assign seq and ts on the event loop (so seq order is call order) and queue the entry.
 One committer task hands everything queued to the writer thread as one batch: one write and
 one fdatasync of `entries` (the sealed segment's in parallel) releases every caller waiting
-on the batch; the tree, index and signed checkpoint are written after that, off their path.
+on the batch; the tree, index and signed checkpoint are written after that, off their path,
+once no batch is waiting (one signature for any number of batches).
 """
 
 from __future__ import annotations
