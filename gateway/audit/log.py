@@ -37,6 +37,7 @@ Clock = Callable[[], float]
 RETRY_S = 0.25  # batch mode: how soon a failed batch is tried again
 RESERVED = ("seq", "sealed")
 MAX_QUEUED = 50_000  # batch mode: past this many unwritten entries, append waits (backpressure)
+SIGN_IDLE_S = 0.005  # sign once no batch came for this long (see _commit_loop)
 SIGN_EVERY_S = 0.5  # under constant load (batches always queued) a checkpoint still follows
 
 
@@ -227,21 +228,26 @@ class AuditLog:
     async def _commit_loop(self) -> None:
         """Commit whatever is queued, batch after batch; sign when nothing is waiting.
 
-        Signing (tree, index, checkpoint) runs on the writer thread too, so it is done only
-        when no batch is queued, or at least every SIGN_EVERY_S under constant load: a request
-        never waits behind a signature, and one checkpoint covers every batch since the last.
+        Signing (tree, index, checkpoint) runs on the writer thread too, so it is done once
+        no batch has come for SIGN_IDLE_S (a request's next entry, its `inference` after its
+        `decision`, usually follows within that), at once for a `signed` caller or on close,
+        and at least every SIGN_EVERY_S under constant load: a request does not wait behind a
+        signature, and one checkpoint covers every batch since the last.
         """
         loop = asyncio.get_running_loop()
         writer = self._writer
         signed_at = time.monotonic()
         attempted = False  # a signature was tried since the last commit (failed: wait for more)
         while True:
-            overdue = self._settled or time.monotonic() - signed_at >= SIGN_EVERY_S
+            urgent = bool(self._settled) or self._closing
+            overdue = urgent or time.monotonic() - signed_at >= SIGN_EVERY_S
             if self._queue and not (overdue and writer.unsigned and not attempted):
                 if await self._commit_next(loop):
                     attempted = False
                 continue
             if writer.unsigned and not attempted:
+                if not urgent and await self._woken_within(SIGN_IDLE_S):
+                    continue  # more came meanwhile: commit it first
                 attempted = True
                 await loop.run_in_executor(self._executor, writer.sign)
                 signed_at = time.monotonic()
@@ -252,6 +258,15 @@ class AuditLog:
                 return
             await self._wake.wait()
             self._wake.clear()
+
+    async def _woken_within(self, seconds: float) -> bool:
+        """Wait up to `seconds` for an append (or a `signed` caller, or close)."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
 
     async def _commit_next(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Commit everything queued as one batch; False if it failed (see `_failed`)."""
