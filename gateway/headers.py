@@ -9,6 +9,8 @@ import re
 import uuid
 from collections.abc import Iterable
 
+import h11
+
 Headers = list[tuple[bytes, bytes]]
 
 # RFC 9110 §7.6.1 connection-specific fields, plus the long-standing extras proxies drop.
@@ -50,6 +52,36 @@ OVERRIDES = frozenset(
 SINGLETONS = frozenset(
     {b"authorization", b"content-type", b"x-approval-id", b"x-approval-reason", b"x-request-id"}
 )
+
+
+# RFC 9110 §5.1 field names (tokens) and §5.5 values as h11 checks them (h11/_abnf.py: a value
+# is empty, or runs of bytes other than NUL and whitespace parted by spaces and tabs). Joined
+# with NUL, which neither may hold, all the headers of a message are checked in one match each.
+_NAMES = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+(?:\x00[-!#$%&'*+.^_`|~0-9a-zA-Z]+)*")
+_VALUE = rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?"
+_VALUES = re.compile(_VALUE + rb"(?:\x00" + _VALUE + rb")*")
+
+
+def checked(headers: Headers) -> Headers:
+    """`headers`, if h11 would send every name and value; events built from them skip h11's own
+    check of each header (`_parsed=True`), which costs a regex call per name and per value.
+
+    Raises:
+        h11.LocalProtocolError: a name or value h11 would refuse (the message names neither).
+    """
+    if not headers:
+        return headers
+    names = b"\x00".join([n for n, _ in headers])
+    values = b"\x00".join([v for _, v in headers])
+    parts = len(headers) - 1  # NULs the joins put in: one more means a name or value held one
+    if (
+        _NAMES.fullmatch(names) is None
+        or _VALUES.fullmatch(values) is None
+        or names.count(0) != parts
+        or values.count(0) != parts
+    ):
+        raise h11.LocalProtocolError("illegal header name or value")
+    return headers
 
 
 def connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

@@ -25,7 +25,7 @@ from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
 from gateway.flow_control import FlowControl
-from gateway.headers import Headers, duplicated, request_id
+from gateway.headers import Headers, checked, duplicated, request_id
 
 log = logging.getLogger("gateway.server")
 
@@ -83,9 +83,11 @@ class ResponseWriter:
 
     def _head(self, status: int, headers: Headers) -> bytes:
         self.started, self.status = True, status
-        headers = [*headers, (b"x-request-id", self._request_id)]
+        headers = checked([*headers, (b"x-request-id", self._request_id)])
         return self._conn.send(
-            h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
+            h11.Response(
+                status_code=status, headers=headers, reason=reason_phrase(status), _parsed=True
+            )
         )
 
     async def start(self, status: int, headers: Headers, data: bytes = b"") -> None:

@@ -18,7 +18,7 @@ import h11
 
 from gateway.config import ConnectionConfig, ServerConfig
 from gateway.errors import GatewayError, protocol_error_reason
-from gateway.headers import Headers
+from gateway.headers import Headers, checked
 
 # Pause reading the upstream socket once this much is received but not yet consumed.
 READ_HIGH_WATER = 256 * 1024
@@ -255,7 +255,13 @@ class UpstreamPool:
         """Send a request and wait for the response head (502/504 on failure)."""
         conn = await self._acquire()
         try:
-            conn.send_request(h11.Request(method=method, target=target, headers=headers), body)
+            head = h11.Request(
+                method=method.encode("ascii"),
+                target=target.encode("ascii"),
+                headers=checked(headers),
+                _parsed=True,
+            )
+            conn.send_request(head, body)
             while True:
                 event = await conn.next_event(self.read_timeout)
                 if isinstance(event, h11.Response):
