@@ -3,6 +3,7 @@
     python benches/bench_cpu.py                 # 3 rounds of 8 s per system
     python benches/bench_cpu.py --quick         # 1 round of 2 s
     python benches/bench_cpu.py --profile DIR   # also py-spy each gateway run
+    python benches/bench_cpu.py --baseline DIR  # also gateway and + masking from another checkout
 
 Everything on loopback on this machine. The upstream is Debian's nginx answering every request
 with a fixed ~1 KB chat completion (`return 200`), so the upstream costs next to nothing. Load is
@@ -12,7 +13,8 @@ wrk (closed loop, 1 thread, `--connections`), every request a POST with a bearer
 - `nginx proxy`: a second nginx as a reverse proxy in front of it (the floor for one hop);
 - `gateway`: identity + policy; `+ masking` (a rule masking e-mail in the JSON answer);
   `+ audit batch` and `+ audit sync` (masking and a sealed audit log); `2 workers` (identity +
-  policy + masking, `[server] workers = 2`).
+  policy + masking, `[server] workers = 2`); with `--baseline DIR`, `gateway@baseline` and
+  `+ masking@baseline` run the `gateway` package of another checkout, in the same rounds.
 
 CPU per request = (utime + stime of the system's process tree, from /proc, over the run) /
 requests wrk completed; the load generator's and the upstream's own CPU are reported beside it.
@@ -243,6 +245,7 @@ sealing_key = "{tmp / "keys" / "sealing.key"}"
 
 
 GATEWAYS = ("gateway", "+ masking", "+ audit batch", "+ audit sync", "2 workers")
+BASELINED = ("gateway", "+ masking")  # also run from --baseline DIR
 
 
 def main() -> int:
@@ -253,6 +256,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--only", help="comma-separated system names to run")
     parser.add_argument("--profile", type=Path, help="py-spy each gateway into this directory")
+    parser.add_argument("--baseline", type=Path, help="a checkout to run two gateways from too")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2.0, 1
@@ -280,10 +284,13 @@ def main() -> int:
             System("nginx proxy", proxy.url, proxy.pid, upstream.pid),
         ]
         try:
-            for name in GATEWAYS:
+            baseline = [f"{n}@baseline" for n in BASELINED] if args.baseline else []
+            for name in (*GATEWAYS, *baseline):
+                config_name, _, other = name.partition("@")
                 path = tmp / f"{name.replace(' ', '_').replace('+', 'p')}.toml"
-                path.write_text(gateway_config(issuer.url, upstream.url, tmp, name))
-                peer = peers.launch(["gateway", "serve", "-c", str(path)])
+                path.write_text(gateway_config(issuer.url, upstream.url, tmp, config_name))
+                env = {**os.environ, "PYTHONPATH": str(args.baseline)} if other else None
+                peer = peers.launch(["gateway", "serve", "-c", str(path)], env=env)
                 started.append(peer)
                 url = f"{peer.url}/llama/v1/chat/completions"
                 systems.append(System(name, url, peer.proc.pid, upstream.pid))
