@@ -4,6 +4,7 @@
     python benches/bench_cpu.py --quick         # 1 round of 2 s
     python benches/bench_cpu.py --profile DIR   # also py-spy each gateway run
     python benches/bench_cpu.py --baseline DIR  # also gateway and + masking from another checkout
+    python benches/bench_cpu.py --litellm BIN   # also LiteLLM's proxy (default: `litellm` on PATH)
 
 Everything on loopback on this machine. The upstream is Debian's nginx answering every request
 with a fixed ~1 KB chat completion (`return 200`), so the upstream costs next to nothing. Load is
@@ -14,7 +15,10 @@ wrk (closed loop, 1 thread, `--connections`), every request a POST with a bearer
 - `gateway`: identity + policy; `+ masking` (a rule masking e-mail in the JSON answer);
   `+ audit batch` and `+ audit sync` (masking and a sealed audit log); `2 workers` (identity +
   policy + masking, `[server] workers = 2`); with `--baseline DIR`, `gateway@baseline` and
-  `+ masking@baseline` run the `gateway` package of another checkout, in the same rounds.
+  `+ masking@baseline` run the `gateway` package of another checkout, in the same rounds;
+- `litellm proxy`: when LiteLLM is installed (`pip install 'litellm[proxy]'`, best in a venv of
+  its own, then `--litellm VENV/bin/litellm`), its proxy with one worker and its defaults, one
+  model routed to the same nginx upstream, callers authenticated by its master key.
 
 CPU per request = (utime + stime of the system's process tree, from /proc, over the run) /
 requests wrk completed; the load generator's and the upstream's own CPU are reported beside it.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -164,14 +170,15 @@ class System:
     url: str
     pid: int  # process tree whose CPU counts as this system's
     upstream_pid: int
+    script: Path | None = None  # its own wrk script (another credential), else the shared one
     rates: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     wrk_us: list[float] = field(default_factory=list)
     upstream_us: list[float] = field(default_factory=list)
 
 
-def wrk_script(tmp: Path, token: str) -> Path:
-    script = tmp / "post.lua"
+def wrk_script(tmp: Path, token: str, name: str = "post.lua") -> Path:
+    script = tmp / name
     body = REQUEST.decode().replace("\\", "\\\\").replace('"', '\\"')
     script.write_text(
         f'wrk.method = "POST"\nwrk.body = "{body}"\n'
@@ -182,6 +189,7 @@ def wrk_script(tmp: Path, token: str) -> Path:
 
 
 def run_wrk(system: System, script: Path, seconds: float, connections: int) -> None:
+    script = system.script or script
     cpu0, up0 = tree_cpu(system.pid), tree_cpu(system.upstream_pid)
     before = os.times()
     out = subprocess.run(
@@ -246,6 +254,45 @@ sealing_key = "{tmp / "keys" / "sealing.key"}"
 
 GATEWAYS = ("gateway", "+ masking", "+ audit batch", "+ audit sync", "2 workers")
 BASELINED = ("gateway", "+ masking")  # also run from --baseline DIR
+LITELLM_KEY = "sk-bench-0123456789abcdef"  # the master key of this run's loopback proxy
+LITELLM_START_S = 120.0
+
+
+def start_litellm(binary: str, tmp: Path, upstream_port: int) -> subprocess.Popen[bytes]:
+    """LiteLLM's proxy, one worker, defaults; returns once it answers its liveness probe."""
+    config = tmp / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: llama-3-8b\n"
+        "    litellm_params:\n"
+        "      model: openai/llama-3-8b\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: none\n"
+    )
+    port = free_port()
+    log = open(tmp / "litellm.log", "wb")  # noqa: SIM115 (the process writes it until stopped)
+    command = [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--num_workers", "1"],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY},
+    )
+    deadline = time.monotonic() + LITELLM_START_S
+    while not _answers(port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"LiteLLM did not start: {(tmp / 'litellm.log').read_text()}")
+        time.sleep(0.2)
+    proc.url = f"http://127.0.0.1:{port}/v1/chat/completions"  # type: ignore[attr-defined]
+    # Its first call loads the provider client (about a second); wrk's warm-up is shorter.
+    httpx.post(
+        proc.url,  # type: ignore[attr-defined]
+        content=REQUEST,
+        headers={"authorization": f"Bearer {LITELLM_KEY}", "content-type": "application/json"},
+        timeout=LITELLM_START_S,
+    ).raise_for_status()
+    return proc
 
 
 def main() -> int:
@@ -257,6 +304,9 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated system names to run")
     parser.add_argument("--profile", type=Path, help="py-spy each gateway into this directory")
     parser.add_argument("--baseline", type=Path, help="a checkout to run two gateways from too")
+    parser.add_argument(
+        "--litellm", default=shutil.which("litellm"), help="LiteLLM's CLI, to bench its proxy too"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2.0, 1
@@ -283,7 +333,15 @@ def main() -> int:
             System("upstream direct", upstream.url, upstream.pid, upstream.pid),
             System("nginx proxy", proxy.url, proxy.pid, upstream.pid),
         ]
+        litellm = start_litellm(args.litellm, tmp, upstream.port) if args.litellm else None
         try:
+            if litellm is not None:
+                systems.append(
+                    System(
+                        "litellm proxy", litellm.url, litellm.pid, upstream.pid,  # type: ignore[attr-defined]
+                        wrk_script(tmp, LITELLM_KEY, "litellm.lua"),
+                    )
+                )  # fmt: skip
             baseline = [f"{n}@baseline" for n in BASELINED] if args.baseline else []
             for name in (*GATEWAYS, *baseline):
                 config_name, _, other = name.partition("@")
@@ -322,6 +380,9 @@ def main() -> int:
         finally:
             for peer in started:
                 peer.stop()
+            if litellm is not None:
+                litellm.terminate()
+                litellm.wait(30)
             proxy.stop()
             upstream.stop()
     report(systems)
