@@ -37,27 +37,31 @@ def config(upstream: str = "https://models.internal", server: dict | None = None
     return parse(raw, Path("gateway.toml"), "ab" * 32)
 
 
-def scope(entries: list[dict], cfg=None) -> Scope:
+def scope(entries: list[dict], cfg=None) -> tuple[Scope, list[dict]]:
     """One log holding `entries` (seq and ts filled in), all in the period and signed."""
     for seq, e in enumerate(entries):
         e.setdefault("ts", (T0 + timedelta(seconds=seq)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         e["seq"] = seq
+    checkpoint = Checkpoint("unit/audit", len(entries), bytes(32))
     log = Log(
         directory=Path("audit"),
-        report=VerifyReport(Path("audit")),
-        checkpoint=Checkpoint("unit/audit", len(entries), bytes(32)),
-        latest=Checkpoint("unit/audit", len(entries), bytes(32)),
-        note="",
         verifier=None,  # type: ignore[arg-type]  # not read by these controls
         pinned=True,
-        entries=entries,
-        period=list(entries),
+        latest=checkpoint,
+        latest_note="",
+        report=VerifyReport(Path("audit")),
+        checkpoint=checkpoint,
     )
-    return Scope(cfg or config(), PERIOD, [log])
+    return Scope(cfg or config(), PERIOD, [log]), entries
 
 
-def evaluate(control_id: str, s: Scope):
-    return next(c for c in CONTROLS if c.id == control_id).evaluate(s)
+def evaluate(control_id: str, s: tuple[Scope, list[dict]]):
+    """Declare the control, feed the log's entries in one pass, then judge."""
+    scope_, entries = s
+    pending = next(c for c in CONTROLS if c.id == control_id).evaluate(scope_)
+    for e in entries:
+        scope_.feed(scope_.logs[0], e["seq"], e)
+    return pending()
 
 
 def approval(requester: str, approver: str, approved_by: list[str]) -> list[dict]:
@@ -84,7 +88,7 @@ def test_ac5_counts_refused_attempts_as_enforcement() -> None:
                                        "subject": "alice"}, refused]))  # fmt: skip
     assert outcome.status is Status.SATISFIED, outcome.reason  # assessed: it was enforced
     measures = {m.name: m for m in outcome.measures}
-    assert measures["decisions_refused"].seqs == {"unit/audit": [1]}
+    assert list(measures["decisions_refused"].seqs["unit/audit"]) == [1]
     assert measures["self_decisions_refused"].total == 1
 
 
@@ -111,7 +115,7 @@ def test_ac3_an_exchange_without_its_decision_is_a_gap() -> None:
     outcome = evaluate("AC-3", scope(entries))
     assert outcome.status is Status.NOT_SATISFIED
     orphans = next(m for m in outcome.measures if m.name == "exchanges_without_decision")
-    assert orphans.seqs == {"unit/audit": [2]}
+    assert list(orphans.seqs["unit/audit"]) == [2]
 
 
 def test_sc8_follows_the_upstream_scheme() -> None:
@@ -161,8 +165,8 @@ def test_cm3_other_policy_in_force_is_a_gap() -> None:
 
 
 def test_au8_out_of_order_time_stamps_are_a_gap() -> None:
-    entries = [{"type": "gateway.started"}, {"type": "policy.loaded"}]
-    entries[1]["ts"] = "2026-01-02T03:04:04.000000Z"  # a second before the first entry
+    entries = [{"type": "gateway.started", "ts": "2026-01-02T03:04:07.000000Z"},
+               {"type": "policy.loaded", "ts": "2026-01-02T03:04:06.000000Z"}]  # fmt: skip
     assert evaluate("AU-8", scope(entries)).status is Status.NOT_SATISFIED
 
 

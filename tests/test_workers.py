@@ -19,7 +19,7 @@ from approvals_helpers import wait_for
 from conftest import audited_config, entries, launch_gateway
 from test_operations import chat
 
-from gateway.evidence.collect import read_logs
+from gateway.evidence.collect import open_logs
 
 WORKERS = "[server]\nworkers = 2\n"
 
@@ -101,7 +101,7 @@ def test_workers_share_a_port_sum_metrics_reload_together_and_verify(
     assert ok == [f"OK {audit_dir}", f"OK {audit_dir / '0'}", f"OK {audit_dir / '1'}"]
     origins = [(d / "checkpoint").read_text().split("\n")[0] for d in (audit_dir, *per_dirs)]
     assert origins == ["test.gateway/audit", "test.gateway/audit/0", "test.gateway/audit/1"]
-    logs, _ = read_logs([audit_dir], None, None)
+    logs = open_logs([audit_dir])
     assert [log.origin for log in logs] == origins  # evidence covers them too
 
 

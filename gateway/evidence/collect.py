@@ -1,21 +1,30 @@
-"""Read and verify each audit log, keeping only what a signed checkpoint covers.
+"""Open, verify and stream each audit log, keeping only what a signed checkpoint covers.
 
-Evidence is computed from entries a third party can check: each log is verified first (a log
-that fails is refused, never reported on), and the figures use only entries below the size of
-the checkpoint that verification accepted, so every figure has an inclusion proof.
+Evidence is computed from entries a third party can check. Each log is verified first
+(`gateway audit verify`; a log that fails is refused and nothing is reported) and its verified
+checkpoint and first and last time stamps read; then one pass over its entries, read in chunks,
+feeds the report's figures (nothing keeps the log in memory) and re-hashes them against that
+checkpoint. Figures use only entries the checkpoint covers, so every figure has an inclusion
+proof.
+
+A source of verified entries is anything that calls `feed(log, seq, entry)` in seq order for
+one log and raises EvidenceError if the log does not verify: `stream_log` is the local one.
 """
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
-from gateway.audit import Checkpoint, CheckpointError, Verifier, VerifyReport, verify_log
+from gateway.audit import Checkpoint, CheckpointError, LogReader, Verifier, VerifyReport, verify_log
 from gateway.audit.chain import chain_problems
+from gateway.audit.merkle import CompactRange, leaf_hash
 from gateway.audit.store import (
     CHECKPOINT,
     CHECKPOINTS,
@@ -64,20 +73,14 @@ class Period:
     @classmethod
     def resolve(cls, since: datetime | None, until: datetime | None, logs: list[Log]) -> Period:
         """The period, with a missing bound taken from the logs' signed entries."""
-        stamps = [t for log in logs for t in _first_last(log.entries)]
+        stamps = [t for log in logs for t in log.bounds]
         first = min(stamps, default=datetime.now(UTC))
         last = max(stamps, default=first) + TICK
         return cls(since or first, until or last, since is not None, until is not None)
 
 
 TICK = timedelta(microseconds=1)  # entry times have microseconds: just after the last one
-
-
-def _first_last(entries: list[dict[str, Any]]) -> list[datetime]:
-    """The time of the first and of the last entry that has a valid one."""
-    first = next((t for e in entries if (t := entry_time(e))), None)
-    last = next((t for e in reversed(entries) if (t := entry_time(e))), None)
-    return [t for t in (first, last) if t is not None]
+BOUND_PROBES = 64  # entries looked at from each end for a valid time stamp
 
 
 def parse_time(text: str) -> datetime:
@@ -99,44 +102,42 @@ def entry_time(entry: dict[str, Any]) -> datetime | None:
 
 @dataclass
 class Log:
-    """One verified audit log and its entries; `origin` names it in every figure."""
+    """One audit log: what `open_log` read, then what its verified pass found."""
 
     directory: Path
-    report: VerifyReport
-    checkpoint: Checkpoint
-    note: str  # the signed note of `checkpoint`, verbatim
     verifier: Verifier
     pinned: bool  # False: the key came from the log's own directory
-    latest: Checkpoint  # the latest checkpoint verified; `checkpoint` is the one at period end
-    entries: list[dict[str, Any]]  # entries[i] is seq i; only those the checkpoint covers
-    later: list[dict[str, Any]] = field(default_factory=list)  # past the checkpoint: unsigned
-    period: list[dict[str, Any]] = field(default_factory=list)  # signed, ts in the period
-    unsigned: list[int] = field(default_factory=list)  # in-period seqs past the checkpoint
+    latest: Checkpoint  # the latest signed checkpoint at open; figures use entries below it
+    latest_note: str
+    bounds: list[datetime] = field(default_factory=list)  # first and last signed entry's ts
+    report: VerifyReport | None = None  # set once verified
+    checkpoint: Checkpoint | None = None  # the checkpoint at the period's end (see choose)
+    note: str = ""  # its signed note, verbatim
+    period_seqs: array = field(default_factory=lambda: array("q"))  # signed, ts in period
+    unsigned: array = field(default_factory=lambda: array("q"))  # in-period, past `latest`
+    written: int = 0  # entries written before the period ended
 
     @property
     def origin(self) -> str:
-        return self.checkpoint.origin
+        return self.latest.origin
 
 
-def read_logs(
+def open_logs(
     directories: list[Path],
-    since: datetime | None,
-    until: datetime | None,
     verifiers: list[str] | None = None,
     kept: dict[str, bytes] | None = None,
-) -> tuple[list[Log], Period]:
-    """Verify and read every log; refuse on the first that fails, on a broken chain of epochs,
-    or on a repeated origin.
+) -> list[Log]:
+    """Open every log; refuse on the first that fails, on a broken chain of epochs, or on a
+    repeated origin.
 
     Args:
-        since, until: the period's bounds; None: from the logs (see Period).
         verifiers: none (each log's own `verifier` file), one key for every log, or one per
             directory in the same order (replicas may sign with keys of their own).
         kept: checkpoints the auditor kept, by origin (`--from`): those logs are verified
             only from there on (verify_log's `since`).
 
     Raises:
-        EvidenceError: a log failed verification (naming it and the problem), or two logs
+        EvidenceError: a log fails verification or its chain of epochs breaks, or two logs
             share an origin so their figures could not be told apart.
     """
     keys: list[str | None] = list(verifiers or [None])
@@ -153,18 +154,11 @@ def read_logs(
             reports = {}
             for log_dir in chain:
                 since = (kept or {}).get(_origin_of(log_dir))
-                _add(logs, read_log(log_dir, key, since))
+                _add(logs, open_log(log_dir, key, since))
                 reports[log_dir] = logs[-1].report
             for problem in chain_problems(chain, reports, whole=chain[0] != Path(directory)):
                 raise EvidenceError(f"refusing to report: the chain of epochs breaks: {problem}")
-    period = Period.resolve(since, until, logs)
-    for log in logs:
-        everything = [*log.entries, *log.later]
-        written = 1 + max((e["seq"] for e in everything if _before(period, e)), default=-1)
-        log.note, log.checkpoint = _note_at(log, written)
-        log.period = [e for e in everything if _in(period, e) and e["seq"] < log.checkpoint.size]
-        log.unsigned = [e["seq"] for e in everything[log.checkpoint.size :] if _in(period, e)]
-    return logs, period
+    return logs
 
 
 def _add(logs: list[Log], log: Log) -> None:
@@ -178,56 +172,78 @@ def _add(logs: list[Log], log: Log) -> None:
     logs.append(log)
 
 
-def _before(period: Period, entry: dict[str, Any]) -> bool:
-    ts = entry_time(entry)
-    return ts is not None and ts < period.until
+def open_log(directory: Path, verifier: str | None = None, since: bytes | None = None) -> Log:
+    """Verify the log (`gateway audit verify`, from a kept checkpoint `since` if given), then
+    read its verified checkpoint and the times of its first and last signed entry.
 
-
-def _note_at(log: Log, size: int) -> tuple[str, Checkpoint]:
-    """The first checkpoint covering the first `size` entries (those written before the period
-    ended), so a report on a past period proves against the same checkpoint however much the
-    log grew since; the latest verified one when none covers them yet."""
-    data = read_file(log.directory / CHECKPOINTS)
-    for note in iter_records(data, scan(data)):
-        try:
-            cp = Checkpoint.open(bytes(note), log.verifier)  # verify_log checked these
-        except CheckpointError:  # appended since, by a writer that moved on
-            continue
-        if size <= cp.size <= log.latest.size:
-            return bytes(note).decode(), cp
-    return log.note, log.latest
-
-
-def read_log(directory: Path, verifier: str | None = None, since: bytes | None = None) -> Log:
-    """Verify one log (from a kept checkpoint `since`, if given) and read the entries its
-    verified checkpoint covers (all of them: the kept checkpoint vouches for the earlier)."""
+    Raises:
+        EvidenceError: the log failed verification, naming it and the problem.
+    """
     report = verify_log(directory, verifier, since)
     if not report.ok:
         raise EvidenceError(
             f"refusing to report: audit log {directory} failed verification: {report.problem}"
         )
-    key = load_verifier(directory, verifier, VerifyReport(directory))
-    note, checkpoint = _verified_note(directory, key, report)
-    data = read_file(directory / ENTRIES)
-    records = iter_records(data, scan(data))
-    entries = [orjson.loads(r) for r in records][: report.size]
-    signed, unsigned = entries[: checkpoint.size], entries[checkpoint.size :]
-    return Log(
-        directory=directory,
-        report=report,
-        checkpoint=checkpoint,
-        note=note,
-        verifier=key,
-        pinned=verifier is not None,
-        latest=checkpoint,
-        entries=signed,
-        later=unsigned,
-    )
+    key = load_verifier(directory, verifier, VerifyReport(directory))  # it loaded just now
+    note, latest = _verified_note(directory, key, report)
+    reader = LogReader(directory)
+    ends = [range(min(BOUND_PROBES, latest.size)),
+            range(latest.size - 1, max(latest.size - 1 - BOUND_PROBES, -1), -1)]  # fmt: skip
+    bounds = [
+        t
+        for seqs in ends
+        if (t := next((t for seq in seqs if (t := entry_time(reader.read_entry(seq)))), None))
+    ]
+    return Log(directory, key, verifier is not None, latest, note, bounds, report)
 
 
-def _in(period: Period, entry: dict[str, Any]) -> bool:
-    ts = entry_time(entry)
-    return ts is not None and period.contains(ts)
+def stream_log(log: Log, feed: Callable[[Log, int, dict[str, Any]], None]) -> None:
+    """One pass over the verified log's entries, read in chunks and fed to `feed` in order.
+
+    The leaf hashes of the entries read are folded into a Merkle root as they go: if the
+    entries the checkpoint covers no longer hash to its root (the file changed since it was
+    verified), nothing may be reported.
+
+    Raises:
+        EvidenceError: the entries read are not the ones verified.
+    """
+    tree, signed_root = CompactRange(), None
+    loads = orjson.loads
+    with open(log.directory / ENTRIES, "rb") as f:
+        for seq, record in enumerate(read_frames(f)):
+            if seq == log.latest.size:
+                signed_root = tree.root()
+            tree.append(leaf_hash(record))
+            feed(log, seq, loads(record))
+    if signed_root is None and tree.size == log.latest.size:
+        signed_root = tree.root()
+    if signed_root != log.latest.root:
+        raise EvidenceError(
+            f"refusing to report: audit log {log.directory} changed while it was read: its "
+            "entries no longer hash to the checkpoint verified"
+        )
+    log.note, log.checkpoint = _note_at(log, log.written)
+
+
+CHUNK = 1024 * 1024  # bytes of `entries` read at a time
+
+
+def read_frames(f: BinaryIO) -> Iterator[bytes]:
+    """The records of a framed file (4-byte big-endian length, then the bytes), read in
+    chunks so memory stays bounded; a torn tail is left out (verification reported it)."""
+    buf, pos = b"", 0
+    while True:
+        while pos + 4 <= len(buf):
+            n = int.from_bytes(buf[pos : pos + 4], "big")
+            if pos + 4 + n > len(buf):
+                break
+            yield buf[pos + 4 : pos + 4 + n]
+            pos += 4 + n
+        need = int.from_bytes(buf[pos : pos + 4], "big") + 4 if pos + 4 <= len(buf) else 4
+        more = f.read(max(CHUNK, need))
+        if not more:
+            return
+        buf, pos = buf[pos:] + more, 0
 
 
 def _verified_note(directory: Path, key: Verifier, report: VerifyReport) -> tuple[str, Checkpoint]:
@@ -242,6 +258,21 @@ def _verified_note(directory: Path, key: Verifier, report: VerifyReport) -> tupl
         if (cp.size, cp.root) == (report.checkpoint_size, report.root):
             return note.decode(), cp
     raise EvidenceError(f"{directory}: the verified checkpoint is no longer on disk")
+
+
+def _note_at(log: Log, size: int) -> tuple[str, Checkpoint]:
+    """The first checkpoint covering the first `size` entries (those written before the period
+    ended), so a report on a past period proves against the same checkpoint however much the
+    log grew since; the latest when none covers them yet."""
+    data = read_file(log.directory / CHECKPOINTS)
+    for note in iter_records(data, scan(data)):
+        try:
+            cp = Checkpoint.open(bytes(note), log.verifier)  # verify_log checked these
+        except CheckpointError:  # appended since, by a writer that moved on
+            continue
+        if size <= cp.size <= log.latest.size:
+            return bytes(note).decode(), cp
+    return log.latest_note, log.latest
 
 
 def _origin_of(log_dir: Path) -> str:

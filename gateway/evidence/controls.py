@@ -8,9 +8,9 @@ one (each gap is listed, with the measure holding the entries or config items be
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import re
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,10 +18,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway.config import Config, is_loopback
-from gateway.evidence.collect import entry_time
+from gateway.evidence.collect import Log
 from gateway.evidence.facts import (
     ConfigNotGiven,
     Entry,
+    LogState,
     Measure,
     Scope,
     is_approved_decision,
@@ -32,7 +33,6 @@ from gateway.evidence.facts import (
     is_masked,
     is_request,
     is_type,
-    seqs_of,
 )
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -63,7 +63,10 @@ class Control:
     title: str
     asks: str  # what the control requires, in a sentence
     how: str  # how the gateway meets it
-    evaluate: Callable[[Scope], Outcome]
+    evaluate: Callable[[Scope], Pending]  # declares its measures; the result judges them
+
+
+Pending = Callable[[], Outcome]  # a control's judgement, run once the pass is done
 
 
 def judge(
@@ -102,40 +105,50 @@ def _anonymous(s: Scope) -> Measure:
     )
 
 
+def _requests(s: Scope, description: str = "requests recorded") -> Measure:
+    return s.measure("requests", description, is_request)
+
+
+def _request_sealed(decision: Entry | None) -> bool:
+    decision = decision or {}
+    return "request" in decision.get("sealed", {}) or (
+        decision.get("request_sha256") == EMPTY_SHA256
+    )
+
+
 def _sealed_exchanges(s: Scope) -> tuple[Measure, Measure]:
     """Completed exchanges whose original request and response are sealed, and those not."""
-    sealed, unsealed = [], []
-    for log, e in s.pairs():
-        if not is_exchange(e) or is_failed(e):
-            continue
-        decision = s.entry(log, e.get("decision_seq")) or {}
-        request_ok = "request" in decision.get("sealed", {}) or (
-            decision.get("request_sha256") == EMPTY_SHA256
+
+    def sealed(state: LogState, e: Entry) -> bool:
+        return _request_sealed(state.decision(e.get("decision_seq"))) and (
+            "response" in e.get("sealed", {})
         )
-        ok = request_ok and "response" in e.get("sealed", {})
-        (sealed if ok else unsealed).append((log, e))
+
+    completed = lambda e: is_exchange(e) and not is_failed(e)  # noqa: E731
     return (
-        Measure(
+        s.measure_in_log(
             "exchanges_sealed",
             "completed exchanges whose original request and response are sealed "
             "(AES-256-GCM blobs whose SHA-256 verification matched)",
-            seqs_of(sealed, s.logs),
+            lambda state, e: completed(e) and sealed(state, e),
         ),
-        Measure(
+        s.measure_in_log(
             "exchanges_unsealed",
             "completed exchanges missing a sealed original request or response",
-            seqs_of(unsealed, s.logs),
+            lambda state, e: completed(e) and not sealed(state, e),
         ),
     )
 
 
 def _checkpoints(s: Scope) -> Measure:
+    """Per-log checkpoint facts; read after the pass (the period-end checkpoint is chosen then)."""
     return Measure(
         "checkpoints",
         "signed checkpoints verified per log, each a prefix of the next (consistent)",
         items=tuple(
-            f"{log.origin}: {log.report.checkpoints} checkpoints; at the period end size "
-            f"{log.checkpoint.size}, root {log.checkpoint.root.hex()}; latest size "
+            f"{log.origin}: {log.report.checkpoints if log.report else 0} checkpoints; at the "
+            f"period end size {log.checkpoint.size if log.checkpoint else 0}, root "
+            f"{log.checkpoint.root.hex() if log.checkpoint else ''}; latest size "
             f"{log.latest.size}"
             for log in s.logs
         ),
@@ -155,25 +168,13 @@ def _unsigned(s: Scope) -> tuple[Measure, Measure]:
 UNSIGNED = "in-period entries are not yet covered by a signed checkpoint"
 
 
-def _in_force(s: Scope) -> dict[str, Entry | None]:
-    """Per log, the last policy.loaded entry written before the period ended."""
-    out: dict[str, Entry | None] = {}
-    for log in s.logs:
-        loads = [
-            e
-            for e in log.entries
-            if e.get("type") == "policy.loaded"
-            and (ts := entry_time(e)) is not None
-            and ts < s.period.until
-        ]
-        out[log.origin] = loads[-1] if loads else None
-    return out
-
-
 # -- the controls -----------------------------------------------------------------------------
+# Each declares its measures on the scope and returns the function that judges them once the
+# pass over the logs has filled them in.
 
 
-def _ac3(s: Scope) -> Outcome:
+def _ac3(s: Scope) -> Pending:
+    requests = _requests(s)
     allowed = s.measure("allowed", "requests allowed by a named rule", is_type("decision"))
     not_allow = s.measure(
         "decisions_without_grant",
@@ -182,10 +183,9 @@ def _ac3(s: Scope) -> Outcome:
     )
     orphans = s.measure_in_log(
         "exchanges_without_decision",
-        "exchanges whose decision_seq is not an allowing decision entry of the same log",
-        lambda log, e: (
-            is_exchange(e) and (s.entry(log, e.get("decision_seq")) or {}).get("type") != "decision"
-        ),
+        "exchanges whose decision_seq is not an allowing decision entry of the same log still "
+        "awaiting its exchange",
+        lambda state, e: is_exchange(e) and state.decision(e.get("decision_seq")) is None,
     )
     measures = [
         allowed,
@@ -195,14 +195,14 @@ def _ac3(s: Scope) -> Outcome:
         not_allow,
         orphans,
     ]
-    return judge(
+    return lambda: judge(
         measures,
         [
             gap(not_allow, "decisions not allowed by a rule"),
             gap(orphans, "exchanges without a decision"),
         ],
         "every forwarded exchange follows an allow decision naming its rule; refusals recorded",
-        unassessed=None if any(is_request(e) for _, e in s.pairs()) else NO_REQUESTS,
+        unassessed=None if requests.total else NO_REQUESTS,
     )
 
 
@@ -212,13 +212,7 @@ def _granted(decision: Entry) -> bool:
     return decision.get("decision") == "allow"
 
 
-def _ac5(s: Scope) -> Outcome:
-    required = {
-        (log.origin, e.get("approval_id")): e.get("min_approvals", 1)
-        for log in s.logs
-        for e in log.entries
-        if e.get("type") == "approval.requested"
-    }
+def _ac5(s: Scope) -> Pending:
     decided = s.measure("approvals_decided", "approver decisions", is_type("approval.decided"))
     refused = s.measure(
         "decisions_refused",
@@ -236,25 +230,18 @@ def _ac5(s: Scope) -> Outcome:
         "approver decisions on the approver's own request",
         lambda e: is_type("approval.decided")(e) and e.get("approver") == e.get("requester"),
     )
-    forwarded = [(log, e) for log, e in s.pairs() if is_approved_decision(e)]
-    self_forwarded = Measure(
+    forwarded = s.measure("forwarded_approved", "approved requests forwarded", is_approved_decision)
+    self_forwarded = s.measure(
         "forwarded_self_approved",
         "approved requests forwarded with the requester among their approvers",
-        seqs_of(
-            [(lg, e) for lg, e in forwarded if e.get("subject") in e.get("approved_by", [])], s.logs
-        ),
+        lambda e: is_approved_decision(e) and e.get("subject") in e.get("approved_by", []),
     )
-    short = Measure(
+    short = s.measure_in_log(
         "forwarded_short_of_approvers",
         "approved requests forwarded with fewer distinct approvers than their rule requires",
-        seqs_of(
-            [
-                (lg, e)
-                for lg, e in forwarded
-                if len(set(e.get("approved_by", [])))
-                < required.get((lg.origin, e.get("approval_id")), 1)
-            ],
-            s.logs,
+        lambda state, e: (
+            is_approved_decision(e)
+            and len(set(e.get("approved_by", []))) < state.required.get(e.get("approval_id"), 1)
         ),
     )
     rules = Measure(
@@ -266,22 +253,12 @@ def _ac5(s: Scope) -> Outcome:
             if r.action == "approve"
         ),
     )
-    return judge(
-        [
-            rules,
-            s.measure(
-                "approvals_requested", "requests held for approval", is_type("approval.requested")
-            ),
-            decided,
-            refused,
-            refused_self,
-            Measure(
-                "forwarded_approved", "approved requests forwarded", seqs_of(forwarded, s.logs)
-            ),
-            selfish,
-            self_forwarded,
-            short,
-        ],
+    requested = s.measure(
+        "approvals_requested", "requests held for approval", is_type("approval.requested")
+    )
+    measures = [rules, requested, decided, refused, refused_self, forwarded, selfish]
+    return lambda: judge(
+        [*measures, self_forwarded, short],
         [
             gap(selfish, "decisions by the requester themselves"),
             gap(self_forwarded, "requests forwarded on their requester's own approval"),
@@ -290,12 +267,12 @@ def _ac5(s: Scope) -> Outcome:
         "nobody decided on their own request (attempts were refused); each approved request "
         "had its distinct approvers",
         unassessed=None
-        if decided.total or refused.total or forwarded
+        if decided.total or refused.total or forwarded.total
         else "no approval decisions or refused attempts in the period",
     )
 
 
-def _ac6(s: Scope) -> Outcome:
+def _ac6(s: Scope) -> Pending:
     grants = [r for r in s.config.rules if r.action in ("allow", "approve")]
     unscoped = Measure(
         "unscoped_grants",
@@ -324,14 +301,15 @@ def _ac6(s: Scope) -> Outcome:
         ),
         s.measure("masked", "answers in which PII was masked", is_masked),
     ]
-    return judge(
+    return lambda: judge(
         measures,
         [gap(unscoped, "allowing rules scoped to no connection or model")],
         "every grant names its groups and the connections or models it covers; the rest is denied",
     )
 
 
-def _ac17(s: Scope) -> Outcome:
+def _ac17(s: Scope) -> Pending:
+    requests = _requests(s)
     anonymous = _anonymous(s)
     measures = [
         s.measure(
@@ -344,11 +322,11 @@ def _ac17(s: Scope) -> Outcome:
         ),
         anonymous,
     ]
-    return judge(
+    return lambda: judge(
         measures,
         [gap(anonymous, "exchanges allowed without an identity")],
         "every remote call reached models only through the gateway with a verified identity",
-        unassessed=None if any(is_request(e) for _, e in s.pairs()) else NO_REQUESTS,
+        unassessed=None if requests.total else NO_REQUESTS,
     )
 
 
@@ -380,84 +358,109 @@ def missing_fields(e: Entry) -> list[str]:
     return [f for f in need if f not in e]
 
 
-def _au2(s: Scope) -> Outcome:
-    kinds = sorted({e.get("type", "?") for _, e in s.pairs()})
+def _au2(s: Scope) -> Pending:
+    by_kind: dict[str, dict[str, array]] = {}
+
+    def count(log: Log, state: LogState, e: Entry, in_period: bool) -> None:
+        if in_period:
+            kind = str(e.get("type", "?"))
+            by_kind.setdefault(kind, s.new_seqs())[log.origin].append(e["seq"])
+
+    s.watch(count)
     incomplete = s.measure(
         "entries_incomplete",
         "entries missing content their type must carry",
         lambda e: bool(missing_fields(e)),
     )
-    events = [s.measure(f"events:{k}", f"{k} entries", is_type(k)) for k in kinds]
-    return judge(
-        [*events, incomplete],
-        [gap(incomplete, "entries missing required content")],
-        "every event type the gateway logs is present with the content AU-3 requires",
-        unassessed=None if s.has_entries else NO_ENTRIES,
-    )
+
+    def outcome() -> Outcome:
+        events = [Measure(f"events:{k}", f"{k} entries", by_kind[k]) for k in sorted(by_kind)]
+        return judge(
+            [*events, incomplete],
+            [gap(incomplete, "entries missing required content")],
+            "every event type the gateway logs is present with the content AU-3 requires",
+            unassessed=None if s.has_entries else NO_ENTRIES,
+        )
+
+    return outcome
 
 
-def _au6(s: Scope) -> Outcome:
+def _au6(s: Scope) -> Pending:
     audit = s.config.audit
     readers = Measure(
         "readers",
         "groups allowed to fetch checkpoints and proofs and to replay exchanges",
         items=audit.readers if audit else (),
     )
-    verified = Measure(
-        "logs_verified",
-        "logs verified end to end for this report",
-        items=tuple(log.report.summary() for log in s.logs),
-    )
     replays = s.measure("replays", "exchanges replayed by an investigator", is_type("replay"))
     no_readers = None
     if not readers.items:
         no_readers = "no [audit] readers group: logs can be reviewed only with file access"
-    return judge(
-        [verified, readers, replays],
-        [no_readers],
-        "logs verified and reported for the period; reviewers have their own group",
-    )
+
+    def outcome() -> Outcome:
+        verified = Measure(
+            "logs_verified",
+            "logs verified end to end for this report",
+            items=tuple(log.report.summary() for log in s.logs if log.report),
+        )
+        return judge(
+            [verified, readers, replays],
+            [no_readers],
+            "logs verified and reported for the period; reviewers have their own group",
+        )
+
+    return outcome
 
 
-def _au8(s: Scope) -> Outcome:
-    malformed = Measure(
+def _au8(s: Scope) -> Pending:
+    malformed = s.measure(
         "timestamps_malformed",
         "entries in the whole signed log whose ts is not RFC 3339 UTC with microseconds",
-        s.select(lambda e: not TS_FORMAT.match(str(e.get("ts", ""))), whole_log=True),
+        lambda e: not TS_FORMAT.match(str(e.get("ts", ""))),
+        whole_log=True,
     )
     backwards = s.measure_in_log(
         "timestamps_backwards",
         "in-period entries time-stamped earlier than the entry before them",
-        lambda log, e: e["seq"] > 0 and e["ts"] < str(log.entries[e["seq"] - 1].get("ts", "")),
+        lambda state, e: (
+            state.previous is not None and str(e.get("ts", "")) < str(state.previous.get("ts", ""))
+        ),
     )
-    return judge(
-        [
-            s.measure("timestamped", "in-period entries with a UTC time stamp", bool),
-            malformed,
-            backwards,
-        ],
+    stamped = s.measure("timestamped", "in-period entries with a UTC time stamp", bool)
+    return lambda: judge(
+        [stamped, malformed, backwards],
         [gap(malformed, "malformed time stamps"), gap(backwards, "time stamps out of order")],
         "every entry carries a UTC time stamp with microseconds, in log order",
         unassessed=None if s.has_entries else NO_ENTRIES,
     )
 
 
-def _au9_3(s: Scope) -> Outcome:
-    signed, unsigned = _unsigned(s)
-    blobs = Measure(
+def _sealed_blobs(s: Scope, description: str) -> Measure:
+    return Measure(
         "sealed_blobs_verified",
-        "sealed blobs whose SHA-256 matches the hash in their (signed) entry",
-        items=tuple(f"{log.origin}: {log.report.sealed_blobs} blobs" for log in s.logs),
+        description,
+        items=tuple(
+            f"{log.origin}: {log.report.sealed_blobs} blobs" for log in s.logs if log.report
+        ),
     )
-    return judge(
-        [_checkpoints(s), signed, unsigned, blobs],
+
+
+def _au9_3(s: Scope) -> Pending:
+    signed, unsigned = _unsigned(s)
+    return lambda: judge(
+        [
+            _checkpoints(s),
+            signed,
+            unsigned,
+            _sealed_blobs(s, "sealed blobs whose SHA-256 matches the hash in their (signed) entry"),
+        ],
         [gap(unsigned, UNSIGNED)],
         "every in-period entry is under a verified Ed25519-signed Merkle checkpoint",
         unassessed=None if signed.total or unsigned.total else NO_ENTRIES,
     )
 
 
-def _au10(s: Scope) -> Outcome:
+def _au10(s: Scope) -> Pending:
     keys = Measure(
         "verifier_keys",
         "Ed25519 keys the checkpoints were verified with, and where each came from",
@@ -480,7 +483,7 @@ def _au10(s: Scope) -> Outcome:
             "whoever could rewrite the log could also replace; pass --verifier with the key "
             "obtained out of band"
         )
-    return judge(
+    return lambda: judge(
         [keys, _checkpoints(s), attributed],
         [],
         "actions are bound to subjects in entries under checkpoints signed by a pinned key",
@@ -488,7 +491,7 @@ def _au10(s: Scope) -> Outcome:
     )
 
 
-def _au11(s: Scope) -> Outcome:
+def _au11(s: Scope) -> Pending:
     """Retention: records kept in chained epochs, originals shredded per epoch after it."""
     audit = s.config.audit
     policy = Measure(
@@ -506,16 +509,17 @@ def _au11(s: Scope) -> Outcome:
         "logs (epochs) verified for this report; each epoch chains to the one before",
         items=tuple(log.origin for log in s.logs),
     )
-    shredded = Measure(
+    shredded = s.measure(
         "epochs_shredded",
         "epoch.shredded entries: epochs whose sealed originals are unreadable for good "
         "(entries, tree and proofs kept and verified)",
-        s.select(is_type("epoch.shredded"), whole_log=True),
+        is_type("epoch.shredded"),
+        whole_log=True,
     )
     gaps = []
     if audit is not None and audit.retention_days is None:
         gaps.append("no [audit] retention_days: sealed originals are kept without limit")
-    return judge(
+    return lambda: judge(
         [policy, epochs, shredded],
         gaps,
         "records are kept in verifiable epochs and each epoch's originals are crypto-shredded "
@@ -524,49 +528,44 @@ def _au11(s: Scope) -> Outcome:
     )
 
 
-def _au12(s: Scope) -> Outcome:
-    finished, stops = {}, {}
-    for log in s.logs:
-        finished[log.origin] = {e.get("decision_seq") for e in log.entries if is_exchange(e)}
-        stops[log.origin] = [e["seq"] for e in log.entries if e.get("type") == "gateway.stopped"]
-
-    def stopped_after(origin: str, seq: int) -> bool:
-        return bisect.bisect_right(stops[origin], seq) < len(stops[origin])
-
-    open_ = [
-        (log, e)
-        for log, e in s.pairs()
-        if is_type("decision")(e) and e["seq"] not in finished[log.origin]
-    ]
-    lost = Measure(
-        "decisions_unrecorded_exchange",
-        "decisions with no exchange entry although the gateway stopped cleanly after them",
-        seqs_of([(log, e) for log, e in open_ if stopped_after(log.origin, e["seq"])], s.logs),
-    )
-    interrupted = Measure(
-        "decisions_interrupted",
-        "decisions with no exchange entry, followed by no clean stop (a crash, or in flight)",
-        seqs_of([(log, e) for log, e in open_ if not stopped_after(log.origin, e["seq"])], s.logs),
-    )
+def _au12(s: Scope) -> Pending:
     measures = [
-        s.measure("requests", "requests recorded (decision + request-level denied)", is_request),
+        _requests(s, "requests recorded (decision + request-level denied)"),
         s.measure("exchanges", "exchanges recorded (inference entries)", is_exchange),
         s.measure("exchanges_failed", "of those, broken off and recorded with an error", is_failed),
-        lost,
-        interrupted,
     ]
-    return judge(
-        measures,
-        [gap(lost, "allowed requests whose exchange was never recorded")],
-        "every request produced its entries: a decision or refusal, then its exchange",
-        unassessed=None if s.has_entries else NO_ENTRIES,
-    )
+
+    def outcome() -> Outcome:
+        # Decisions still awaiting their exchange once every entry was read.
+        lost, interrupted = s.new_seqs(), s.new_seqs()
+        for log in s.logs:
+            state = s.states[log.origin]
+            for seq, (_, in_period) in sorted(state.decisions.items()):
+                if in_period:
+                    (lost if seq < state.last_stop else interrupted)[log.origin].append(seq)
+        lost_m = Measure(
+            "decisions_unrecorded_exchange",
+            "decisions with no exchange entry although the gateway stopped cleanly after them",
+            lost,
+        )
+        interrupted_m = Measure(
+            "decisions_interrupted",
+            "decisions with no exchange entry, followed by no clean stop (a crash, or in flight)",
+            interrupted,
+        )
+        return judge(
+            [*measures, lost_m, interrupted_m],
+            [gap(lost_m, "allowed requests whose exchange was never recorded")],
+            "every request produced its entries: a decision or refusal, then its exchange",
+            unassessed=None if s.has_entries else NO_ENTRIES,
+        )
+
+    return outcome
 
 
-def _ca7(s: Scope) -> Outcome:
+def _ca7(s: Scope) -> Pending:
     signed, unsigned = _unsigned(s)
     measures = [
-        _checkpoints(s),
         signed,
         unsigned,
         s.measure("starts", "gateway starts", is_type("gateway.started")),
@@ -578,16 +577,15 @@ def _ca7(s: Scope) -> Outcome:
         ),
         s.measure("denials", "refusals of any kind (trend in the charts)", is_type("denied")),
     ]
-    return judge(
-        measures,
+    return lambda: judge(
+        [_checkpoints(s), *measures],
         [gap(unsigned, UNSIGNED)],
         "the period's activity is in a continuously signed log, charted over time",
         unassessed=None if s.has_entries else NO_ENTRIES,
     )
 
 
-def _cm3(s: Scope) -> Outcome:
-    in_force = _in_force(s)
+def _cm3(s: Scope) -> Pending:
     loads = s.measure("policy_loads", "policies loaded in the period", is_type("policy.loaded"))
     malformed = s.measure(
         "policy_loads_incomplete",
@@ -602,63 +600,90 @@ def _cm3(s: Scope) -> Outcome:
     changes = s.measure_in_log(
         "policy_changes",
         "policy.loaded entries whose file hash differs from the previous load",
-        lambda log, e: (
+        lambda state, e: (
             is_type("policy.loaded")(e)
-            and _previous_load(log.entries, e["seq"]) not in (None, e.get("config_sha256"))
+            and state.last_policy is not None
+            and state.last_policy.get("config_sha256") != e.get("config_sha256")
         ),
     )
-    unloaded = s.measure_in_log(
-        "starts_without_policy_record",
-        "gateway starts not directly followed by a policy.loaded entry",
-        lambda log, e: (
-            is_type("gateway.started")(e)
-            and (s.entry(log, e["seq"] + 1) or {}).get("type") != "policy.loaded"
-        ),
-    )
+    unloaded = s.new_seqs()
+
+    def follows_start(log: Log, state: LogState, e: Entry, in_period: bool) -> None:
+        """A start must be directly followed by its policy.loaded (checked at the next entry)."""
+        if _pending_start(state) is not None and e.get("type") != "policy.loaded":
+            unloaded[log.origin].append(_pending_start(state))
+
+    s.watch(follows_start)
     assessed = s.config
-    force = Measure(
-        "policy_in_force",
-        "per log, the policy in force at the end of the period (its last policy.loaded)",
-        items=tuple(
-            f"{origin}: sha256 {e.get('config_sha256')} (seq {e['seq']}), "
-            + ("the file assessed" if e.get("config_sha256") == assessed.sha256 else "another file")
-            if e
-            else f"{origin}: none recorded"
-            for origin, e in in_force.items()
-        ),
-    )
-    # Replicas have files of their own (each names its own [audit] origin), so what must match
-    # is the policy: the rule ids in order and the connections.
-    differs = [
-        f"the policy in force in {origin} (seq {e['seq']}) has other rules or connections than "
-        f"the configuration assessed ({assessed.path}): config-derived findings may not "
-        "describe that log"
-        for origin, e in in_force.items()
-        if e and (e.get("rules"), e.get("connections")) != _policy(assessed)
-    ]
-    return judge(
-        [
-            Measure(
-                "config_assessed",
-                "the configuration file given to this report",
-                items=(f"{assessed.path}: sha256 {assessed.sha256}",),
-            ),
-            force,
-            loads,
-            changes,
-            malformed,
+
+    def outcome() -> Outcome:
+        for log in s.logs:  # a start that is the last signed entry has no policy record yet
+            if (seq := _pending_start(s.states[log.origin])) is not None:
+                unloaded[log.origin].append(seq)
+        starts = Measure(
+            "starts_without_policy_record",
+            "gateway starts not directly followed by a policy.loaded entry",
             unloaded,
-        ],
-        [
-            gap(malformed, "policy loads recorded without file hash or rules"),
-            gap(unloaded, "starts without a policy record"),
-            *differs,
-        ],
-        "every policy in force is recorded with its file's SHA-256; the one assessed is in force",
-        unassessed=None
-        if any(in_force.values())
-        else "no policy.loaded entry up to the period end",
-    )
+        )
+        in_force = {log.origin: s.states[log.origin].in_force for log in s.logs}
+        force = Measure(
+            "policy_in_force",
+            "per log, the policy in force at the end of the period (its last policy.loaded)",
+            items=tuple(
+                f"{origin}: sha256 {e.get('config_sha256')} (seq {e['seq']}), "
+                + (
+                    "the file assessed"
+                    if e.get("config_sha256") == assessed.sha256
+                    else "another file"
+                )
+                if e
+                else f"{origin}: none recorded"
+                for origin, e in in_force.items()
+            ),
+        )
+        # Replicas have files of their own (each names its own [audit] origin), so what must
+        # match is the policy: the rule ids in order and the connections.
+        differs = [
+            f"the policy in force in {origin} (seq {e['seq']}) has other rules or connections "
+            f"than the configuration assessed ({assessed.path}): config-derived findings may "
+            "not describe that log"
+            for origin, e in in_force.items()
+            if e and (e.get("rules"), e.get("connections")) != _policy(assessed)
+        ]
+        return judge(
+            [
+                Measure(
+                    "config_assessed",
+                    "the configuration file given to this report",
+                    items=(f"{assessed.path}: sha256 {assessed.sha256}",),
+                ),
+                force,
+                loads,
+                changes,
+                malformed,
+                starts,
+            ],
+            [
+                gap(malformed, "policy loads recorded without file hash or rules"),
+                gap(starts, "starts without a policy record"),
+                *differs,
+            ],
+            "every policy in force is recorded with its file's SHA-256; the one assessed is in "
+            "force",
+            unassessed=None
+            if any(in_force.values())
+            else "no policy.loaded entry up to the period end",
+        )
+
+    return outcome
+
+
+def _pending_start(state: LogState) -> int | None:
+    """The seq of the entry just read if it was an in-period gateway.started."""
+    previous = state.previous
+    if previous and previous.get("type") == "gateway.started" and state.previous_in_period:
+        return previous["seq"]
+    return None
 
 
 def _policy(config: Config) -> tuple[list[str], list[str]]:
@@ -666,54 +691,56 @@ def _policy(config: Config) -> tuple[list[str], list[str]]:
     return [r.id for r in config.rules], [c.name for c in config.connections]
 
 
-def _previous_load(entries: list[Entry], seq: int) -> str | None:
-    for e in reversed(entries[:seq]):
-        if e.get("type") == "policy.loaded":
-            return e.get("config_sha256")
-    return None
-
-
-def _ia2(s: Scope) -> Outcome:
+def _ia2(s: Scope) -> Pending:
     issuers = s.config.issuers
+    requests = _requests(s)
     anonymous = _anonymous(s)
-    subjects = sorted({e["subject"] for _, e in s.pairs() if is_request(e) and e.get("subject")})
+    subjects: set[str] = set()
+
+    def identified(log: Log, state: LogState, e: Entry, in_period: bool) -> None:
+        if in_period and is_request(e) and e.get("subject"):
+            subjects.add(e["subject"])
+
+    s.watch(identified)
     plain = [
         i.name
         for i in issuers
         if urlsplit(i.issuer).scheme != "https"
         and not is_loopback(urlsplit(i.issuer).hostname or "")
     ]
-    measures = [
-        Measure(
-            "identity_provider",
-            "OIDC issuers, audiences and accepted signature algorithms",
-            items=tuple(
-                f"{i.name}: issuer {i.issuer}, audience {i.audience}, "
-                f"algorithms {', '.join(i.algorithms)}"
-                for i in issuers
-            ),
+    provider = Measure(
+        "identity_provider",
+        "OIDC issuers, audiences and accepted signature algorithms",
+        items=tuple(
+            f"{i.name}: issuer {i.issuer}, audience {i.audience}, "
+            f"algorithms {', '.join(i.algorithms)}"
+            for i in issuers
         ),
-        s.measure(
-            "requests_authenticated",
-            "requests carrying a verified subject",
-            lambda e: is_request(e) and bool(e.get("subject")),
-        ),
-        Measure("subjects", "distinct subjects identified in the period", items=tuple(subjects)),
-        s.measure("denied_401", "refused: no or invalid token", is_denied(401)),
-        anonymous,
-    ]
-    return judge(
-        measures,
+    )
+    authenticated = s.measure(
+        "requests_authenticated",
+        "requests carrying a verified subject",
+        lambda e: is_request(e) and bool(e.get("subject")),
+    )
+    refused = s.measure("denied_401", "refused: no or invalid token", is_denied(401))
+    return lambda: judge(
+        [
+            provider,
+            authenticated,
+            Measure("subjects", "distinct subjects identified", items=tuple(sorted(subjects))),
+            refused,
+            anonymous,
+        ],
         [
             gap(anonymous, "exchanges without an identified subject"),
             f"identity provider {', '.join(plain)} reached over plain HTTP" if plain else None,
         ],
-        "every allowed call was made by a subject authenticated with an OIDC token",
-        unassessed=None if any(is_request(e) for _, e in s.pairs()) else NO_REQUESTS,
+        "every allowed call was made by a subject authenticated with a JWT the issuer signed",
+        unassessed=None if requests.total else NO_REQUESTS,
     )
 
 
-def _ir4(s: Scope) -> Outcome:
+def _ir4(s: Scope) -> Pending:
     sealed, unsealed = _sealed_exchanges(s)
     measures = [
         sealed,
@@ -728,7 +755,7 @@ def _ir4(s: Scope) -> Outcome:
             lambda e: is_exchange(e) and int(e.get("status") or 0) >= 500,
         ),
     ]
-    return judge(
+    return lambda: judge(
         measures,
         [gap(unsealed, "exchanges that cannot be reconstructed")],
         "every completed exchange can be reconstructed from sealed originals and replayed",
@@ -736,7 +763,7 @@ def _ir4(s: Scope) -> Outcome:
     )
 
 
-def _sc8(s: Scope) -> Outcome:
+def _sc8(s: Scope) -> Pending:
     config = s.config
     plain = [c for c in config.connections if c.scheme != "https"]
     plain_names = {c.name for c in plain}
@@ -775,9 +802,8 @@ def _sc8(s: Scope) -> Outcome:
             items=(f"{listener}:{config.server.port} ({_listener_transport(config)})",),
         ),
     ]
-    return judge(
-        measures, gaps, "every upstream is reached over TLS; the listener is HTTPS or local"
-    )
+    satisfied = "every upstream is reached over TLS; the listener is HTTPS or local"
+    return lambda: judge(measures, gaps, satisfied)
 
 
 def _listener_transport(config: Config) -> str:
@@ -789,7 +815,7 @@ def _listener_transport(config: Config) -> str:
     return f"HTTPS, TLS 1.2 or later, client certificates {server.tls_client_auth}"
 
 
-def _sc28(s: Scope) -> Outcome:
+def _sc28(s: Scope) -> Pending:
     sealed, unsealed = _sealed_exchanges(s)
     audit = s.config.audit
     keys: list[str] = []
@@ -801,16 +827,11 @@ def _sc28(s: Scope) -> Outcome:
             keys.append(f"{name} key {path}: {'inside' if within else 'outside'} {audit.dir}")
             if within:
                 inside.append(f"the {name} key is stored inside the audit directory")
-    blobs = Measure(
-        "sealed_blobs_verified",
-        "AES-256-GCM blobs whose SHA-256 matches their entry",
-        items=tuple(f"{log.origin}: {log.report.sealed_blobs} blobs" for log in s.logs),
-    )
-    return judge(
+    return lambda: judge(
         [
             sealed,
             unsealed,
-            blobs,
+            _sealed_blobs(s, "AES-256-GCM blobs whose SHA-256 matches their entry"),
             Measure("key_locations", "where the keys are kept", items=tuple(keys)),
         ],
         [
@@ -987,13 +1008,24 @@ NO_CONFIG = (
 )
 
 
-def evaluate(scope: Scope) -> list[tuple[Control, Outcome]]:
-    return [(control, _outcome(control, scope)) for control in CONTROLS]
+def declare(scope: Scope) -> list[tuple[Control, Pending]]:
+    """Every control's measures, declared on `scope` before the pass that fills them."""
+    return [(control, _declared(control, scope)) for control in CONTROLS]
 
 
-def _outcome(control: Control, scope: Scope) -> Outcome:
-    """A control that reads the configuration is not assessed in a report made without one."""
+def _declared(control: Control, scope: Scope) -> Pending:
+    """A control that reads the configuration is not assessed in a report made without one
+    (it may read it when declaring its measures or when judging them)."""
+    not_assessed = Outcome(Status.NOT_ASSESSED, NO_CONFIG, [], [])
     try:
-        return control.evaluate(scope)
+        pending = control.evaluate(scope)
     except ConfigNotGiven:
-        return Outcome(Status.NOT_ASSESSED, NO_CONFIG, [], [])
+        return lambda: not_assessed
+
+    def judged() -> Outcome:
+        try:
+            return pending()
+        except ConfigNotGiven:
+            return not_assessed
+
+    return judged

@@ -8,8 +8,9 @@ kind of event is counted one way everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,7 @@ class Measure:
 
     name: str
     description: str
-    seqs: dict[str, list[int]] | None = None
+    seqs: dict[str, array] | dict[str, list[int]] | None = None
     items: tuple[str, ...] = ()
 
     @property
@@ -95,17 +96,71 @@ class ConfigNotGiven(Exception):
     """A control judged from the configuration, in a report made without one (`--store`)."""
 
 
+Watcher = Callable[["Log", "LogState", Entry, bool], None]  # (log, state, entry, in period)
+
+
 @dataclass
+class LogState:
+    """What the pass remembers of a log's earlier entries, so checks that look back (at an
+    exchange's decision, the previous time stamp, the policy loaded before) need no random
+    access. Bounded: decisions are forgotten once their exchange is seen."""
+
+    until: datetime
+    previous: Entry | None = None  # the entry before the current one
+    previous_in_period: bool = False
+    decisions: dict[int, tuple[Entry, bool]] = field(default_factory=dict)  # awaiting exchange
+    last_policy: Entry | None = None  # the latest policy.loaded so far
+    in_force: Entry | None = None  # the latest policy.loaded before the period ended
+    required: dict[Any, int] = field(default_factory=dict)  # approval id -> min_approvals
+    last_stop: int = -1  # seq of the latest gateway.stopped
+
+    def decision(self, seq: Any) -> Entry | None:
+        """The decision entry `seq` if it is one still awaiting its exchange."""
+        found = self.decisions.get(seq) if isinstance(seq, int) else None
+        return found[0] if found else None
+
+    def after(self, e: Entry, in_period: bool) -> None:
+        kind = e.get("type")
+        if kind == "decision":
+            self.decisions[e["seq"]] = (e, in_period)
+        elif kind == "inference":
+            self.decisions.pop(e.get("decision_seq"), None)  # type: ignore[arg-type]
+        elif kind == "policy.loaded":
+            self.last_policy = e
+            if (ts := entry_time(e)) is not None and ts < self.until:
+                self.in_force = e
+        elif kind == "approval.requested":
+            self.required[e.get("approval_id")] = e.get("min_approvals", 1)
+        elif kind == "gateway.stopped":
+            self.last_stop = e["seq"]
+        self.previous, self.previous_in_period = e, in_period
+
+
+@dataclass
+class _Probe:
+    seqs: dict[str, array]
+    predicate: Callable[..., bool]
+    whole_log: bool
+    with_state: bool
+
+
 class Scope:
-    """Every verified log, the period and the configuration: what controls are computed from.
+    """Every log, the period and the configuration: what controls are computed from.
 
     `given_config` is None for a report made from the logs alone (`evidence --store` without
     `-c`): reading `config` then raises ConfigNotGiven, and the control is not assessed.
+
+    Figures are declared first (`measure`, `measure_in_log`, `watch`), then filled in one pass
+    over each log's entries (`feed`, in seq order); read them only after the pass.
     """
 
-    given_config: Config | None
-    period: Period
-    logs: list[Log]
+    def __init__(self, config: Config | None, period: Period, logs: list[Log]) -> None:
+        self.given_config = config
+        self.period = period
+        self.logs = logs
+        self.states = {log.origin: LogState(period.until) for log in logs}
+        self._probes: list[_Probe] = []
+        self._watchers: list[Watcher] = []
 
     @property
     def config(self) -> Config:
@@ -113,48 +168,54 @@ class Scope:
             raise ConfigNotGiven
         return self.given_config
 
-    def select(self, predicate: Predicate, *, whole_log: bool = False) -> dict[str, list[int]]:
-        """Seqs of matching entries per log: in the period, or in the whole signed log."""
-        return {
-            log.origin: [
-                e["seq"] for e in (log.entries if whole_log else log.period) if predicate(e)
-            ]
-            for log in self.logs
-        }
-
-    def measure(self, name: str, description: str, predicate: Predicate) -> Measure:
-        return Measure(name, description, self.select(predicate))
+    def measure(
+        self, name: str, description: str, predicate: Predicate, *, whole_log: bool = False
+    ) -> Measure:
+        """Entries matching `predicate`: in the period, or in the whole signed log."""
+        m = Measure(name, description, self.new_seqs())
+        self._probes.append(_Probe(m.seqs, predicate, whole_log, False))  # type: ignore[arg-type]
+        return m
 
     def measure_in_log(
-        self, name: str, description: str, predicate: Callable[[Log, Entry], bool]
+        self, name: str, description: str, predicate: Callable[[LogState, Entry], bool]
     ) -> Measure:
-        """A measure whose test also needs the entry's log (its neighbours, what it links to)."""
-        matching = ((log, e) for log, e in self.pairs() if predicate(log, e))
-        return Measure(name, description, seqs_of(matching, self.logs))
+        """A measure whose test also needs what came before the entry in its log."""
+        m = Measure(name, description, self.new_seqs())
+        self._probes.append(_Probe(m.seqs, predicate, False, True))  # type: ignore[arg-type]
+        return m
 
-    def pairs(self) -> Iterable[tuple[Log, Entry]]:
-        """(log, entry) for every in-period entry of every log."""
-        for log in self.logs:
-            for e in log.period:
-                yield log, e
+    def watch(self, watcher: Watcher) -> None:
+        """Call `watcher(log, state, entry, in_period)` for every signed entry."""
+        self._watchers.append(watcher)
 
-    def entry(self, log: Log, seq: Any) -> Entry | None:
-        """Entry `seq` of a log, if it is a signed entry (seq may come from an entry's field)."""
-        if isinstance(seq, int) and 0 <= seq < len(log.entries):
-            return log.entries[seq]
-        return None
+    def new_seqs(self) -> dict[str, array]:
+        return {log.origin: array("q") for log in self.logs}
+
+    def feed(self, log: Log, seq: int, e: Entry) -> None:
+        """One entry of `log`, in seq order; entries past its checkpoint count as unsigned."""
+        ts = entry_time(e)
+        in_period = ts is not None and self.period.contains(ts)
+        if ts is not None and ts < self.period.until:
+            log.written = seq + 1
+        if seq >= log.latest.size:
+            if in_period:
+                log.unsigned.append(seq)
+            return
+        state, origin = self.states[log.origin], log.origin
+        if in_period:
+            log.period_seqs.append(seq)
+        for probe in self._probes:
+            if (in_period or probe.whole_log) and (
+                probe.predicate(state, e) if probe.with_state else probe.predicate(e)
+            ):
+                probe.seqs[origin].append(seq)
+        for watcher in self._watchers:
+            watcher(log, state, e, in_period)
+        state.after(e, in_period)
 
     @property
     def has_entries(self) -> bool:
-        return any(log.period for log in self.logs)
-
-
-def seqs_of(pairs: Iterable[tuple[Log, Entry]], logs: list[Log]) -> dict[str, list[int]]:
-    """Group (log, entry) pairs into the per-origin seq lists of a Measure."""
-    out: dict[str, list[int]] = {log.origin: [] for log in logs}
-    for log, e in pairs:
-        out[log.origin].append(e["seq"])
-    return out
+        return any(log.period_seqs for log in self.logs)
 
 
 def headline(scope: Scope) -> list[Measure]:
@@ -201,13 +262,16 @@ def headline(scope: Scope) -> list[Measure]:
 
 
 def masked_by_entity(scope: Scope) -> dict[str, int]:
-    """Values masked per entity type, summed over masked answers."""
+    """Values masked per entity type, summed over masked answers (filled by the pass)."""
     out: dict[str, int] = {}
-    for _, e in scope.pairs():
-        if is_masked(e):
+
+    def add(log: Log, state: LogState, e: Entry, in_period: bool) -> None:
+        if in_period and is_masked(e):
             for entity, n in e["masked"].items():
                 out[entity] = out.get(entity, 0) + n
-    return dict(sorted(out.items()))
+
+    scope.watch(add)
+    return out
 
 
 SERIES: dict[str, Predicate] = {
@@ -231,14 +295,20 @@ class Series:
 
 
 def series(scope: Scope, buckets: int = SERIES_BUCKETS) -> Series:
+    """Counts over time for the charts (filled by the pass)."""
     period = scope.period
     width = (period.until - period.since) / buckets
     starts = [period.since + i * width for i in range(buckets)]
     lines = {name: {log.origin: [0] * buckets for log in scope.logs} for name in SERIES}
-    for log, e in scope.pairs():
+
+    def add(log: Log, state: LogState, e: Entry, in_period: bool) -> None:
+        if not in_period:
+            return
         ts = entry_time(e) or period.since  # in-period entries always have a valid ts
         slot = min(int((ts - period.since) / width), buckets - 1)
         for name, predicate in SERIES.items():
             if predicate(e):
                 lines[name][log.origin][slot] += 1
+
+    scope.watch(add)
     return Series(starts, width, lines)

@@ -7,13 +7,15 @@ Every value from a log or config is HTML-escaped: entries hold client-supplied t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.evidence.facts import Measure, Scope
-from gateway.evidence.render_json import ranges, time
+from gateway.evidence.render_json import runs, time
 from gateway.evidence.svg import bar_chart
 
 if TYPE_CHECKING:
@@ -119,11 +121,11 @@ def _anchor(control_id: str) -> str:
     return "c-" + "".join(ch if ch.isalnum() else "-" for ch in control_id.lower())
 
 
-def _seqs(seqs: list[int]) -> str:
-    runs = ranges(seqs)
-    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:MAX_RANGES])
-    more = f", ... ({len(runs) - MAX_RANGES} more runs)" if len(runs) > MAX_RANGES else ""
-    return text + more
+def _seqs(seqs: Iterable[int]) -> str:
+    found = runs(seqs)
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in islice(found, MAX_RANGES))
+    more = sum(1 for _ in found)
+    return text + (f", ... ({more} more runs)" if more else "")
 
 
 def _measures(measures: list[Measure]) -> str:

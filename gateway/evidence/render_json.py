@@ -1,13 +1,16 @@
 """evidence.json: the machine-readable report, every figure traceable to entries per log.
 
-Seq lists are written as inclusive ranges, [[first, last], ...], so a figure over a long run of
-entries stays small while naming every entry it counted. docs/evidence.md explains each field.
+Seq lists are written as inclusive ranges, [[first, last], ...] on one line, so a figure over a
+long run of entries stays small while naming every entry it counted. The file is written piece
+by piece (`write_json`), so a report on a big log never holds its whole text in memory.
+docs/evidence.md explains each field.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -21,8 +24,39 @@ JSON_FILE = "evidence.json"
 FORMAT = "inference-gateway/evidence/1"
 
 
-def dump(document: dict[str, Any]) -> bytes:
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+class Ranges:
+    """Seqs to be written as ranges when the document is dumped (never all built at once)."""
+
+    __slots__ = ("seqs",)
+
+    def __init__(self, seqs: Iterable[int]) -> None:
+        self.seqs = seqs
+
+
+def _fragment(value: Any) -> orjson.Fragment:
+    if not isinstance(value, Ranges):
+        raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    return orjson.Fragment(b"[" + b",".join(b"[%d,%d]" % r for r in runs(value.seqs)) + b"]")
+
+
+def dump(document: Any) -> bytes:
+    return orjson.dumps(document, default=_fragment, option=orjson.OPT_INDENT_2)
+
+
+def write_json(document: dict[str, Any], out: BinaryIO) -> None:
+    """`document` as indented JSON, each top-level value and each element of a top-level list
+    dumped on its own, so only one figure's text is in memory at a time."""
+    out.write(b"{")
+    for i, (key, value) in enumerate(document.items()):
+        out.write(b"," * bool(i) + b"\n  " + orjson.dumps(key) + b": ")
+        if isinstance(value, list) and value:
+            out.write(b"[")
+            for j, item in enumerate(value):
+                out.write(b"," * bool(j) + b"\n    " + dump(item).replace(b"\n", b"\n    "))
+            out.write(b"\n  ]")
+        else:
+            out.write(dump(value).replace(b"\n", b"\n  "))
+    out.write(b"\n}\n")
 
 
 def time(value) -> str:
@@ -30,15 +64,18 @@ def time(value) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def ranges(seqs: list[int]) -> list[list[int]]:
-    """Sorted seqs as inclusive [first, last] runs."""
-    out: list[list[int]] = []
-    for seq in sorted(seqs):
-        if out and out[-1][1] + 1 == seq:
-            out[-1][1] = seq
-        else:
-            out.append([seq, seq])
-    return out
+def runs(seqs: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """Ascending seqs (as a pass collects them) as inclusive (first, last) runs."""
+    first = last = None
+    for seq in seqs:
+        if last is not None and seq == last + 1:
+            last = seq
+            continue
+        if first is not None:
+            yield first, last  # type: ignore[misc]
+        first = last = seq
+    if first is not None:
+        yield first, last  # type: ignore[misc]
 
 
 def measure(m: Measure) -> dict[str, Any]:
@@ -47,7 +84,7 @@ def measure(m: Measure) -> dict[str, Any]:
         body["items"] = list(m.items)
     else:
         body["by_log"] = {
-            origin: {"count": len(seqs), "seqs": ranges(seqs)} for origin, seqs in m.seqs.items()
+            origin: {"count": len(seqs), "seqs": Ranges(seqs)} for origin, seqs in m.seqs.items()
         }
     return body
 
@@ -85,7 +122,7 @@ def render_json(report: Report) -> dict[str, Any]:
                 "tokens_out": row.tokens_out,
                 "first_seen": row.first_seen,
                 "last_seen": row.last_seen,
-                "by_log": {o: ranges(seqs) for o, seqs in row.seqs.items()},
+                "by_log": {o: Ranges(seqs) for o, seqs in row.seqs.items()},
             }
             for row in report.usage
         ],
@@ -124,8 +161,8 @@ def _log(log) -> dict[str, Any]:
         "verification": log.report.summary(),
         "warnings": log.report.warnings,
         "entries": log.report.size,
-        "period_seqs": ranges([e["seq"] for e in log.period]),
-        "unsigned_period_seqs": ranges(log.unsigned),
+        "period_seqs": Ranges(log.period_seqs),
+        "unsigned_period_seqs": Ranges(log.unsigned),
         "checkpoint": {
             "size": cp.size,
             "root": cp.root.hex(),

@@ -16,11 +16,11 @@ from gateway import config as config_module
 from gateway.config import Config, ConfigError
 from gateway.evidence import collect
 from gateway.evidence.collect import EvidenceError, Period
-from gateway.evidence.controls import Control, Outcome, evaluate
+from gateway.evidence.controls import Control, Outcome, declare
 from gateway.evidence.facts import Measure, Scope, Series, headline, masked_by_entity, series
 from gateway.evidence.proofs import Prover, pick
 from gateway.evidence.render_html import HTML_FILE, render_html
-from gateway.evidence.render_json import JSON_FILE, dump, render_json
+from gateway.evidence.render_json import JSON_FILE, dump, render_json, write_json
 from gateway.evidence.render_oscal import OSCAL_FILE, render_oscal
 from gateway.evidence.usage import Usage, UsageRow
 
@@ -56,27 +56,32 @@ def assess(
     verifiers: list[str] | None = None,
     kept: dict[str, bytes] | None = None,
 ) -> Report:
-    """Verify the logs and compute every figure, status and proof.
+    """Verify the logs and compute every figure, status and proof in one pass per log.
 
     Raises:
         EvidenceError: a log fails verification, or two logs share an origin.
     """
-    logs, period = collect.read_logs(audit_dirs, since, until, verifiers, kept)
-    scope = Scope(config, period, logs)
-    prover = Prover(logs)
-    controls = [Assessed(c, o, pick(o.measures)) for c, o in evaluate(scope)]
-    refs = dict.fromkeys(ref for a in controls for ref in a.samples)
+    logs = collect.open_logs(audit_dirs, verifiers, kept)
+    scope = Scope(config, collect.Period.resolve(since, until, logs), logs)
+    pending = declare(scope)  # every figure is declared before the pass that fills it
+    figures = headline(scope)
+    masked = masked_by_entity(scope)
+    charts = series(scope)
     only = config.issuers[0].name if config and len(config.issuers) == 1 else None
-    table = Usage(only)
-    for log, e in scope.pairs():
-        table.add(log.origin, e)
+    table = Usage(only)  # entries from before `issuer` was recorded
+    scope.watch(table.watch)
+    for log in logs:
+        collect.stream_log(log, scope.feed)
+    controls = [Assessed(c, o, pick(o.measures)) for c, o in ((c, p()) for c, p in pending)]
+    prover = Prover(logs)
+    refs = dict.fromkeys(ref for a in controls for ref in a.samples)
     return Report(
         generated=datetime.now(UTC),
         scope=scope,
-        headline=headline(scope),
-        masked_by_entity=masked_by_entity(scope),
+        headline=figures,
+        masked_by_entity=dict(sorted(masked.items())),
         usage=table.rows(),
-        series=series(scope),
+        series=charts,
         controls=controls,
         samples={ref: prover.prove(*ref) for ref in refs},
     )
@@ -127,8 +132,9 @@ def build_report(
     report = assess(config, dirs, _time(since), _time(until), keys, kept)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_FILE).write_bytes(dump(render_json(report)))
-    (out / OSCAL_FILE).write_bytes(dump(render_oscal(report)))
+    with open(out / JSON_FILE, "wb") as f:
+        write_json(render_json(report), f)
+    (out / OSCAL_FILE).write_bytes(dump(render_oscal(report)) + b"\n")
     html = out / HTML_FILE
     html.write_text(render_html(report), encoding="utf-8")
     return html

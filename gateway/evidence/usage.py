@@ -9,10 +9,12 @@ the upstream reported in its `usage`; None when no exchange of the row reported 
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.evidence.facts import Entry, is_denied, is_exchange, is_type
+from gateway.evidence.collect import Log
+from gateway.evidence.facts import Entry, LogState, is_denied, is_exchange, is_type
 
 Key = tuple[str | None, str | None, str | None, str | None]  # issuer, subject, connection, model
 
@@ -33,7 +35,7 @@ class UsageRow:
     tokens_out: int | None = None
     first_seen: str = ""
     last_seen: str = ""
-    seqs: dict[str, list[int]] = field(default_factory=dict)  # origin -> entries counted
+    seqs: dict[str, array] = field(default_factory=dict)  # origin -> entries counted
 
     def add(self, origin: str, e: Entry) -> None:
         kind = e.get("type")
@@ -53,7 +55,7 @@ class UsageRow:
         ts = str(e.get("ts", ""))
         self.first_seen = min(self.first_seen, ts) if self.first_seen else ts
         self.last_seen = max(self.last_seen, ts)
-        self.seqs.setdefault(origin, []).append(e["seq"])
+        self.seqs.setdefault(origin, array("q")).append(e["seq"])
 
 
 def _plus(total: int | None, n: Any) -> int | None:
@@ -73,6 +75,11 @@ class Usage:
     def __init__(self, default_issuer: str | None) -> None:
         self.default_issuer = default_issuer  # entries from before `issuer` was recorded
         self._rows: dict[Key, UsageRow] = {}
+
+    def watch(self, log: Log, state: LogState, e: Entry, in_period: bool) -> None:
+        """A Scope watcher: count in-period entries."""
+        if in_period:
+            self.add(log.origin, e)
 
     def add(self, origin: str, e: Entry) -> None:
         if not counted(e):
