@@ -37,15 +37,16 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def next_level(level: bytes) -> bytes:
+def next_level(level: bytes | bytearray) -> bytes:
     """Hashes of the full parents of a concatenated row of full-subtree hashes."""
-    sha = hashlib.sha256
-    return b"".join(
-        [
-            sha(NODE_PREFIX + level[i : i + 2 * HASH_SIZE]).digest()
-            for i in range(0, len(level) - 2 * HASH_SIZE + 1, 2 * HASH_SIZE)
-        ]
-    )
+    sha, out, pair = hashlib.sha256, bytearray(), 2 * HASH_SIZE
+    view = memoryview(level)
+    for i in range(0, len(level) - pair + 1, pair):
+        h = sha(NODE_PREFIX)
+        h.update(view[i : i + pair])
+        out += h.digest()  # appended, not listed: a big log's row is one buffer, not objects
+    view.release()
+    return bytes(out)
 
 
 def build_levels(leaves: Iterable[bytes]) -> list[bytes]:

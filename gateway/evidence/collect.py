@@ -122,6 +122,12 @@ class Log:
         return self.latest.origin
 
 
+def seq_array(log: Log) -> array:
+    """An empty seq list for `log`: 4 bytes a seq while seqs fit (a 1M-entry log's measures
+    are most of a report's memory), else 8."""
+    return array("I" if log.latest.size < 2**32 else "q")
+
+
 def open_logs(
     directories: list[Path],
     verifiers: list[str] | None = None,
@@ -194,7 +200,9 @@ def open_log(directory: Path, verifier: str | None = None, since: bytes | None =
         for seqs in ends
         if (t := next((t for seq in seqs if (t := entry_time(reader.read_entry(seq)))), None))
     ]
-    return Log(directory, key, verifier is not None, latest, note, bounds, report)
+    log = Log(directory, key, verifier is not None, latest, note, bounds, report)
+    log.period_seqs = seq_array(log)
+    return log
 
 
 def stream_log(log: Log, feed: Callable[[Log, int, dict[str, Any]], None]) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.config import Config
-from gateway.evidence.collect import Log, Period, entry_time
+from gateway.evidence.collect import Log, Period, entry_time, seq_array
 
 Entry = dict[str, Any]
 Predicate = Callable[[Entry], bool]
@@ -96,6 +96,18 @@ class ConfigNotGiven(Exception):
     """A control judged from the configuration, in a report made without one (`--store`)."""
 
 
+def same_test(a: Callable[..., bool], b: Callable[..., bool]) -> bool:
+    """True when two predicates are one test: the same function, or closures of the same code
+    over equal values (is_type("decision") made twice)."""
+    if a is b:
+        return True
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if code_a is None or code_a is not code_b:
+        return False
+    cells = [tuple(c.cell_contents for c in f.__closure__ or ()) for f in (a, b)]
+    return cells[0] == cells[1]
+
+
 Watcher = Callable[["Log", "LogState", Entry, bool], None]  # (log, state, entry, in period)
 
 
@@ -138,6 +150,7 @@ class LogState:
 
 @dataclass
 class _Probe:
+    name: str
     seqs: dict[str, array]
     predicate: Callable[..., bool]
     whole_log: bool
@@ -172,24 +185,33 @@ class Scope:
         self, name: str, description: str, predicate: Predicate, *, whole_log: bool = False
     ) -> Measure:
         """Entries matching `predicate`: in the period, or in the whole signed log."""
-        m = Measure(name, description, self.new_seqs())
-        self._probes.append(_Probe(m.seqs, predicate, whole_log, False))  # type: ignore[arg-type]
-        return m
+        return Measure(name, description, self._probe(name, predicate, whole_log, False))
 
     def measure_in_log(
         self, name: str, description: str, predicate: Callable[[LogState, Entry], bool]
     ) -> Measure:
         """A measure whose test also needs what came before the entry in its log."""
-        m = Measure(name, description, self.new_seqs())
-        self._probes.append(_Probe(m.seqs, predicate, False, True))  # type: ignore[arg-type]
-        return m
+        return Measure(name, description, self._probe(name, predicate, False, True))
+
+    def _probe(
+        self, name: str, predicate: Callable[..., bool], whole_log: bool, with_state: bool
+    ) -> dict[str, array]:
+        """The seqs a probe fills; several controls measuring the same thing share them."""
+        for probe in self._probes:
+            if (probe.name, probe.whole_log, probe.with_state) == (
+                name, whole_log, with_state
+            ) and same_test(probe.predicate, predicate):  # fmt: skip
+                return probe.seqs
+        seqs = self.new_seqs()
+        self._probes.append(_Probe(name, seqs, predicate, whole_log, with_state))
+        return seqs
 
     def watch(self, watcher: Watcher) -> None:
         """Call `watcher(log, state, entry, in_period)` for every signed entry."""
         self._watchers.append(watcher)
 
     def new_seqs(self) -> dict[str, array]:
-        return {log.origin: array("q") for log in self.logs}
+        return {log.origin: seq_array(log) for log in self.logs}
 
     def feed(self, log: Log, seq: int, e: Entry) -> None:
         """One entry of `log`, in seq order; entries past its checkpoint count as unsigned."""

@@ -13,7 +13,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.evidence.collect import Log
+from gateway.evidence.collect import Log, seq_array
 from gateway.evidence.facts import Entry, LogState, is_denied, is_exchange, is_type
 
 Key = tuple[str | None, str | None, str | None, str | None]  # issuer, subject, connection, model
@@ -37,7 +37,7 @@ class UsageRow:
     last_seen: str = ""
     seqs: dict[str, array] = field(default_factory=dict)  # origin -> entries counted
 
-    def add(self, origin: str, e: Entry) -> None:
+    def add(self, log: Log, e: Entry) -> None:
         kind = e.get("type")
         if kind == "decision":
             self.allowed += 1
@@ -55,7 +55,7 @@ class UsageRow:
         ts = str(e.get("ts", ""))
         self.first_seen = min(self.first_seen, ts) if self.first_seen else ts
         self.last_seen = max(self.last_seen, ts)
-        self.seqs.setdefault(origin, array("q")).append(e["seq"])
+        self.seqs.setdefault(log.origin, seq_array(log)).append(e["seq"])
 
 
 def _plus(total: int | None, n: Any) -> int | None:
@@ -79,9 +79,9 @@ class Usage:
     def watch(self, log: Log, state: LogState, e: Entry, in_period: bool) -> None:
         """A Scope watcher: count in-period entries."""
         if in_period:
-            self.add(log.origin, e)
+            self.add(log, e)
 
-    def add(self, origin: str, e: Entry) -> None:
+    def add(self, log: Log, e: Entry) -> None:
         if not counted(e):
             return
         subject = e.get("subject")
@@ -90,7 +90,7 @@ class Usage:
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = UsageRow(*key)
-        row.add(origin, e)
+        row.add(log, e)
 
     def rows(self) -> list[UsageRow]:
         return sorted(self._rows.values(), key=lambda r: tuple(v or "" for v in _key(r)))
