@@ -56,12 +56,18 @@ def assess(
     verifiers: list[str] | None = None,
     kept: dict[str, bytes] | None = None,
 ) -> Report:
-    """Verify the logs and compute every figure, status and proof in one pass per log.
+    """Verify the logs, then compute every figure, status and proof in one pass per log.
 
     Raises:
         EvidenceError: a log fails verification, or two logs share an origin.
     """
-    logs = collect.open_logs(audit_dirs, verifiers, kept)
+    return report_on(config, collect.open_logs(audit_dirs, verifiers, kept), since, until)
+
+
+def report_on(
+    config: Config, logs: list[collect.Log], since: datetime | None, until: datetime | None
+) -> Report:
+    """Every figure, status and proof of verified logs (`collect.open_logs`), one pass each."""
     scope = Scope(config, collect.Period.resolve(since, until, logs), logs)
     pending = declare(scope)  # every figure is declared before the pass that fills it
     figures = headline(scope)
@@ -130,7 +136,11 @@ def build_report(
         Period(_time(since), _time(until))  # refuse a bad period before reading any log
     keys = [verifier] if isinstance(verifier, str) else verifier
     report = assess(config, dirs, _time(since), _time(until), keys, kept)
-    out = Path(out_dir)
+    return write_report(report, Path(out_dir))
+
+
+def write_report(report: Report, out: Path) -> Path:
+    """The three files into `out`; returns the HTML's path."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / JSON_FILE, "wb") as f:
         write_json(render_json(report), f)
