@@ -10,17 +10,16 @@ the derived `tree/` and `index` caches match `entries`.
 
 from __future__ import annotations
 
-import hashlib
-import mmap
 import os
 import struct
+import sys
 import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
-from gateway.audit.entry_scan import scan_entries
+from gateway.audit.entry_scan import Found, scan_entries
 from gateway.audit.merkle import HASH_SIZE, CompactRange, build_levels, levels_getter
 from gateway.audit.merkle import root as tree_root
 from gateway.audit.note import NoteError, Verifier
@@ -31,7 +30,6 @@ from gateway.audit.store import (
     INDEX,
     LEN,
     OFFSET,
-    SEALED,
     TREE,
     VERIFIER,
     TreeFiles,
@@ -140,7 +138,8 @@ def verify_log(
         kept = _kept_checkpoint(since, key) if since is not None else None
         resume = _resume_point(directory, kept) if kept is not None else None
         first, offset = resume[:2] if resume else (0, 0)
-        leaves, refs, offsets = _check_entries(directory, key, report, first, offset)
+        ranges = _check_entries(directory, key, report, first, offset)
+        leaves, offsets = _joined(ranges)
         if resume:
             tree = _Tree.extending(resume[2], leaves, first, _checkpoint_sizes(directory, first))
         else:
@@ -148,8 +147,8 @@ def verify_log(
         if kept is not None:
             _check_kept(kept, tree, report)
         _check_checkpoints(directory, key, tree, report)
-        _check_sealed(directory, refs, report)
-        _check_caches(directory, tree, b"".join([OFFSET.pack(o) for o in offsets]), report)
+        _check_sealed(ranges, report)
+        _check_caches(directory, tree, offsets, report)
         report.from_size = first
     except _Failed as exc:
         report.problem = exc.problem
@@ -272,18 +271,17 @@ def _checkpoint_sizes(directory: Path, first: int) -> list[int]:
 
 def _check_entries(
     directory: Path, key: Verifier, report: VerifyReport, first: int, offset: int
-) -> tuple[bytes, list, array]:
-    """One pass over `entries` from entry `first` (at `offset`): framing, leaf hashes, and
-    JSON where needed (entry_scan.py)."""
+) -> list[Found]:
+    """One pass over `entries` from entry `first` (at `offset`): framing, leaf hashes, JSON
+    where needed and the sealed blobs named (entry_scan.py)."""
     path = directory / ENTRIES
     total = path.stat().st_size
     signed = _signed_size(directory, key)
     ranges = scan_entries(path, directory / INDEX, offset, first, signed, total)
-    leaves, refs, offsets = [], [], array("Q")
+    leaves, n = [], first
     for found in ranges:
         leaves.append(found.leaves)
-        refs.extend(found.refs)
-        offsets.extend(found.offsets)
+        n += found.count
         if found.problem:
             seq, message = found.problem
             raise _Failed("entry", seq, message)
@@ -293,7 +291,7 @@ def _check_entries(
             if changed is not None:  # an earlier length grew over the next entry's prefix
                 raise _Failed("entry", changed, f"entry {changed}: its length or bytes changed")
             raise _Failed("entry", n, f"entry {n}: length prefix is corrupt (too large)")
-    n, end = first + len(offsets), ranges[-1].end
+    end = ranges[-1].end
     if end != total:
         report.torn = True
         report.warnings.append(
@@ -301,7 +299,21 @@ def _check_entries(
             "(a torn write; the writer truncates it when it next opens the log)"
         )
     report.size = n
-    return b"".join(leaves), refs, offsets
+    return ranges
+
+
+def _joined(ranges: list[Found]) -> tuple[bytes, bytes]:
+    """The ranges' leaf hashes, and their offsets as `index` stores them (8-byte big-endian),
+    each in one buffer with no object per entry; the ranges let go of their own copies so a
+    big log's are not held twice."""
+    leaves, offsets = [], array("Q")
+    for found in ranges:
+        leaves.append(found.leaves)
+        offsets.extend(found.offsets)
+        found.leaves, found.offsets = b"", array("Q")
+    if sys.byteorder == "little":
+        offsets.byteswap()
+    return b"".join(leaves), offsets.tobytes()
 
 
 def _first_changed(directory: Path, leaves: bytes, first: int) -> int | None:
@@ -398,71 +410,35 @@ def _note_size(note: bytes) -> int:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
 
 
-def _check_sealed(directory: Path, refs: list, report: VerifyReport) -> None:
-    sealed_dir = (directory / SEALED).resolve()
-    files: dict[str, object] = {}
-    try:
-        for seq, name, ref in refs:
-            try:
-                rel, off, length = ref["file"], ref["offset"], ref["length"]
-                want = ref["sha256_ciphertext"]
-            except (KeyError, TypeError):
-                raise _Failed("entry", seq, f"entry {seq}: malformed sealed reference") from None
-            if rel not in files:
-                path = (directory / rel).resolve()
-                if path.parent != sealed_dir:
-                    raise _Failed(
-                        "sealed",
-                        seq,
-                        f"sealed blob {name!r} of entry {seq}: {rel!r} is outside sealed/",
-                    )
-                try:
-                    files[rel] = _open_map(path)
-                except FileNotFoundError:
-                    raise _Failed(
-                        "sealed", seq, f"sealed blob {name!r} of entry {seq}: {rel} is missing"
-                    ) from None
-            blob = files[rel][off : off + length]
-            if len(blob) != length:
-                raise _Failed(
-                    "sealed", seq, f"sealed blob {name!r} of entry {seq}: {rel} is truncated"
-                )
-            if hashlib.sha256(blob).hexdigest() != want:
-                raise _Failed(
-                    "sealed",
-                    seq,
-                    f"sealed blob {name!r} of entry {seq} ({rel} at {off}): SHA-256 does not match",
-                )
-            report.sealed_blobs += 1
-    finally:
-        for m in files.values():
-            m.close()
-
-
-def _blob(seq: int, name: str, what: str) -> _Failed:
-    return _Failed("sealed", seq, f"sealed blob {name!r} of entry {seq}: {what}")
-
-
-def _open_map(path: Path):
-    with open(path, "rb") as f:
-        if f.seek(0, 2) == 0:
-            return _Empty()
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-
-
-class _Empty(bytes):
-    def close(self) -> None:
-        """Nothing to release for an empty segment."""
+def _check_sealed(ranges: list[Found], report: VerifyReport) -> None:
+    """The sealed blobs were hashed during the pass; name the first that did not match."""
+    for found in ranges:
+        report.sealed_blobs += found.sealed_blobs
+        if found.sealed_problem:
+            raise _Failed(*found.sealed_problem)
 
 
 def _check_caches(directory: Path, tree: _Tree, index: bytes, report: VerifyReport) -> None:
     """The derived caches must agree with entries, or proofs served from them are wrong."""
     for level, (first, row) in sorted(tree.rows.items()) if report.size else ():
-        at = first * HASH_SIZE
-        stored = read_file(directory / TREE / f"{level:02d}")[at : at + len(row)]
-        if stored != row and len(stored) == len(row):
+        if _differs(directory / TREE / f"{level:02d}", first * HASH_SIZE, row):
             raise _Failed("tree", level, f"tree/{level:02d}: cached hashes differ from entries")
-    at = tree.first * OFFSET.size
-    stored = read_file(directory / INDEX)[at : at + len(index)]
-    if stored != index and len(stored) == len(index):
+    if _differs(directory / INDEX, tree.first * OFFSET.size, index):
         raise _Failed("index", None, "index: cached offsets differ from entries")
+
+
+CACHE_CHUNK = 1024 * 1024  # bytes of a cache file compared at a time
+
+
+def _differs(path: Path, at: int, want: bytes) -> bool:
+    """Whether the file holds other bytes than `want` at `at` (a cache shorter than `want`
+    is one not written yet: not a difference), read in chunks."""
+    if not path.is_file() or path.stat().st_size < at + len(want):
+        return False
+    view = memoryview(want)
+    with open(path, "rb") as f:
+        f.seek(at)
+        return any(
+            f.read(CACHE_CHUNK) != view[i : i + CACHE_CHUNK]
+            for i in range(0, len(want), CACHE_CHUNK)
+        )
