@@ -2,8 +2,11 @@
 
     python benches/bench_audit.py                 # quick: 50k appends, verify of 200k
     python benches/bench_audit.py --big 1000000   # the 1M-entry verify/proof/open figures
+    python benches/bench_audit.py --big 1000000 --skip-append --keep /var/tmp/big1m
 
-Entries are ~1 KB of canonical JSON. Runs in a temporary directory on the current disk.
+Entries are ~1 KB of canonical JSON. Runs in a temporary directory on the current disk;
+`--keep DIR` keeps the big log (and its keys) in DIR and reuses it on later runs, since
+building a million entries takes minutes (one DIR per shape: with --big-sealed or without).
 """
 
 from __future__ import annotations
@@ -111,12 +114,17 @@ def pct(xs: list[float], p: float) -> float:
 
 
 async def big(d: Path, keys: Path, n: int, sealed: bool) -> None:
-    """Build an n-entry log, then time verify, open (recovery scan) and proofs."""
-    t = time.perf_counter()
-    rate, _ = await throughput(d, keys, "batch", n, 1000, sealed=sealed)
+    """Build an n-entry log (unless `d` holds one kept earlier), then time verify, open
+    (recovery scan) and proofs."""
     blobs = " with 2 sealed blobs each" if sealed else ""
-    took = time.perf_counter() - t
-    print(f"built {n} entries{blobs} in {took:.1f}s ({rate:,.0f}/s batch)")
+    if (d / "checkpoint").exists():
+        n = LogReader(d).size
+        print(f"reusing the {n}-entry log in {d}")
+    else:
+        t = time.perf_counter()
+        rate, _ = await throughput(d, keys, "batch", n, 1000, sealed=sealed)
+        took = time.perf_counter() - t
+        print(f"built {n} entries{blobs} in {took:.1f}s ({rate:,.0f}/s batch)")
     t = time.perf_counter()
     report = verify_log(d)
     took = time.perf_counter() - t
@@ -166,15 +174,20 @@ async def main() -> None:
     ap.add_argument("--big-sealed", action="store_true", help="big log entries carry blobs")
     ap.add_argument("--skip-append", action="store_true", help="only the big-log figures")
     ap.add_argument("--dir", help="where to write (default: a temp dir on the work disk)")
+    ap.add_argument(
+        "--keep", metavar="DIR", help="keep the big log in DIR; reuse the one already there"
+    )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(dir=args.dir))
+    kept = Path(args.keep) if args.keep else root
     try:
-        init_keys(root / "keys", ORIGIN)
+        if not (kept / "keys").exists():
+            init_keys(kept / "keys", ORIGIN)
         runs = () if args.skip_append else (("sync", False), ("sync", True), ("batch", False))
         for durability, sealed in runs:
             d = root / f"{durability}-{sealed}"
             rate, lat = await throughput(
-                d, root / "keys", durability, args.entries, args.workers, sealed
+                d, kept / "keys", durability, args.entries, args.workers, sealed
             )
             label = f"{durability}{' +2 sealed blobs (1 KB, 2 KB)' if sealed else ''}"
             print(
@@ -183,12 +196,12 @@ async def main() -> None:
             )
             shutil.rmtree(d)
         if not args.skip_append:
-            lat = await single_latency(root / "single", root / "keys", 2000)
+            lat = await single_latency(root / "single", kept / "keys", 2000)
             print(
                 f"sync, one appender: p50 {pct(lat, 0.5):.3f} ms, p99 {pct(lat, 0.99):.3f} ms, "
                 f"mean {statistics.mean(lat) * 1e3:.3f} ms"
             )
-        await big(root / "big", root / "keys", args.big, args.big_sealed)
+        await big(kept / "big", kept / "keys", args.big, args.big_sealed)
     finally:
         shutil.rmtree(root)
 
