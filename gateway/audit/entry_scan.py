@@ -62,14 +62,18 @@ class Found:
 
 class _Mapped:
     """A read-only map of a file whose pages are dropped from this process (not from the page
-    cache) after every WINDOW bytes read, so resident memory stays bounded."""
+    cache) as reading moves on, so resident memory stays bounded."""
 
     def __init__(self, f) -> None:
         self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self._read = 0
 
+    def drop_before(self, pos: int) -> None:
+        """Drop the pages wholly before `pos` (read in order: not needed again)."""
+        self.data.madvise(mmap.MADV_DONTNEED, 0, pos - pos % mmap.PAGESIZE)
+
     def advance(self, n: int) -> None:
-        """Note `n` more bytes read; past WINDOW, drop every page mapped so far."""
+        """Note `n` more bytes read anywhere in the file; past WINDOW, drop every page."""
         self._read += n
         if self._read >= WINDOW:
             self.data.madvise(mmap.MADV_DONTNEED)
@@ -199,7 +203,7 @@ def _scan(
         offsets.append(pos)
         pos, seq = body_end, seq + 1
         if pos >= window_end:
-            mapped.advance(WINDOW)
+            mapped.drop_before(pos)
             window_end = pos + WINDOW
     found.leaves = bytes(leaves)
     found.end = pos
