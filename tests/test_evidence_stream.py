@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 from collections import Counter
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import pytest
 from test_audit_epochs import Clock, open_epochs
 
 from gateway.audit import init_keys
+from gateway.audit.store import LEN
 from gateway.evidence import build_report, collect
 
 ORIGIN = "stream.test/audit"
@@ -158,3 +160,21 @@ def test_chunks_smaller_than_an_entry_give_the_same_report(
     monkeypatch.setenv("STREAM_TEST_UPSTREAM_KEY", "unused")
     build_report(written / "gateway.toml", None, None, None, written / "small-chunks")
     assert report_json(written / "small-chunks") == report_json(out)
+
+
+def test_entries_changed_after_verification_are_refused_and_later_ones_wait(
+    written: Path, tmp_path: Path
+) -> None:
+    log_dir = tmp_path / "epoch"
+    shutil.copytree(written / "audit" / "2026-12-01", log_dir)  # one epoch given alone
+    (log,) = collect.open_logs([log_dir])  # verified now
+    with open(log_dir / "entries", "ab") as f:
+        f.write(LEN.pack(5) + b"junk!")  # appended since: not verified, left for next time
+    fed: list[int] = []
+    collect.stream_log(log, lambda _log, seq, _entry: fed.append(seq))
+    assert fed == list(range(log.report.size))
+    data = bytearray((log_dir / "entries").read_bytes())
+    data[LEN.size] = ord("[")  # entry 0 is no longer the JSON object verified
+    (log_dir / "entries").write_bytes(bytes(data))
+    with pytest.raises(collect.EvidenceError, match="changed while it was read"):
+        collect.stream_log(log, lambda *_: None)

@@ -210,27 +210,43 @@ def stream_log(log: Log, feed: Callable[[Log, int, dict[str, Any]], None]) -> No
 
     The leaf hashes of the entries read are folded into a Merkle root as they go: if the
     entries the checkpoint covers no longer hash to its root (the file changed since it was
-    verified), nothing may be reported.
+    verified), nothing may be reported. Entries appended since verification are left for the
+    next report.
 
     Raises:
         EvidenceError: the entries read are not the ones verified.
     """
-    tree, signed_root = CompactRange(), None
-    loads = orjson.loads
+    tree, signed_root, verified = CompactRange(), None, log.report.size
     with open(log.directory / ENTRIES, "rb") as f:
         for seq, record in enumerate(read_frames(f)):
             if seq == log.latest.size:
                 signed_root = tree.root()
+            if seq == verified:
+                break
             tree.append(leaf_hash(record))
-            feed(log, seq, loads(record))
+            feed(log, seq, _entry(log, record))
     if signed_root is None and tree.size == log.latest.size:
         signed_root = tree.root()
     if signed_root != log.latest.root:
-        raise EvidenceError(
-            f"refusing to report: audit log {log.directory} changed while it was read: its "
-            "entries no longer hash to the checkpoint verified"
-        )
+        raise _changed(log)
     log.note, log.checkpoint = _note_at(log, log.written)
+
+
+def _entry(log: Log, record: bytes) -> dict[str, Any]:
+    try:
+        entry = orjson.loads(record)
+    except orjson.JSONDecodeError:
+        entry = None
+    if not isinstance(entry, dict):  # every verified entry is a JSON object: it changed since
+        raise _changed(log)
+    return entry
+
+
+def _changed(log: Log) -> EvidenceError:
+    return EvidenceError(
+        f"refusing to report: audit log {log.directory} changed while it was read: its "
+        "entries are no longer the ones verified"
+    )
 
 
 CHUNK = 1024 * 1024  # bytes of `entries` read at a time
