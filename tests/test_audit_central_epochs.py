@@ -187,7 +187,8 @@ class Clock:
 
 
 async def write_epochs(base: Path, keys: Path, start: float, days: int) -> None:
-    """`days` daily epochs written by the real writer: two entries in each besides its first."""
+    """`days` daily epochs written by the real writer: two entries in each besides its first,
+    each signed before the next (so every epoch has a checkpoint before its final one)."""
     clock = Clock(start)
     log = await EpochLog.open(
         base, origin=WRITER, kind="daily", signing_key=keys / "signing.key",
@@ -196,7 +197,9 @@ async def write_epochs(base: Path, keys: Path, start: float, days: int) -> None:
     for day in range(days):
         clock.now = start + day * 86400
         await log.append({"type": "decision", "day": day})
+        await log.signed()
         await log.append({"type": "inference", "day": day})
+        await log.signed()
     await log.close()
 
 
@@ -284,7 +287,7 @@ def test_the_database_refuses_an_epoch_that_does_not_chain(central, tmp_path) ->
     said = asyncio.run(scenario())
     assert "names no previous checkpoint" in said["unchained"]
     assert (
-        "names checkpoint size 1" in said["not final"]
+        f"names checkpoint size {checkpoints[0].size}" in said["not final"]
         and "final checkpoint (size 3" in said["not final"]
     )
     assert "not its final checkpoint" in said["other note"]
