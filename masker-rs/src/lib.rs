@@ -32,6 +32,7 @@ mod field;
 mod json_text;
 pub mod jsonpath;
 mod masker;
+mod normalize;
 mod phone;
 mod sse;
 mod stream;

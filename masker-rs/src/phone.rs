@@ -278,11 +278,18 @@ mod tests {
             "030\u{202f}12345678",
             "415\u{2013}555\u{2013}0132",
             "030\u{2011}12345678",
-            "030\u{200b}1234\u{200b}5678",
+            "030 1234\u{200b}5678",
+            "0\u{200d}30\u{ad} 1234\u{2060}5678",
             "(415)\u{2007}555\u{2010}0132",
+            "\u{ff10}\u{ff13}\u{ff10} 12345678",
         ] {
             assert_eq!(phones(&format!("ring {p} now")), vec![p], "{p:?}");
         }
+        // Zero-width chars are invisible: `030<ZWSP>1234<ZWSP>5678` reads as a bare run,
+        // a phone only next to a context word.
+        let bare = "030\u{200b}1234\u{200b}5678";
+        assert!(phones(&format!("order {bare} now")).is_empty());
+        assert_eq!(phones(&format!("Tel {bare} now")), vec![bare]);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::detectors::run::{Fed, RunState};
 use crate::detectors::MAX_ENTITY_LEN;
 use crate::error::{Error, Result};
 use crate::masker::Masker;
+use crate::normalize::{Normalizer, OffsetMap};
 use crate::styles::{push_hashed, HashState};
 
 /// Upper bound on the streaming hold-back, in bytes: the longest bounded entity
@@ -47,9 +48,10 @@ pub(crate) const LOOKBEHIND: usize = 64;
 /// Most text one step covers (bounds the work a step can waste and the scratch memory).
 const BLOCK: usize = 32 * 1024;
 
-/// Hard cap on unreleased text, a defensive bound: settled text is released at once and at
-/// most [`HOLD_BACK`] bytes are unsettled, so a stream never gets near it. Past it the
-/// stream fails closed ([`Error::HoldBackExceeded`]).
+/// Hard cap on unreleased text (view and original), a defensive bound: settled text is
+/// released at once and at most [`HOLD_BACK`] view bytes are unsettled (behind them at most
+/// ~9.3 KiB of original text), so a stream never gets near it. Past it the stream fails
+/// closed ([`Error::HoldBackExceeded`]).
 pub const MAX_PENDING: usize = 16 * 1024;
 
 /// One detected entity: detector index and byte span in the original input.
@@ -98,8 +100,9 @@ struct Absorb {
     det: usize,
     state: RunState,
     hash: Option<HashState>,
-    /// Absolute start offset and bytes taken so far.
+    /// Absolute start offset (view) and bytes taken so far; `ostart`: start in the original.
     start: usize,
+    ostart: usize,
     len: usize,
     /// Tentative bytes (a JWT's trailing `.`) not yet known to be part of it.
     maybe: Vec<u8>,
@@ -109,13 +112,21 @@ struct Absorb {
 }
 
 /// Streaming state. Whole-text masking uses one, fed once and finished.
+///
+/// Detectors search the normalised *view* of the text (`crate::normalize`); every offset
+/// below is in the view, except `odone`, which is in the original text that is emitted.
 pub(crate) struct Core {
-    /// Text from absolute offset `origin` on: look-behind, released text not yet dropped,
+    /// View from absolute offset `origin` on: look-behind, released text not yet dropped,
     /// then unreleased text.
     buf: String,
     origin: usize,
-    /// Absolute offset up to which output was released.
+    /// Absolute offset up to which output was released; `odone`: the same in the original.
     done: usize,
+    odone: usize,
+    norm: Normalizer,
+    map: OffsetMap,
+    /// The view of a push while an open-ended entity is swallowed.
+    scratch: String,
     /// Absolute end of the last selected entity.
     sel_end: usize,
     chains: Vec<Chain>,
@@ -135,6 +146,10 @@ impl Core {
             buf: String::new(),
             origin: 0,
             done: 0,
+            odone: 0,
+            norm: Normalizer::default(),
+            map: OffsetMap::default(),
+            scratch: String::new(),
             sel_end: 0,
             chains: vec![Chain::default(); m.detectors.len()],
             absorb: None,
@@ -155,49 +170,72 @@ impl Core {
         out: &mut String,
         hits: Option<&mut Vec<Hit>>,
     ) -> Result<()> {
+        self.feed(m, text, false, out, hits)
+    }
+
+    /// Normalise `text` (with `last`, the normaliser's pending segment too) and process its
+    /// view: swallowed by an open-ended entity in progress, then searched.
+    fn feed(
+        &mut self,
+        m: &Masker,
+        text: &str,
+        last: bool,
+        out: &mut String,
+        hits: Option<&mut Vec<Hit>>,
+    ) -> Result<()> {
         let mut hits = hits;
-        let mut text = text;
-        if let Some(ab) = &mut self.absorb {
-            let Absorb {
-                state,
-                hash,
-                len,
-                tail,
-                maybe,
-                ..
-            } = ab;
-            let fed = state.feed(text.as_bytes(), maybe, |b| {
-                if let Some(h) = hash.as_mut() {
-                    hmac::Mac::update(h, b);
-                }
-                *len += b.len();
-                // Entity bytes are ASCII (the run automata take nothing else).
-                tail.push_str(std::str::from_utf8(b).unwrap_or_default());
-                trim_front(tail, LOOKBEHIND);
-            });
-            match fed {
-                Fed::More => {
-                    let n = state.maybe;
-                    let mut all = std::mem::take(maybe);
-                    all.extend_from_slice(text.as_bytes());
-                    *maybe = all[all.len() - n..].to_vec();
-                    return Ok(());
-                }
-                Fed::Ended { at, carried_back } => {
-                    let carried = if carried_back {
-                        std::mem::take(maybe)
-                    } else {
-                        Vec::new()
-                    };
-                    self.end_absorb(m, out, hits.as_deref_mut());
-                    // Tentative bytes (ASCII '.') go back in front of the rest.
-                    self.buf
-                        .push_str(std::str::from_utf8(&carried).unwrap_or_default());
-                    text = &text[at..];
-                }
+        if self.absorb.is_none() {
+            self.norm.push(text, last, &mut self.buf, &mut self.map);
+            return self.process(m, false, out, hits);
+        }
+        let mut view = std::mem::take(&mut self.scratch);
+        view.clear();
+        self.norm.push(text, last, &mut view, &mut self.map);
+        let ab = self.absorb.as_mut().expect("absorbing");
+        let Absorb {
+            state,
+            hash,
+            len,
+            tail,
+            maybe,
+            ..
+        } = ab;
+        let fed = state.feed(view.as_bytes(), maybe, |b| {
+            if let Some(h) = hash.as_mut() {
+                hmac::Mac::update(h, b);
+            }
+            *len += b.len();
+            // Entity bytes are ASCII (the run automata take nothing else).
+            tail.push_str(std::str::from_utf8(b).unwrap_or_default());
+            trim_front(tail, LOOKBEHIND);
+        });
+        match fed {
+            Fed::More => {
+                let n = state.maybe;
+                let mut all = std::mem::take(maybe);
+                all.extend_from_slice(view.as_bytes());
+                *maybe = all[all.len() - n..].to_vec();
+                // Nothing before the entity's current end is looked up again.
+                let taken = ab.start + ab.len;
+                self.map.prune(taken, usize::MAX);
+            }
+            Fed::Ended { at, carried_back } => {
+                let mut rest = if carried_back {
+                    String::from_utf8(std::mem::take(maybe)).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                rest.push_str(&view[at..]);
+                let end = ab.start + ab.len;
+                let skip = self.map.round_up(end) - end;
+                self.end_absorb(m, &rest[..skip], out, hits.as_deref_mut());
+                self.buf.push_str(&rest[skip..]);
             }
         }
-        self.buf.push_str(text);
+        self.scratch = view;
+        if self.absorb.is_some() {
+            return Ok(());
+        }
         self.process(m, false, out, hits)
     }
 
@@ -209,7 +247,7 @@ impl Core {
         out: &mut String,
         hits: Option<&mut Vec<Hit>>,
     ) {
-        self.buf.push_str(text);
+        self.norm.push(text, true, &mut self.buf, &mut self.map);
         // `last = true` never returns an error.
         let _ = self.process(m, true, out, hits);
     }
@@ -222,31 +260,43 @@ impl Core {
         hits: Option<&mut Vec<Hit>>,
     ) -> Result<()> {
         let mut hits = hits;
+        self.feed(m, "", true, out, hits.as_deref_mut())?;
         if let Some(ab) = &mut self.absorb {
             let carried = std::mem::take(&mut ab.maybe);
-            self.end_absorb(m, out, hits.as_deref_mut());
+            self.end_absorb(m, "", out, hits.as_deref_mut());
             self.buf
                 .push_str(std::str::from_utf8(&carried).unwrap_or_default());
         }
         self.process(m, true, out, hits)
     }
 
-    fn end_absorb(&mut self, m: &Masker, out: &mut String, hits: Option<&mut Vec<Hit>>) {
-        let ab = self.absorb.take().expect("absorbing");
+    /// The swallowed entity ended; `skip`: the rest of the segment it ended in (swallowed
+    /// too, not part of its value).
+    fn end_absorb(
+        &mut self,
+        m: &Masker,
+        skip: &str,
+        out: &mut String,
+        hits: Option<&mut Vec<Hit>>,
+    ) {
+        let mut ab = self.absorb.take().expect("absorbing");
         let d = &m.detectors[ab.det];
         match ab.hash {
             Some(h) => push_hashed(&d.tag, h, out),
             None => m.style.render(&d.id, &d.tag, false, "", out),
         }
         self.counts[ab.det] += 1;
-        let end = ab.start + ab.len;
+        let end = ab.start + ab.len + skip.len();
+        self.odone = self.map.end(end);
         if let Some(hits) = hits {
             hits.push(Hit {
                 det: ab.det,
-                start: ab.start,
-                end,
+                start: ab.ostart,
+                end: self.odone,
             });
         }
+        ab.tail.push_str(skip);
+        trim_front(&mut ab.tail, LOOKBEHIND);
         self.buf = ab.tail;
         self.origin = end - self.buf.len();
         self.restart_at(end);
@@ -366,7 +416,14 @@ impl Core {
             }
             self.compact();
         }
-        if !last && end - self.done > MAX_PENDING {
+        if last && self.absorb.is_none() {
+            // Format chars dropped at the very end of the view.
+            self.copy_to(self.norm.orig_at, out);
+        }
+        // Unreleased view, and the original behind it (at most ~36 original bytes per view
+        // byte, see `crate::normalize`): both capped.
+        if !last && (end - self.done > MAX_PENDING || self.norm.orig_at - self.odone > MAX_PENDING)
+        {
             return Err(Error::HoldBackExceeded(MAX_PENDING));
         }
         Ok(())
@@ -493,6 +550,11 @@ impl Core {
         out: &mut String,
         hits: Option<&mut Vec<Hit>>,
     ) -> bool {
+        // Format chars dropped just before the entity are text before it.
+        let ostart = self.map.start(c.start);
+        self.copy_to(ostart, out);
+        // Not before the end of an entity that ended in the same segment.
+        let ostart = ostart.max(self.odone);
         let d = &m.detectors[c.det];
         let mut st = RunState::new(d.run.expect("open-ended"));
         let len = self.buf.len();
@@ -513,6 +575,7 @@ impl Core {
                     state: st,
                     hash,
                     start: c.start,
+                    ostart,
                     len: body_end - s,
                     maybe: self.buf.as_bytes()[body_end..].to_vec(),
                     tail,
@@ -525,11 +588,14 @@ impl Core {
         let value = &self.buf[self.rel(c.start)..self.rel(end)];
         m.style.render(&d.id, &d.tag, false, value, out);
         self.counts[c.det] += 1;
+        // The rest of the segment the entity ends in goes with it.
+        let end = self.map.round_up(end);
+        self.odone = self.odone.max(self.map.end(end));
         if let Some(h) = hits {
             h.push(Hit {
                 det: c.det,
-                start: c.start,
-                end,
+                start: ostart,
+                end: self.odone,
             });
         }
         self.restart_at(end);
@@ -540,12 +606,15 @@ impl Core {
     fn emit(&mut self, m: &Masker, upto: usize, out: &mut String, mut hits: Option<&mut Vec<Hit>>) {
         let o = self.origin;
         let mut at = self.done;
-        for &i in &self.sel {
-            let c = &self.cands[i];
+        for k in 0..self.sel.len() {
+            let c = self.cands[self.sel[k]];
             if c.start < at || c.end > upto || c.run {
                 continue;
             }
-            out.push_str(&self.buf[at - o..c.start - o]);
+            let ostart = self.map.start(c.start);
+            self.copy_to(ostart, out);
+            // Not before the end of an entity that ended in the same segment.
+            let ostart = ostart.max(self.odone);
             let d = &m.detectors[c.det];
             m.style.render(
                 &d.id,
@@ -555,22 +624,32 @@ impl Core {
                 out,
             );
             self.counts[c.det] += 1;
+            self.odone = self.odone.max(self.map.end(c.end));
             if let Some(h) = hits.as_deref_mut() {
                 h.push(Hit {
                     det: c.det,
-                    start: c.start,
-                    end: c.end,
+                    start: ostart,
+                    end: self.odone,
                 });
             }
             at = c.end;
         }
-        out.push_str(&self.buf[at - o..upto - o]);
+        self.copy_to(self.map.release(upto), out);
         self.done = upto;
+    }
+
+    /// Append the original text from `odone` to `to`.
+    fn copy_to(&mut self, to: usize, out: &mut String) {
+        if to > self.odone {
+            self.map.copy(self.odone, to, &self.buf, self.origin, out);
+            self.odone = to;
+        }
     }
 
     /// Drop text no search or validator will look at again, once that is at least half the
     /// buffer (amortised: each byte is moved a bounded number of times).
     fn compact(&mut self) {
+        self.map.prune(self.done, self.odone);
         let mut keep = self.done;
         for ch in &self.chains {
             keep = keep.min(ch.from);

@@ -135,9 +135,10 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         ..row(
             "phone",
             // Digit groups with up to 3 separator chars between digits (`(0) `, `) `,
-            // ` - `; Unicode spaces, dashes and zero-width format chars count too), an
-            // optional extension; which of these are numbers: `crate::phone`.
-            r"(?:[+(]|(?-u:\b))[0-9](?:[0-9]|[ .\-/()\u{A0}\u{2007}\u{2009}\u{202F}\u{2010}-\u{2015}\u{2212}\u{200B}-\u{200D}\u{2060}\u{AD}]{1,3}[0-9]){5,19}(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?(?-u:\b)",
+            // ` - `; Unicode spaces and dashes are ASCII in the normalised view, format
+            // chars are gone), an optional extension; which of these are numbers:
+            // `crate::phone`.
+            r"(?:[+(]|(?-u:\b))[0-9](?:[0-9]|[ .\-/()]{1,3}[0-9]){5,19}(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?(?-u:\b)",
             Validator::Phone,
         )
     },
