@@ -147,6 +147,32 @@ def test_json_with_duplicate_key_is_refused(shapes_gateway, shapes_token, script
     assert response.json()["error"]["code"] == "masking_failed"
 
 
+DUPLICATE_KEY_STREAMS = {
+    # The first copy of "content" holds the e-mail, the last (the one a last-wins parser
+    # keeps) does not: the event must not go out as it came.
+    "sse": (["data: " + '{"choices": [{"index": 0, "delta": {"content": "mail EMAIL", '
+             '"content": "hi"}}]}' + "\n\n", "data: [DONE]\n\n"], "text/event-stream"),
+    "ndjson": (['{"message": {"role": "assistant", "content": "mail EMAIL", "content": "hi"}, '
+                '"done": false}\n', '{"message": {"content": ""}, "done": true}\n'],
+               "application/x-ndjson"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(DUPLICATE_KEY_STREAMS))
+def test_streamed_json_with_duplicate_key_fails_closed(
+    shapes_gateway, shapes_token, scripted, kind
+) -> None:
+    chunks, content_type = DUPLICATE_KEY_STREAMS[kind]
+    chunks = [c.replace("EMAIL", EMAIL) for c in chunks]
+    response = ask(shapes_gateway, shapes_token, scripted, f"dup-{kind}", chunks, content_type)
+    assert EMAIL not in response.text
+    if response.status_code == 200:  # failed mid-stream: ended with an in-band error
+        assert '"code":"masking_failed"' in response.text.replace(" ", "")
+    else:
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "masking_failed"
+
+
 def sse_chat(pieces: list[str]) -> list[str]:
     return [
         "data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": p}}]}).decode()

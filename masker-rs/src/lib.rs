@@ -38,6 +38,7 @@ mod sse;
 mod stream;
 mod styles;
 mod text;
+mod unique_keys;
 pub mod validators;
 
 #[cfg(feature = "python")]

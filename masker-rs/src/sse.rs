@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::field::Field;
 use crate::jsonpath::{get, get_mut, Location, Paths, Seg};
 use crate::masker::{Counts, Masker};
+use crate::unique_keys::has_repeated_name;
 
 struct Loc {
     path: Location,
@@ -269,6 +270,12 @@ impl SseStream {
                 e.column()
             ))
         })?;
+        if has_repeated_name(&data) {
+            return Err(Error::InvalidSse(format!(
+                "event {n}: data JSON repeats a member name (a client could read the copy that \
+                 was not masked)"
+            )));
+        }
         if self.model.is_none() {
             if let Some(Value::String(m)) = doc.get("model") {
                 self.model = Some(m.clone());

@@ -1,0 +1,80 @@
+//! Does a JSON text repeat a member name in some object?
+//!
+//! `serde_json` keeps the last of two equal names. A masker that looks at the last copy and
+//! then re-emits the event as it came would pass the first copy unmasked to a client whose
+//! parser keeps the first, so streamed JSON with a repeated name is refused, as whole bodies
+//! are (`gateway/strict_json.py`). Names are compared decoded (`"a"` and `"\u0061"` are equal).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+/// Any JSON value whose objects all have distinct member names.
+struct Unique;
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if !seen.insert(name) {
+                return Err(A::Error::custom("repeated member name"));
+            }
+            map.next_value::<Unique>()?;
+        }
+        Ok(Unique)
+    }
+}
+
+/// True when `json` (valid JSON) has an object with a repeated member name.
+pub(crate) fn has_repeated_name(json: &str) -> bool {
+    serde_json::from_str::<Unique>(json).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_repeated_name;
+
+    #[test]
+    fn repeated_names_at_any_depth_decoded() {
+        assert!(!has_repeated_name(r#"{"a": 1, "b": [{"a": 2}, {"a": 3}]}"#));
+        assert!(has_repeated_name(r#"{"a": 1, "a": 2}"#));
+        assert!(has_repeated_name(r#"[{"x": {"c": "m", "c": "n"}}]"#));
+        assert!(has_repeated_name(r#"{"a": 1, "\u0061": 2}"#));
+    }
+}
