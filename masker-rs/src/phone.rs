@@ -73,6 +73,8 @@ struct Region {
     /// The general national-number pattern, anchored at both ends.
     general: Regex,
     lengths: Vec<u16>,
+    /// Lengths of fixed-line and mobile numbers (the general list is often empty).
+    possible: Vec<u16>,
 }
 
 impl Region {
@@ -88,6 +90,12 @@ impl Region {
                     .any(phonenumber::metadata::Format::is_national_prefix_optional),
             general: Regex::new(&pattern).ok()?,
             lengths: general.possible_length().to_vec(),
+            possible: [meta.descriptors().fixed_line(), meta.descriptors().mobile()]
+                .into_iter()
+                .flatten()
+                .flat_map(|d| d.possible_length().iter().copied())
+                .chain(general.possible_length().iter().copied())
+                .collect(),
         })
     }
 
@@ -96,10 +104,20 @@ impl Region {
         (self.lengths.is_empty() || self.lengths.contains(&n)) && self.general.is_match(national)
     }
 
+    /// A possible length for the region (the metadata's length check alone).
+    fn possible(&self, national: &str) -> bool {
+        u16::try_from(national.len()).is_ok_and(|n| self.possible.contains(&n))
+    }
+
     fn matches_national(&self, digits: &str) -> bool {
         match self.national_prefix.as_deref() {
             Some(p) if digits.starts_with(p) => {
-                self.matches(&digits[p.len()..]) || (self.prefix_optional && self.matches(digits))
+                let rest = &digits[p.len()..];
+                // Written with the national prefix, a possible length is enough: that is
+                // how numbers are written, and libphonenumber's own matcher is as lenient.
+                self.matches(rest)
+                    || (self.prefix_optional && self.matches(digits))
+                    || self.possible(rest)
             }
             Some(_) => self.prefix_optional && self.matches(digits),
             None => self.matches(digits),
@@ -183,16 +201,18 @@ impl PhoneRules {
         if bare && !context_word_before(hay, s, CONTEXT_WORDS) {
             return None;
         }
+        let all = digits.as_str();
         let (intl, digits) = if plus {
-            (true, digits.as_str())
-        } else if let Some(rest) = digits.strip_prefix("00") {
+            (true, all)
+        } else if let Some(rest) = all.strip_prefix("00") {
             (true, rest)
         } else {
-            (false, digits.as_str())
+            (false, all)
         };
         if !(7..=15).contains(&digits.len()) {
             return None;
         }
+        let national = |d: &str| self.national.iter().any(|r| r.matches_national(d));
         let ok = if intl {
             (1..=3).find_map(|n| {
                 let code: u16 = digits.get(..n)?.parse().ok()?;
@@ -200,13 +220,21 @@ impl PhoneRules {
                 (!regions.is_empty()).then(|| {
                     let national = &digits[n..];
                     let trunk = national.strip_prefix('0');
-                    regions
-                        .iter()
-                        .any(|r| r.matches(national) || trunk.is_some_and(|t| r.matches(t)))
+                    // After a country code a possible length is enough (as for a number
+                    // with its national prefix): the `+`/`00` says it is a phone number.
+                    regions.iter().any(|r| {
+                        r.matches(national)
+                            || trunk.is_some_and(|t| r.matches(t))
+                            || r.possible(national)
+                            || trunk.is_some_and(|t| r.possible(t))
+                    })
                 })
             }) == Some(true)
+                // `00…` without a known country code after it: a national number whose
+                // area code starts with 0, as written with its trunk prefix.
+                || (!plus && national(all))
         } else {
-            self.national.iter().any(|r| r.matches_national(digits))
+            national(digits)
         };
         ok.then_some(e)
     }
