@@ -1,6 +1,6 @@
 """Labeled corpus for scoring the masker: Faker values in sentences, 10 locales, seeded.
 
-    python benches/masker_corpus.py --per-type 150 --out /tmp/corpus.jsonl
+    python benches/masker_corpus.py --per-type 150 --out /tmp/corpus.jsonl [--seed 10]
 
 Each line is one document: ``{"text", "locale", "spans": [[type, start, end], ...]}`` with
 UTF-8 byte offsets. Documents with no spans are look-alike negatives (package names like
@@ -8,6 +8,11 @@ UTF-8 byte offsets. Documents with no spans are look-alike negatives (package na
 dates and numbers without context words, Luhn-failing card numbers): nothing in them may be
 masked. Some documents wrap their sentence in JSON (a tool-call argument string, escaped
 with ``ensure_ascii``) so escaped text is scored too.
+
+Unicode evasions: for one in four values of the types in ``EVADED``, an extra document carries
+the value rewritten so that it reads the same (``"variant"``: ``zero_width`` chars inside it,
+``nbsp``-style spaces, ``full_width`` forms, Unicode ``dashes``); the scorer reports their
+recall by variant, apart from the plain documents.
 """
 
 from __future__ import annotations
@@ -42,6 +47,27 @@ CONTEXT_TEMPLATES = {
 
 
 KEY_ID = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+EVADED = {"email", "phone", "us_ssn", "credit_card", "iban", "ip", "mac", "aws_access_key"}
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\u00ad\ufeff"
+SPACES = "\u00a0\u202f\u2007\u2009\u3000"
+DASHES = "\u2010\u2011\u2012\u2013\u2014\u2212"
+
+
+def evade(value: str, rng: random.Random) -> tuple[str, str]:
+    """The value as it could be written to slip past a pattern, and the variant's name."""
+    variants = ["zero_width", "full_width"]
+    variants += ["nbsp"] * (" " in value) + ["dashes"] * ("-" in value)
+    variant = rng.choice(variants)
+    if variant == "zero_width":
+        cuts = sorted(rng.sample(range(1, len(value)), min(3, len(value) - 1)))
+        parts = [value[a:b] for a, b in zip([0, *cuts], [*cuts, len(value)], strict=True)]
+        return "".join(p + rng.choice(ZERO_WIDTH) for p in parts[:-1]) + parts[-1], variant
+    if variant == "full_width":
+        wide = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in value)
+        return wide, variant
+    plain, fancy = (" ", SPACES) if variant == "nbsp" else ("-", DASHES)
+    return "".join(rng.choice(fancy) if c == plain else c for c in value), variant
 
 
 def _digits(rng: random.Random, n: int) -> str:
@@ -114,9 +140,9 @@ def negatives(fake: Faker, rng: random.Random) -> list[str]:
     ]
 
 
-def document(text: str, value: str, kind: str, rng: random.Random) -> dict:
-    """One labeled document; sometimes as tool-call JSON with ASCII escapes."""
-    if rng.random() < 0.15:
+def document(text: str, value: str, kind: str, rng: random.Random, wrap: bool = True) -> dict:
+    """One labeled document; sometimes (`wrap`) as tool-call JSON with ASCII escapes."""
+    if wrap and rng.random() < 0.15:
         text = json.dumps({"note": text})  # ensure_ascii: \\uXXXX escapes, \\n
         enc = json.dumps(value)[1:-1]
     else:
@@ -125,9 +151,9 @@ def document(text: str, value: str, kind: str, rng: random.Random) -> dict:
     return {"text": text, "spans": [[kind, start, start + len(enc.encode())]]}
 
 
-def build(per_type: int) -> list[dict]:
-    rng = random.Random(SEED)
-    Faker.seed(SEED)
+def build(per_type: int, seed: int = SEED) -> list[dict]:
+    rng = random.Random(seed)
+    Faker.seed(seed)
     fakers = {loc: Faker(loc) for loc in LOCALES}
     docs = []
     for i in range(per_type):
@@ -144,6 +170,11 @@ def build(per_type: int) -> list[dict]:
             doc = document(tpl.format(value), value, label, rng)
             doc["locale"] = loc
             docs.append(doc)
+            evaded = evade(value, rng) if kind in EVADED and rng.random() < 0.25 else None
+            if evaded:
+                doc = document(tpl.format(evaded[0]), evaded[0], label, rng, wrap=False)
+                doc.update(locale=loc, variant=evaded[1])
+                docs.append(doc)
         for text in negatives(fake, rng):
             docs.append({"text": text, "spans": [], "locale": loc})
     return docs
@@ -153,9 +184,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-type", type=int, default=150)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=SEED)
     args = ap.parse_args()
     with open(args.out, "w", encoding="utf-8") as f:
-        for d in build(args.per_type):
+        for d in build(args.per_type, args.seed):
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
 
 

@@ -6,7 +6,8 @@
 Presidio: presidio-analyzer 2.2.x pattern recognizers through ``NoOpNlpEngine`` (no spaCy
 model), language ``en``, score threshold 0.3. A prediction counts if it overlaps a labelled
 span of the same type (IPv4 and IPv6 pooled as ``ip``); on negative documents any prediction
-flags the document. Also prints phone recall by locale and the fraction of flagged negatives.
+flags the document. Also prints phone recall by locale, the fraction of flagged negatives,
+and recall on the Unicode-evasion documents by variant (kept out of the per-type figures).
 """
 
 from __future__ import annotations
@@ -67,10 +68,16 @@ def masker_predict():
 def score(docs: list[dict], predict) -> dict:
     tp, fn, fp = defaultdict(int), defaultdict(int), defaultdict(int)
     by_locale = defaultdict(lambda: [0, 0])
+    by_variant = defaultdict(lambda: [0, 0])
     flagged = negatives = 0
     for d in docs:
         pred = predict(d["text"])
         gold = d["spans"]
+        if "variant" in d:
+            for kind, gs, ge in gold:
+                hit = any(k == kind and ps < ge and gs < pe for k, ps, pe in pred)
+                by_variant[d["variant"]][0 if hit else 1] += 1
+            continue
         if not gold:
             negatives += 1
             flagged += bool(pred)
@@ -94,6 +101,9 @@ def score(docs: list[dict], predict) -> dict:
         },
         "phone_recall_by_locale": {
             loc: round(h / (h + m), 3) for loc, (h, m) in sorted(by_locale.items())
+        },
+        "evasion_recall_by_variant": {
+            v: f"{h / (h + m):.3f} of {h + m}" for v, (h, m) in sorted(by_variant.items())
         },
         "negatives_flagged": round(flagged / negatives, 4) if negatives else None,
         "negatives": negatives,
