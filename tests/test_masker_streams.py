@@ -254,3 +254,64 @@ def test_sse_one_character_per_event_releases_only_settled_text(text: str) -> No
         released += reassemble(s.push(event + b"\n\n"), False)
         assert MASKER.mask_text(text)[0].startswith(released), (text, released)
     assert released + reassemble(s.finish(), False) == MASKER.mask_text(text)[0]
+
+
+# Unicode evasions: values rewritten so they read the same (zero-width and format chars
+# inside, Unicode spaces and dashes for ASCII ones, full-width forms), in text with combining
+# marks and NFKC expansions around them.
+EVADABLE = [
+    ("bob.smith@mail.example.com", "email"),
+    ("4111 1111 1111 1111", "credit_card"),
+    ("123-45-6789", "us_ssn"),
+    ("+44 20 7946 0958", "phone"),
+    ("DE89 3704 0044 0532 0130 00", "iban"),
+    ("192.168.10.254", "ipv4"),
+]
+FORMAT_CHARS = "\u200b\u200c\u200d\u2060\u00ad\ufeff"
+UNICODE_SPACES = "\u00a0\u202f\u2007\u2009\u3000"
+UNICODE_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2212"
+AROUND = [
+    " ",
+    " mail ",
+    "caf\u00e9 ",
+    "cafe\u0301 ",
+    "\ufb01 \u338e \u00bd ",
+    "\uff76\uff9e ",
+    "\u2014 ",
+]
+
+
+@st.composite
+def evaded(draw) -> tuple[str, str]:
+    value, kind = draw(st.sampled_from(EVADABLE))
+    out = []
+    for i, c in enumerate(value):
+        op = draw(st.sampled_from(["keep", "wide", "format", "unicode"]))
+        if op == "wide" and "!" <= c <= "~":
+            c = chr(ord(c) + 0xFEE0)
+        elif op == "unicode" and c in " -":
+            c = draw(st.sampled_from(UNICODE_SPACES if c == " " else UNICODE_DASHES))
+        out.append(c)
+        if op == "format" and i + 1 < len(value):
+            out.append(draw(st.sampled_from(FORMAT_CHARS)))
+    return "".join(out), kind
+
+
+documents = st.lists(st.tuples(st.sampled_from(AROUND), evaded()), min_size=1, max_size=4)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(documents, cut_points)
+def test_evaded_values_are_masked_whole_and_streams_agree(parts, cuts: list[int]) -> None:
+    text = "".join(around + value + " ; " for around, (value, _) in parts)
+    whole, findings = MASKER.mask_text(text)
+    assert [f[0] for f in findings] == [kind for _, (_, kind) in parts], (text, whole)
+    # Spans are in the original bytes: the text around each value is unchanged.
+    raw, rebuilt, at = text.encode(), b"", 0
+    for kind, start, end in findings:
+        rebuilt += raw[at:start] + f"[{kind.upper()}]".encode()
+        at = end
+    assert (rebuilt + raw[at:]).decode() == whole
+    s = MASKER.text_stream()
+    out = b"".join(s.push(c) for c in chunks(raw, cuts)) + s.finish()
+    assert out.decode() == whole
