@@ -93,6 +93,14 @@ def connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return frozenset(names)
 
 
+# What never crosses, whatever `Connection:` lists besides (computed once, not per request).
+NOT_TO_UPSTREAM = (
+    HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | GATEWAY_CONSUMED | OVERRIDES
+)
+NOT_TO_CLIENT = HOP_BY_HOP | GATEWAY_OWNED
+NOT_TO_CLIENT_REFRAMED = NOT_TO_CLIENT | {b"content-length"}
+
+
 def request_headers_for_upstream(
     headers: Headers, host: bytes, request_id: bytes, body_length: int
 ) -> Headers:
@@ -101,8 +109,8 @@ def request_headers_for_upstream(
     The body was read whole, so it always goes upstream with a Content-Length. The connection's
     credential is added after this (gateway.upstream_auth), replacing any copy the caller sent.
     """
-    drop = HOP_BY_HOP | CALLER_SECRETS | FRAMING | GATEWAY_OWNED | GATEWAY_CONSUMED | OVERRIDES
-    drop |= connection_listed(headers)
+    listed = connection_listed(headers)
+    drop = NOT_TO_UPSTREAM | listed if listed else NOT_TO_UPSTREAM
     out: Headers = [(b"host", host)]
     out.extend((n, v) for n, v in headers if n not in drop)
     out.append((b"x-request-id", request_id))
@@ -117,9 +125,10 @@ def response_headers_for_client(headers: Headers, *, keep_length: bool) -> Heade
     Only the first Content-Type goes on: it is the one the gateway read (to mask by), so the
     client must not read a later one. The server adds the gateway's own `x-request-id`.
     """
-    drop = HOP_BY_HOP | GATEWAY_OWNED | connection_listed(headers)
-    if not keep_length:
-        drop = drop | {b"content-length"}
+    drop = NOT_TO_CLIENT if keep_length else NOT_TO_CLIENT_REFRAMED
+    listed = connection_listed(headers)
+    if listed:
+        drop = drop | listed
     out = [(n, v) for n, v in headers if n not in drop]
     first_type = next((i for i, (n, _) in enumerate(out) if n == b"content-type"), len(out))
     return [h for i, h in enumerate(out) if i <= first_type or h[0] != b"content-type"]

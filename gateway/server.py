@@ -160,6 +160,7 @@ class HttpConnection(asyncio.Protocol):
         self.flow: FlowControl  # set once the transport exists
         self.closed = False
         self.request: h11.Request | None = None
+        self.headers: Headers = []  # the request's, as a list (see _on_request)
         self.body = bytearray()
 
     # -- asyncio callbacks ------------------------------------------------------------------
@@ -240,14 +241,16 @@ class HttpConnection(asyncio.Protocol):
     def _on_request(self, request: h11.Request) -> bool:
         """Check what the headers alone can tell; start the body timer. False if refused."""
         self.request = request
+        # h11's Headers iterate in Python, item by item: read them into a list once.
+        self.headers = headers = list(request.headers)
         self.body = bytearray()
         # h11 bounds only a head that arrives in pieces; one that arrives whole is checked here.
-        size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in headers)
         if size > self.limits.max_header_bytes:
             message = f"request headers exceed max_header_bytes ({self.limits.max_header_bytes})"
             self._refuse(431, "headers_too_large", message)
             return False
-        framing = {name for name, _ in request.headers}
+        framing = {name for name, _ in headers}
         if b"content-length" in framing and b"transfer-encoding" in framing:
             # RFC 9112 §6.1: both present is how request smuggling starts; refuse outright.
             self._refuse(400, "bad_request", "Content-Length and Transfer-Encoding both set")
@@ -258,12 +261,12 @@ class HttpConnection(asyncio.Protocol):
             wanted = request.method.upper().decode("ascii", "replace")
             self._refuse(400, "bad_method", f"methods are upper case: send {wanted}")
             return False
-        twice = duplicated(request.headers)
+        twice = duplicated(headers)
         if twice is not None:
             message = f"more than one {twice.decode()} header: send it once"
             self._refuse(400, "duplicate_header", message)
             return False
-        for name, value in request.headers:
+        for name, value in headers:
             if name == b"content-length" and int(value) > self.limits.max_body_bytes:
                 self._refuse(413, "body_too_large", self._body_limit_message())
                 return False
@@ -311,10 +314,10 @@ class HttpConnection(asyncio.Protocol):
             target=target,
             path=path,
             query=query,
-            headers=list(request.headers),
+            headers=self.headers,
             body=bytes(self.body),
             client=self.client,
-            request_id=request_id(request.headers),
+            request_id=request_id(self.headers),
         )
         self.body = bytearray()
         writer = ResponseWriter(self, incoming.request_id)
