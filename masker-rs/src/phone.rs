@@ -320,6 +320,24 @@ mod tests {
         assert_eq!(phones(&format!("Tel {bare} now")), vec![bare]);
     }
 
+    /// Written with a country code or a national prefix, a possible length is enough (the
+    /// metadata's per-type patterns reject these digits); `00` + no country code is national.
+    #[test]
+    fn prefixed_numbers_pass_on_a_possible_length() {
+        for p in [
+            "+31(0)04-7276396",
+            "+3103-8660954",
+            "+44(0)292018193",
+            "+4429 2018399",
+            "(00327) 96810",
+            "00765 474326",
+        ] {
+            assert_eq!(phones(&format!("ring {p} now")), vec![p], "{p}");
+        }
+        assert_eq!(phones("Call me on 0037004061."), vec!["0037004061"]);
+        assert!(phones("order 0037004061 shipped").is_empty());
+    }
+
     #[test]
     fn bare_runs_need_a_context_word() {
         assert_eq!(phones("Tel: 5103737504"), vec!["5103737504"]);
