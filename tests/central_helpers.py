@@ -29,6 +29,11 @@ class Central:
         postgres.psql(
             f"CREATE ROLE {self.gateway_role} LOGIN; CREATE ROLE {self.witness_role} LOGIN"
         )
+        self._apply_schema()
+        self.url = postgres.url(self.database, self.gateway_role)
+        self.witness_url = postgres.url(self.database, self.witness_role)
+
+    def _apply_schema(self) -> None:
         roles = ["--role", self.gateway_role, "--witness-role", self.witness_role]
         sql = subprocess.run(
             ["gateway", "audit", "central-schema", *roles],
@@ -43,8 +48,13 @@ class Central:
             capture_output=True,
             text=True,
         )
-        self.url = postgres.url(self.database, self.gateway_role)
-        self.witness_url = postgres.url(self.database, self.witness_role)
+
+    def restore_empty(self) -> None:
+        """As if restored from a backup older than anything shipped: the database is dropped
+        (its sessions ended) and made again from the schema."""
+        self.postgres.psql(f"DROP DATABASE {self.database} WITH (FORCE)")
+        self.postgres.psql(f"CREATE DATABASE {self.database}")
+        self._apply_schema()
 
     def sql(self, statement: str, *, role: str | None = None) -> subprocess.CompletedProcess:
         url = self.postgres.url(self.database, role or self.gateway_role)

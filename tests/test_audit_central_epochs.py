@@ -29,7 +29,7 @@ from peers import wait_for
 from gateway.audit import LogReader, epoch_keys, init_keys, read_secret_key
 from gateway.audit.epochs import EpochLog, previous_fields
 from gateway.audit.periods import Epoch
-from gateway.audit.shipper import local_checkpoints
+from gateway.audit.shipper import Shipper, local_checkpoints
 from gateway.audit.store import VERIFIER
 
 ORIGIN = "test.gateway/audit"
@@ -344,3 +344,29 @@ async def refusal_of_more(db: asyncpg.Connection, origin: str, seq: int) -> str:
     except asyncpg.CheckViolationError as exc:
         return str(exc)
     return "accepted"
+
+
+async def test_a_store_restored_from_an_older_backup_gets_closed_epochs_again(
+    central, tmp_path
+) -> None:
+    """The shipper (its real loop, in this process) forgets what the store held when the
+    connection drops: a store restored without the rows it had shipped gets every epoch again,
+    the closed ones first, so the database's chain rule takes the later ones."""
+    keys, base = tmp_path / "keys", tmp_path / "audit"
+    init_keys(keys, WRITER)
+    await write_epochs(base, keys, DAY1 + 2, 2)
+    want = [(f"{WRITER}/2026-12-01", 3), (f"{WRITER}/2026-12-02", 3)]
+    query = "SELECT origin, count(*) AS n FROM audit_entries GROUP BY origin ORDER BY origin"
+
+    def holds_all() -> bool:
+        return [(r["origin"], r["n"]) for r in central.fetch(query)] == want
+
+    shipper = Shipper(base, central.url, interval_s=0.05)
+    shipper.start()
+    try:
+        await asyncio.to_thread(wait_for, holds_all, 30)  # the loop ships meanwhile
+        await asyncio.to_thread(central.restore_empty)
+        await asyncio.to_thread(wait_for, holds_all, 30)
+        assert shipper.refusal is None
+    finally:
+        await shipper.close()

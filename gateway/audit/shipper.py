@@ -193,8 +193,11 @@ class Shipper:
         self.remotes.clear()  # re-read what the store holds before any further attempt
 
     async def _disconnect(self) -> None:
+        """Forget what the store held: after a reconnect it is read again, every log of the
+        chain included (a store restored from an older backup gets closed epochs again)."""
         db, self.db = self.db, None
         self.remotes.clear()
+        self.shipped.clear()
         if db is not None:
             with contextlib.suppress(Exception):
                 await db.close(timeout=1)
@@ -202,10 +205,11 @@ class Shipper:
     async def _connect(self) -> asyncpg.Connection:
         if self.db is None or self.db.is_closed():
             self.db = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
-        if self.refusals_seen is None:  # refusals from before this process are not news
-            self.refusals_seen = await self.db.fetchval(
-                "SELECT coalesce(max(id), 0) FROM audit_refusals"
-            )
+            # Refusals from before this process are not news; ids lower than those seen mean
+            # the store was restored from a backup, so count from there again.
+            latest = await self.db.fetchval("SELECT coalesce(max(id), 0) FROM audit_refusals")
+            if self.refusals_seen is None or latest < self.refusals_seen:
+                self.refusals_seen = latest
         return self.db
 
     async def ship_once(self) -> int:
