@@ -18,6 +18,8 @@ from gateway.approvals.api import ApprovalsApi
 from gateway.approvals.signin import sign_in_for
 from gateway.approvals.store import StoreUnavailable
 from gateway.audit import AuditOpenError, KeyFileError
+from gateway.audit.central_keys import KeyCopies
+from gateway.audit.epochs import EpochLog
 from gateway.audit.shipper import Shipper
 from gateway.auditing import Auditor
 from gateway.config import Config, ConfigError, is_loopback
@@ -129,16 +131,21 @@ class Gateway:
 
     def _start_shipping(self) -> None:
         """[audit.central]: ship the log beside serving; its problems are health warnings."""
-        central = self.config.audit.central if self.config.audit else None
+        audit = self.config.audit
+        central = audit.central if audit else None
         writer = self.auditor.writer_directory
-        if central is None or writer is None:
+        if audit is None or central is None or writer is None:
             return
+        keys = None
+        if central.keys_store and isinstance(self.auditor.log, EpochLog):
+            keys = KeyCopies(central.keys_store, Path(audit.sealing_key), self.auditor.log.origin)
         self.shipper = Shipper(
             writer,
             central.store,
             on_refused=self.metrics.ship_refused.inc,
             on_lag=self.metrics.ship_lag.set,
             interval_s=central.interval_s,
+            keys=keys,
         )
         self.shipper.start()
         self.ops.warnings.append(self.shipper.warnings)

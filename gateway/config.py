@@ -89,6 +89,7 @@ class IdentityConfig:
 class CentralAuditConfig:
     store: str  # postgresql://user@host/db: the central audit store this log is shipped to
     interval_s: float = 1.0
+    keys_store: str | None = None  # the same store under the epoch keys' role: keys copied there
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,14 +512,19 @@ def _central(audit: _Section) -> CentralAuditConfig | None:
         return None
     s = _Section(audit.path, "audit.central", table)
     config = CentralAuditConfig(
-        store=s.str("store", required=True), interval_s=s.number("interval_s", 1.0, minimum=0.05)
+        store=s.str("store", required=True),
+        interval_s=s.number("interval_s", 1.0, minimum=0.05),
+        keys_store=s.str("keys_store"),
     )
-    if not _is_postgres_url(config.store):
-        raise s.fail(
-            "store",
-            "must be postgresql://USER@HOST[:PORT]/DATABASE; "
-            f"got {without_password(config.store)!r}",
-        )
+    for key in ("store", "keys_store"):
+        url = getattr(config, key)
+        if url is not None and not _is_postgres_url(url):
+            raise s.fail(
+                key,
+                f"must be postgresql://USER@HOST[:PORT]/DATABASE; got {without_password(url)!r}",
+            )
+    if config.keys_store and audit.table.get("epoch") is None:
+        raise s.fail("keys_store", "needs [audit] epoch: only epochs have keys of their own")
     s.done()
     return config
 

@@ -18,7 +18,7 @@ CHAT = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}], 
 
 
 class Central:
-    """One central database, its gateway role and its witness role."""
+    """One central database, its gateway role, its witness role and its epoch keys' role."""
 
     def __init__(self, postgres) -> None:
         n = next(ROLES)
@@ -26,15 +26,19 @@ class Central:
         self.admin_url = postgres.new_database("central")
         self.database = self.admin_url.rsplit("/", 1)[1]
         self.gateway_role, self.witness_role = f"gw_audit_{n}", f"gw_witness_{n}"
+        self.keys_role = f"gw_keys_{n}"
         postgres.psql(
-            f"CREATE ROLE {self.gateway_role} LOGIN; CREATE ROLE {self.witness_role} LOGIN"
+            f"CREATE ROLE {self.gateway_role} LOGIN; CREATE ROLE {self.witness_role} LOGIN; "
+            f"CREATE ROLE {self.keys_role} LOGIN"
         )
         self._apply_schema()
         self.url = postgres.url(self.database, self.gateway_role)
         self.witness_url = postgres.url(self.database, self.witness_role)
+        self.keys_url = postgres.url(self.database, self.keys_role)
 
     def _apply_schema(self) -> None:
         roles = ["--role", self.gateway_role, "--witness-role", self.witness_role]
+        roles += ["--keys-role", self.keys_role]
         sql = subprocess.run(
             ["gateway", "audit", "central-schema", *roles],
             check=True,

@@ -23,14 +23,17 @@ import httpx
 import orjson
 import pytest
 from central_helpers import Central, central_config, metric, run
-from conftest import entries, launch_gateway
+from conftest import audited_config, entries, launch_gateway
 from peers import wait_for
 
+from gateway import config as config_module
 from gateway.audit import LogReader, epoch_keys, init_keys, read_secret_key
+from gateway.audit.central_keys import KeyCopies
 from gateway.audit.epochs import EpochLog, previous_fields
 from gateway.audit.periods import Epoch
 from gateway.audit.shipper import Shipper, local_checkpoints
 from gateway.audit.store import VERIFIER
+from gateway.config import ConfigError
 
 ORIGIN = "test.gateway/audit"
 FAKETIME = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
@@ -72,6 +75,7 @@ def assert_no_key_material(central: Central, keys: Path, origins: Iterable[str])
     tables = [
         row["t"]
         for row in central.fetch("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public'")
+        if row["t"] != "audit_epoch_keys"  # the deletable copies, apart from history
     ]
     assert "audit_entries" in tables and "audit_sealed" in tables
     held = b"".join(
@@ -89,9 +93,21 @@ def assert_no_key_material(central: Central, keys: Path, origins: Iterable[str])
     assert read_secret_key(keys / "sealing.key") not in held
 
 
-def epoch_config(issuer, upstream, tmp_path: Path, store: str) -> Path:
-    text = central_config(issuer, upstream, tmp_path, store)
+def key_copies(central: Central) -> dict[str, bytes]:
+    rows = central.fetch("SELECT origin, wrapped FROM audit_epoch_keys")
+    return {row["origin"]: bytes(row["wrapped"]) for row in rows}
+
+
+def local_keys(keys: Path, origins: Iterable[str]) -> dict[str, bytes]:
+    """The wrapped epoch keys as the keys directory holds them (base64 in the file)."""
+    files = {origin: epoch_keys.key_file(keys / "sealing.key", origin) for origin in origins}
+    return {o: base64.b64decode(f.read_bytes()) for o, f in files.items() if f.exists()}
+
+
+def epoch_config(issuer, upstream, tmp_path: Path, central: Central) -> Path:
+    text = central_config(issuer, upstream, tmp_path, central.url)
     text = text.replace('durability = "sync"', 'durability = "sync"\nepoch = "daily"')
+    text += f'keys_store = "{central.keys_url}"\n'  # [audit.central] is the last table
     path = tmp_path / "gateway.toml"
     path.write_text(text.replace("[server]\n", "[server]\nworkers = 2\n", 1))
     return path
@@ -100,7 +116,7 @@ def epoch_config(issuer, upstream, tmp_path: Path, store: str) -> Path:
 def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
     central, issuer, upstream, tmp_path
 ) -> None:
-    config = epoch_config(issuer, upstream, tmp_path, central.url)
+    config = epoch_config(issuer, upstream, tmp_path, central)
     offset = tmp_path / "clock-offset"
     offset.write_text("+0\n")
     base = tmp_path / "audit"
@@ -133,6 +149,7 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
         assert link["size"] == len(shipped(central, link["origin"]))  # its final checkpoint
 
     assert_no_key_material(central, tmp_path / "keys", logs)
+    assert key_copies(central) == local_keys(tmp_path / "keys", logs)  # keys_store: copies
 
     # A restart resumes from what the store holds: nothing refused, nothing sent twice.
     before = {origin: shipped(central, origin) for origin in logs}
@@ -161,11 +178,15 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
     offset.write_text("+2d\n")
     with launch_gateway(config, shifted_clock(offset)) as gateway:
         wait_for(lambda: metric(gateway.url, "gateway_audit_ship_refused_total") >= 1)
-        health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10)
-        assert health.status_code == 200  # shipping is never the replica's own fault
-        (problem,) = [
-            w["problem"] for w in health.json()["warnings"] if w["check"] == "audit_shipping"
-        ]
+
+        def refused() -> list[str]:  # each worker answers for itself: wait for one refused
+            health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10)
+            assert health.status_code == 200  # shipping is never the replica's own fault
+            return [
+                w["problem"] for w in health.json()["warnings"] if w["check"] == "audit_shipping"
+            ]
+
+        (problem,) = wait_for(refused)
         assert "names no previous checkpoint" in problem, problem
     assert store_origins(central) == set(logs)  # nothing of the unchained epochs went in
     assert {origin: shipped(central, origin) for origin in logs} == held
@@ -370,3 +391,70 @@ async def test_a_store_restored_from_an_older_backup_gets_closed_epochs_again(
         assert shipper.refusal is None
     finally:
         await shipper.close()
+
+
+async def test_epoch_keys_are_copied_apart_and_deleted_by_shred_and_retention(
+    central, issuer, upstream, tmp_path
+) -> None:
+    """`keys_store`: each epoch's wrapped key is copied into the deletable table (its own role;
+    the gateways' role cannot read it), and deleted there by `gateway audit shred` and by
+    retention, as in the keys directory."""
+    config = epoch_config(issuer, upstream, tmp_path, central)
+    keys, base = tmp_path / "keys", tmp_path / "audit"
+    clock = Clock(DAY1)  # 2026-11-30, then 2026-12-01: both ended by now
+    log = await EpochLog.open(
+        base, origin=ORIGIN, kind="daily", signing_key=keys / "signing.key",
+        sealing_key=keys / "sealing.key", clock=clock,
+    )  # fmt: skip
+    clock.now += 5
+    await log.append({"type": "decision"})
+    await log.close()
+    first, second = f"{ORIGIN}/2026-11-30", f"{ORIGIN}/2026-12-01"
+    copies = KeyCopies(central.keys_url, keys / "sealing.key", ORIGIN)
+
+    async def held() -> dict[str, bytes]:
+        return await asyncio.to_thread(key_copies, central)
+
+    await copies.sync()
+    assert copies.problem is None
+    assert await held() == local_keys(keys, [first, second]) and len(await held()) == 2
+    denied = central.sql("SELECT * FROM audit_epoch_keys")  # as the gateways' role
+    assert "permission denied" in denied.stderr
+
+    shred = ["gateway", "audit", "shred", "--epoch", "2026-11-30", "-c", str(config)]
+    done = await asyncio.to_thread(subprocess.run, shred, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "deleted the copies in the epoch keys store" in done.stdout
+    assert set(await held()) == {second}
+
+    # Retention (one day) at 2026-12-03: the writer shreds 2026-12-01's key; the next sync
+    # deletes its copy and copies the new epoch's key.
+    later = await EpochLog.open(
+        base, origin=ORIGIN, kind="daily", signing_key=keys / "signing.key",
+        sealing_key=keys / "sealing.key", clock=Clock(DAY1 + 3 * 86400), retention_days=1,
+    )  # fmt: skip
+    await later.close()
+    assert not epoch_keys.key_file(keys / "sealing.key", second).exists()
+    await copies.sync()
+    assert await held() == local_keys(keys, [f"{ORIGIN}/2026-12-03"])
+    assert len(await held()) == 1
+    await copies.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("", "audit.central.keys_store: needs [audit] epoch"),
+        ('epoch = "daily"\n', "audit.central.keys_store: must be postgresql://"),
+    ],
+)
+def test_keys_store_is_refused_without_epochs_or_a_postgresql_url(tmp_path, extra, problem) -> None:
+    store = "postgresql://gw@127.0.0.1/audit" if not extra else "sqlite:///keys.db"
+    text = audited_config("http://127.0.0.1:1", "http://127.0.0.1:2", tmp_path)
+    text += f'[audit.central]\nstore = "postgresql://gw@127.0.0.1/audit"\nkeys_store = "{store}"\n'
+    text = text.replace('durability = "sync"', f'durability = "sync"\n{extra}')
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        config_module.load(path)
+    assert problem in str(refused.value)

@@ -41,7 +41,7 @@ def pinned_verifiers(values: list[str] | None) -> tuple[str | None, dict[str, st
 
 def cmd_central_schema(args: argparse.Namespace) -> int:
     try:
-        print(schema_sql(args.role, args.witness_role), end="")
+        print(schema_sql(args.role, args.witness_role, args.keys_role), end="")
     except ValueError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -127,6 +127,10 @@ def register_central(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--role", required=True, help="the gateways' database role (INSERT, SELECT)")
     p.add_argument("--witness-role", help="the witness's role (SELECT; INSERT cosignatures)")
+    p.add_argument(
+        "--keys-role",
+        help="also a deletable table of wrapped epoch keys, for this role (SELECT, INSERT, DELETE)",
+    )
     p.set_defaults(func=cmd_central_schema)
 
     p = sub.add_parser("witness", help="cosign consistent checkpoints in the central store")

@@ -252,10 +252,23 @@ TRIGGERS_ON = (
 )
 
 
-def schema_sql(role: str, witness_role: str | None = None) -> str:
+# Epoch keys, wrapped as in the keys directory: apart from history, under a role of its own that
+# may delete them (retention and `gateway audit shred` delete here too). No append-only trigger.
+KEYS_TABLE = """
+CREATE TABLE audit_epoch_keys (
+    origin text PRIMARY KEY,                -- the epoch's origin, {writer}/{epoch}
+    wrapped bytea NOT NULL CHECK (length(wrapped) = 40),  -- RFC 3394 under the sealing key
+    stored timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON audit_epoch_keys FROM PUBLIC;
+"""
+
+
+def schema_sql(role: str, witness_role: str | None = None, keys_role: str | None = None) -> str:
     """The whole script: tables, indexes, triggers and GRANTs for the gateway's role (and the
-    witness's, if named). Raises ValueError for a role name that is not a plain identifier."""
-    for name in filter(None, (role, witness_role)):
+    witness's, and with `keys_role` the deletable epoch-key table and its role). Raises
+    ValueError for a role name that is not a plain identifier."""
+    for name in filter(None, (role, witness_role, keys_role)):
         if not ROLE_NAME.match(name):
             raise ValueError(f"role {name!r} must be a lower-case SQL identifier")
     parts = ["BEGIN;", TABLES, FUNCTIONS]
@@ -288,6 +301,11 @@ def schema_sql(role: str, witness_role: str | None = None) -> str:
             f"TO {witness_role};\n"
             f"GRANT SELECT, INSERT ON audit_cosignatures, audit_refusals TO {witness_role};\n"
             f"GRANT USAGE ON SEQUENCE audit_refusals_id_seq TO {witness_role};"
+        )
+    if keys_role:
+        parts.append(
+            KEYS_TABLE + f"-- the epoch keys' role: copy, read and delete keys, nothing else\n"
+            f"GRANT SELECT, INSERT, DELETE ON audit_epoch_keys TO {keys_role};"
         )
     parts.append("COMMIT;\n")
     return "\n".join(parts)

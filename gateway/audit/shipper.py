@@ -16,7 +16,8 @@ With `[audit] epoch` a writer keeps one log per epoch, origin `{origin}/{epoch}`
 follows the writer's chain of logs in order (store.writer_chain), so each epoch's log is shipped
 up to its final checkpoint before its successor, whose first entry (`epoch.started`) the store
 checks against that checkpoint. An earlier epoch, closed and wholly shipped, is not read again.
-Sealing keys are never shipped: epoch keys stay in the keys directory (epoch_keys.py).
+Sealing keys are never shipped with the log: epoch keys stay in the keys directory
+(epoch_keys.py), copied only into the deletable key table with `keys_store` (central_keys.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from gateway.audit.central_keys import KeyCopies
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.store import (
     CHECKPOINTS,
@@ -115,8 +117,10 @@ class Shipper:
         on_refused: Callable[[], None] = lambda: None,
         on_lag: Callable[[int], None] = lambda _n: None,
         interval_s: float = INTERVAL_S,
+        keys: KeyCopies | None = None,
     ) -> None:
         self.writer = writer  # the writer's directory: its own log, or its epochs' logs below
+        self.keys = keys  # `keys_store`: epoch keys copied to (and deleted from) the store
         self.url = url
         self.where = without_password(url)
         self.on_refused = on_refused
@@ -143,6 +147,8 @@ class Shipper:
             problems.append(f"a witness refused a checkpoint of this log: {self.witnessed_refusal}")
         if self.problem:
             problems.append(f"central store {self.where}: {self.problem}")
+        if self.keys is not None and self.keys.problem:
+            problems.append(f"epoch keys store {self.keys.where}: {self.keys.problem}")
         return [{"check": "audit_shipping", "problem": p} for p in problems]
 
     def start(self) -> None:
@@ -158,6 +164,11 @@ class Shipper:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 if self.refusal is None:
                     await self.ship_once()
+        if self.keys is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await self.keys.sync()
+            await self.keys.close()
         if self.db is not None:
             with contextlib.suppress(Exception):
                 await self.db.close(timeout=1)
@@ -165,6 +176,8 @@ class Shipper:
     async def _run(self) -> None:
         delay = self.interval_s
         while True:
+            if self.keys is not None:  # also while shipping is refused: shreds must reach it
+                await self.keys.sync()
             try:
                 await self.ship_once()
                 self.problem = None

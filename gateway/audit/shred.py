@@ -3,7 +3,8 @@
 Deletes the wrapped key of epoch E of every writer under `[audit] dir` (epoch_keys.py) and
 records an `epoch.shredded` entry in each writer's current epoch: at once when no gateway is
 running (this command opens the log), else by the running gateway on SIGHUP or at its next
-daily check. The epoch being written cannot be shredded.
+daily check. With `[audit.central] keys_store` the store's copies of those keys are deleted too.
+The epoch being written cannot be shredded.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+
 from gateway import config as config_module
 from gateway.audit import epoch_keys
+from gateway.audit.central_keys import delete_copies
 from gateway.audit.epochs import EpochLog
 from gateway.audit.periods import Epoch
 from gateway.audit.recovery import AuditOpenError
-from gateway.config import AuditConfig, ConfigError
+from gateway.config import AuditConfig, ConfigError, without_password
 
 
 class ShredError(ValueError):
@@ -87,6 +91,7 @@ def cmd_shred(args: argparse.Namespace) -> int:
         return 2
     for _, origin in writers:
         print(f"shredded the sealing key of {origin}/{args.epoch}")
+    failed = _delete_central_copies(audit, [f"{o}/{args.epoch}" for _, o in writers])
     busy = asyncio.run(_record(audit, writers))
     for directory in busy:
         print(
@@ -94,7 +99,27 @@ def cmd_shred(args: argparse.Namespace) -> int:
             "(reload) or at its next daily check",
             file=sys.stderr,
         )
-    return 0
+    return 1 if failed else 0
+
+
+def _delete_central_copies(audit: AuditConfig, origins: list[str]) -> bool:
+    """With `[audit.central] keys_store`, delete the store's copies now; True if that failed
+    (a running gateway, or the next one started, deletes them: the tombstones say so)."""
+    url = audit.central.keys_store if audit.central else None
+    if url is None:
+        return False
+    try:
+        asyncio.run(delete_copies(url, origins))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        problem = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+        print(
+            f"gateway: error: the copies in the epoch keys store {without_password(url)} are not "
+            f"deleted yet ({problem}); a running gateway deletes them at its next shipment",
+            file=sys.stderr,
+        )
+        return True
+    print(f"deleted the copies in the epoch keys store {without_password(url)}")
+    return False
 
 
 def register_shred(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
