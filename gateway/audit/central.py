@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from gateway.audit.central_keys import one_line
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.note import NoteError
 from gateway.audit.periods import Epoch
@@ -75,7 +76,7 @@ def export(url: str, into: Path, witness_keys: list[str] | None = None) -> list[
     try:
         return asyncio.run(_export(url, into, witness_keys or []))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        raise CentralError(f"central store: {str(exc).splitlines()[0][:300]}") from None
+        raise CentralError(f"central store: {one_line(exc)}") from None
 
 
 async def _export(url: str, into: Path, witness_keys: list[str]) -> list[ExportedOrigin]:

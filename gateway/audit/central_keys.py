@@ -25,6 +25,14 @@ from gateway.config import without_password
 
 log = logging.getLogger("gateway.audit")
 CONNECT_TIMEOUT_S = 5.0
+# What the central store's clients raise when it cannot be reached or refuses a statement.
+STORE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def one_line(exc: BaseException) -> str:
+    """A database error for a log line or a health warning: its first line, bounded."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 def writer_keys(sealing_key: Path, writer_origin: str) -> tuple[dict[str, bytes], list[str]]:
@@ -73,8 +81,8 @@ class KeyCopies:
         try:
             await self._sync()
             self.problem = None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+        except STORE_ERRORS as exc:
+            text = one_line(exc)
             if self.problem != text:
                 log.warning("audit: epoch keys not synced to %s, will retry: %s", self.where, text)
             self.problem = text

@@ -33,7 +33,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from gateway.audit.central_keys import KeyCopies
+from gateway.audit.central_keys import STORE_ERRORS, KeyCopies, one_line
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.store import (
     CHECKPOINTS,
@@ -185,8 +185,8 @@ class Shipper:
             except Refused as exc:
                 self._refused(str(exc))
                 delay = REFUSED_RETRY_S
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                text = _say(exc)
+            except STORE_ERRORS as exc:
+                text = one_line(exc)
                 if self.problem != text:
                     log.warning("audit shipping to %s failed, will retry: %s", self.where, text)
                 self.problem = text
@@ -358,7 +358,7 @@ class Shipper:
                     )
                     seq = end
         except STORE_REFUSES as exc:
-            raise Refused(_say(exc)) from None
+            raise Refused(one_line(exc)) from None
         remote.size = remote.checkpoint = batch[-1].size
         remote.root = batch[-1].root
         for file, _, data in chunks:
@@ -382,8 +382,3 @@ class Shipper:
                 data = f.read(end - start)
             chunks.append((file, start, data))
         return chunks
-
-
-def _say(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

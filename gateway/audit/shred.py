@@ -16,11 +16,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
-
 from gateway import config as config_module
 from gateway.audit import epoch_keys
-from gateway.audit.central_keys import delete_copies
+from gateway.audit.central_keys import STORE_ERRORS, delete_copies, one_line
 from gateway.audit.epochs import EpochLog
 from gateway.audit.periods import Epoch
 from gateway.audit.recovery import AuditOpenError
@@ -110,11 +108,10 @@ def _delete_central_copies(audit: AuditConfig, origins: list[str]) -> bool:
         return False
     try:
         asyncio.run(delete_copies(url, origins))
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        problem = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+    except STORE_ERRORS as exc:
         print(
             f"gateway: error: the copies in the epoch keys store {without_password(url)} are not "
-            f"deleted yet ({problem}); a running gateway deletes them at its next shipment",
+            f"deleted yet ({one_line(exc)}); a running gateway deletes them at its next shipment",
             file=sys.stderr,
         )
         return True

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gateway.audit.central_keys import one_line
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.merkle import (
     ProofError,
@@ -220,7 +221,7 @@ class Witness:
                     print(f"cosigned {cosigned}, refused {refused}", flush=True)
                     return 1 if refused else 0
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                log.error("witness: central store: %s", str(exc).splitlines()[0][:300])
+                log.error("witness: central store: %s", one_line(exc))
                 if once:
                     return 1
             await asyncio.sleep(interval_s)
