@@ -36,6 +36,7 @@ from gateway.audit.store import VERIFIER
 from gateway.config import ConfigError
 
 ORIGIN = "test.gateway/audit"
+STOP_S = 60  # a loaded machine's graceful stop of two workers, each with a last shipment
 FAKETIME = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
 
 
@@ -137,6 +138,7 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
             assert httpx.post(f"{gateway.url}{chat}", json={}).status_code == 401
         # The worker(s) that served these rolled over while running, and ship the new epoch.
         wait_for(lambda: any(in_store(f"{ORIGIN}/{n}/{tomorrow}") for n in (0, 1)))
+        assert gateway.stop(timeout=STOP_S) == 0  # a graceful stop, never the harness's SIGKILL
     # gateway.stopped rolled the other worker too; the last shipment took it.
     assert store_origins(central) == set(logs)
     for origin in logs:
@@ -157,6 +159,7 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
         assert httpx.post(f"{gateway.url}{chat}", json={}).status_code == 401
         health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10).json()
         assert not [w for w in health["warnings"] if w["check"] == "audit_shipping"]
+        assert gateway.stop(timeout=STOP_S) == 0
     for origin in logs:
         assert in_store(origin), origin
         held = shipped(central, origin)

@@ -155,11 +155,13 @@ class Shipper:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        """One last shipment (bounded), then stop."""
+        """One last shipment (bounded), then stop. It starts from what the store holds: the
+        pass just cancelled may have left the connection mid-statement, or a commit unrecorded."""
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+            await self._disconnect()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 if self.refusal is None:
