@@ -18,8 +18,10 @@ recall by variant, apart from the plain documents.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
+import string
 from collections.abc import Callable
 
 from faker import Faker
@@ -43,10 +45,21 @@ CONTEXT_TEMPLATES = {
     "us_bank_account": "Account number {} at the bank.",
     "aws_secret_key": "aws_secret_access_key = {}",
     "url_credentials": "Clone it from https://{}@git.example.com/repo.git",
+    "private_key": "Here is the deploy key:\n{}\nKeep it out of the repository.",
 }
 
 
 KEY_ID = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# The secret types the masker claims: each must be masked whole (the scorer checks coverage of
+# the whole value, not overlap), in plain text and inside escaped JSON alike.
+SECRETS = {
+    "aws_access_key", "aws_secret_key", "url_credentials", "github_token", "openai_key",
+    "anthropic_key", "slack_token", "gcp_api_key", "stripe_key", "private_key", "jwt",
+}  # fmt: skip
+SECRET_WRAP = 0.5  # share of secret documents sent as tool-call JSON (escaped)
+ALNUM = string.ascii_letters + string.digits
+URLSAFE = ALNUM + "-_"
+PEM_KINDS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY")
 
 EVADED = {"email", "phone", "us_ssn", "credit_card", "iban", "ip", "mac", "aws_access_key"}
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\u00ad\ufeff"
@@ -86,6 +99,35 @@ def _luhn_fix(prefix: str) -> str:
     raise AssertionError
 
 
+def _pick(rng: random.Random, alphabet: str, n: int) -> str:
+    """`n` characters of `alphabet` with at least one letter and one digit, as real keys."""
+    while True:
+        value = "".join(rng.choice(alphabet) for _ in range(n))
+        if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
+            return value
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(fake: Faker, rng: random.Random) -> str:
+    header = {"alg": rng.choice(["RS256", "ES256", "HS256"]), "typ": "JWT"}
+    payload = {"sub": fake.user_name(), "iat": rng.randint(1_600_000_000, 1_800_000_000)}
+    if rng.random() < 0.5:
+        payload["email"] = fake.email()
+    signature = rng.randbytes(rng.choice([32, 64, 256]))
+    parts = [json.dumps(header).encode(), json.dumps(payload).encode(), signature]
+    return ".".join(_b64url(p) for p in parts)
+
+
+def _pem(rng: random.Random) -> str:
+    kind = rng.choice(PEM_KINDS)
+    body = base64.b64encode(rng.randbytes(rng.randint(120, 1200))).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([f"-----BEGIN {kind}-----", *lines, f"-----END {kind}-----"])
+
+
 def _national(fake: Faker) -> str:
     """A phone number the locale writes without a country code (its digits are a valid
     bare national number)."""
@@ -110,6 +152,22 @@ def generators(fake: Faker, rng: random.Random) -> dict[str, Callable[[], str]]:
         "aws_access_key": lambda: "AKIA" + "".join(rng.choice(KEY_ID) for _ in range(16)),
         "aws_secret_key": lambda: "".join(rng.choice(b64) for _ in range(40)),
         "url_credentials": lambda: f"{fake.user_name()}:{fake.password(special_chars=False)}",
+        "github_token": lambda: rng.choice(["ghp_", "gho_", "ghs_"]) + _pick(rng, ALNUM, 36),
+        "openai_key": lambda: (
+            rng.choice(["sk-", "sk-proj-", "sk-svcacct-"])
+            + _pick(rng, URLSAFE if rng.random() < 0.5 else ALNUM, rng.choice([48, 64, 120]))
+        ),
+        "anthropic_key": lambda: "sk-ant-api03-" + _pick(rng, URLSAFE, 93) + "AA",
+        "slack_token": lambda: (
+            f"xox{rng.choice('bpa')}-{_digits(rng, 12)}-{_digits(rng, 13)}-{_pick(rng, ALNUM, 24)}"
+        ),
+        "gcp_api_key": lambda: "AIza" + _pick(rng, URLSAFE, 35),
+        "stripe_key": lambda: (
+            rng.choice(["sk_live_", "rk_live_", "sk_test_"])
+            + _pick(rng, ALNUM, rng.choice([24, 99]))
+        ),
+        "private_key": lambda: _pem(rng),
+        "jwt": lambda: _jwt(fake, rng),
         "date_of_birth": lambda: fake.date_of_birth().strftime(
             rng.choice(["%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y"])
         ),
@@ -142,13 +200,17 @@ def negatives(fake: Faker, rng: random.Random) -> list[str]:
 
 def document(text: str, value: str, kind: str, rng: random.Random, wrap: bool = True) -> dict:
     """One labeled document; sometimes (`wrap`) as tool-call JSON with ASCII escapes."""
-    if wrap and rng.random() < 0.15:
+    escaped = wrap and rng.random() < (SECRET_WRAP if kind in SECRETS else 0.15)
+    if escaped:
         text = json.dumps({"note": text})  # ensure_ascii: \\uXXXX escapes, \\n
         enc = json.dumps(value)[1:-1]
     else:
         enc = value
     start = text.encode().index(enc.encode())
-    return {"text": text, "spans": [[kind, start, start + len(enc.encode())]]}
+    doc = {"text": text, "spans": [[kind, start, start + len(enc.encode())]]}
+    if escaped:
+        doc["escaped"] = True
+    return doc
 
 
 def build(per_type: int, seed: int = SEED) -> list[dict]:

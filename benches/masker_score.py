@@ -5,9 +5,11 @@
 
 Presidio: presidio-analyzer 2.2.x pattern recognizers through ``NoOpNlpEngine`` (no spaCy
 model), language ``en``, score threshold 0.3. A prediction counts if it overlaps a labelled
-span of the same type (IPv4 and IPv6 pooled as ``ip``); on negative documents any prediction
-flags the document. Also prints phone recall by locale, the fraction of flagged negatives,
-and recall on the Unicode-evasion documents by variant (kept out of the per-type figures).
+span of the same type (IPv4 and IPv6 pooled as ``ip``); a secret (``masker_corpus.SECRETS``)
+counts only if predictions of its type cover the whole value, since any part left shows. On
+negative documents any prediction flags the document. Also prints phone recall by locale,
+recall of the secret types inside escaped JSON, the fraction of flagged negatives, and recall
+on the Unicode-evasion documents by variant (kept out of the per-type figures).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import argparse
 import json
 import logging
 from collections import defaultdict
+
+from masker_corpus import SECRETS
 
 from gateway._masker import Masker
 
@@ -65,27 +69,42 @@ def masker_predict():
     return predict
 
 
+def found(kind: str, gs: int, ge: int, pred: list[tuple[str, int, int]]) -> bool:
+    """Does the prediction catch this labelled value (see the module docstring)?"""
+    spans = sorted((ps, pe) for k, ps, pe in pred if k == kind and ps < ge and gs < pe)
+    if kind not in SECRETS:
+        return bool(spans)
+    covered = gs
+    for ps, pe in spans:
+        if ps > covered:
+            return False
+        covered = max(covered, pe)
+    return covered >= ge
+
+
 def score(docs: list[dict], predict) -> dict:
     tp, fn, fp = defaultdict(int), defaultdict(int), defaultdict(int)
     by_locale = defaultdict(lambda: [0, 0])
     by_variant = defaultdict(lambda: [0, 0])
+    escaped = defaultdict(lambda: [0, 0])
     flagged = negatives = 0
     for d in docs:
         pred = predict(d["text"])
         gold = d["spans"]
         if "variant" in d:
             for kind, gs, ge in gold:
-                hit = any(k == kind and ps < ge and gs < pe for k, ps, pe in pred)
-                by_variant[d["variant"]][0 if hit else 1] += 1
+                by_variant[d["variant"]][0 if found(kind, gs, ge, pred) else 1] += 1
             continue
         if not gold:
             negatives += 1
             flagged += bool(pred)
         for kind, gs, ge in gold:
-            hit = any(k == kind and ps < ge and gs < pe for k, ps, pe in pred)
+            hit = found(kind, gs, ge, pred)
             (tp if hit else fn)[kind] += 1
             if kind == "phone":
                 by_locale[d["locale"]][0 if hit else 1] += 1
+            if kind in SECRETS and d.get("escaped"):
+                escaped[kind][0 if hit else 1] += 1
         for k, ps, pe in pred:
             if not any(kind == k and ps < ge and gs < pe for kind, gs, ge in gold):
                 fp[k] += 1
@@ -101,6 +120,9 @@ def score(docs: list[dict], predict) -> dict:
         },
         "phone_recall_by_locale": {
             loc: round(h / (h + m), 3) for loc, (h, m) in sorted(by_locale.items())
+        },
+        "secret_recall_in_escaped_json": {
+            k: f"{h / (h + m):.3f} of {h + m}" for k, (h, m) in sorted(escaped.items())
         },
         "evasion_recall_by_variant": {
             v: f"{h / (h + m):.3f} of {h + m}" for v, (h, m) in sorted(by_variant.items())

@@ -166,7 +166,7 @@ fn iban_len(cc: &str) -> Option<usize> {
 
 /// Maestro prefixes that issue 12-digit numbers.
 const MAESTRO_12: &[&str] = &[
-    "50", "56", "57", "58", "639", "6759", "6761", "6762", "6763",
+    "50", "56", "57", "58", "0604", "6304", "639", "6759", "6761", "6762", "6763",
 ];
 
 fn card(hay: &str, s: usize, e: usize) -> Option<usize> {
@@ -357,15 +357,32 @@ fn openai(hay: &str, s: usize, e: usize) -> Option<usize> {
     if m.starts_with("sk-ant-") {
         return None;
     }
-    let random = m[3..].split(['-', '_']).any(|seg| {
+    // Random key material, unlike a package name (`sk-learn-model-helpers`): a long segment
+    // of letters and digits, or (base64url keys such as `sk-proj-…` can have `-`/`_` every
+    // few characters) a long body whose characters change class (upper, lower, digit) as
+    // often as random text does: about 3 in 5 neighbours there, rarely 1 in 3 in words.
+    let body = &m[3..];
+    let random_segment = body.split(['-', '_']).any(|seg| {
         seg.len() >= 16
             && seg.bytes().any(|b| b.is_ascii_digit())
             && seg.bytes().any(|b| b.is_ascii_alphabetic())
     });
-    if !random {
+    if !random_segment && !random_classes(body) {
         return None;
     }
     token(hay, s, e)
+}
+
+/// At least 32 letters and digits, a digit among them, and a change of character class at one
+/// in three neighbours or more (`-` and `_` skipped).
+fn random_classes(body: &str) -> bool {
+    let class = |b: u8| (b.is_ascii_uppercase(), b.is_ascii_lowercase());
+    let chars: Vec<u8> = body.bytes().filter(u8::is_ascii_alphanumeric).collect();
+    let changes = chars
+        .windows(2)
+        .filter(|w| class(w[0]) != class(w[1]))
+        .count();
+    chars.len() >= 32 && chars.iter().any(u8::is_ascii_digit) && changes * 3 >= chars.len()
 }
 
 fn token(hay: &str, s: usize, e: usize) -> Option<usize> {

@@ -45,6 +45,11 @@ fn new_entities_are_found() {
         "12345678901",
     );
     one("Maestro 501234567896", "credit_card", "501234567896");
+    one("Maestro 630412345674", "credit_card", "630412345674");
+    one("Maestro 060412345674", "credit_card", "060412345674");
+    // A base64url key with `-`/`_` every few characters has no 16-character segment.
+    let key = "sk-proj-MqzB5vhBQ_m-ZU-iFPThOhHFWT8-nuE8wg-eyL0-ZhmAuu1K_iOvU5GCHouIgYCw";
+    one(&format!("use {key} now"), "openai_key", key);
 }
 
 #[test]
@@ -71,6 +76,8 @@ fn context_words_are_needed_and_bounded() {
 fn look_alike_negatives_stay() {
     for t in [
         "pip install sk-learn-model-training-helpers",
+        "pip install sk-learn-Model2-training-helpers-for-v3",
+        "pip install sk-learn-XGBoost-LightGBM-v2-helpers-extra",
         "see logo@2x.png",
         "ISBN 9780306406157",
         "at 1700000000000 ms",
