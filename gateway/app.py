@@ -223,6 +223,7 @@ class Gateway:
             pool.close()
         await self.verifier.close()
         await self.approvals.close()
+        self.proxy.access_log.flush()  # the drained exchanges' lines
         try:
             await self.auditor.lifecycle("gateway.stopped", self.config)
         except GatewayError as exc:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
 from approvals_helpers import wait_for
+from conftest import gateway_config
 
 BODY = {"model": "llama-3-8b", "messages": [], "max_tokens": 1}
 
@@ -41,3 +43,21 @@ def test_one_whole_json_line_per_exchange_without_the_token(gateway, analyst_tok
     assert line["bytes_out"] > 0 and line["duration_ms"] > 0
     assert (lines[denied]["status"], lines[denied]["subject"]) == (401, None)
     assert analyst_token not in gateway.stderr()
+
+
+def test_the_line_of_an_exchange_drained_at_shutdown_is_written(
+    start_gateway, issuer, upstream, analyst_token
+) -> None:
+    gateway = start_gateway(gateway_config(issuer.url, upstream.url))
+    url = f"{gateway.url}/llama/v1/chat/completions"
+    headers = {"authorization": f"Bearer {analyst_token}", "x-demo-token-delay-ms": "20"}
+    body = {**BODY, "max_tokens": 10, "stream": True}
+    with httpx.stream("POST", url, json=body, headers=headers) as response:
+        chunks = response.iter_bytes()
+        next(chunks)  # the exchange is under way: the stop drains it
+        gateway.proc.send_signal(signal.SIGTERM)
+        rest = b"".join(chunks)
+    assert b"[DONE]" in rest
+    assert gateway.proc.wait(10) == 0
+    line = access_lines(gateway)[response.headers["x-request-id"]]
+    assert (line["status"], line["decision"]) == (200, "allow") and line["bytes_out"] > 0
