@@ -37,6 +37,7 @@ from gateway.config import ConfigError
 
 ORIGIN = "test.gateway/audit"
 STOP_S = 60  # a loaded machine's graceful stop of two workers, each with a last shipment
+SHIP_S = 60  # a loaded machine's shipper pass (connect, read what the store holds, ship)
 FAKETIME = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
 
 
@@ -132,12 +133,12 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
     with launch_gateway(config, shifted_clock(offset)) as gateway:
         for _ in range(4):
             assert httpx.post(f"{gateway.url}{chat}", json={}).status_code == 401
-        wait_for(lambda: all(in_store(f"{ORIGIN}/{n}/{today}") for n in (0, 1)))
+        wait_for(lambda: all(in_store(f"{ORIGIN}/{n}/{today}") for n in (0, 1)), SHIP_S)
         offset.write_text("+1d\n")  # the gateway's clock: tomorrow; its next entry rolls over
         for _ in range(4):
             assert httpx.post(f"{gateway.url}{chat}", json={}).status_code == 401
         # The worker(s) that served these rolled over while running, and ship the new epoch.
-        wait_for(lambda: any(in_store(f"{ORIGIN}/{n}/{tomorrow}") for n in (0, 1)))
+        wait_for(lambda: any(in_store(f"{ORIGIN}/{n}/{tomorrow}") for n in (0, 1)), SHIP_S)
         assert gateway.stop(timeout=STOP_S) == 0  # a graceful stop, never the harness's SIGKILL
     # gateway.stopped rolled the other worker too; the last shipment took it.
     assert store_origins(central) == set(logs)
@@ -157,6 +158,12 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
     before = {origin: shipped(central, origin) for origin in logs}
     with launch_gateway(config, shifted_clock(offset)) as gateway:
         assert httpx.post(f"{gateway.url}{chat}", json={}).status_code == 401
+
+        def resumed(n: int) -> bool:  # this start's entries shipped: a pass of its shipper ran
+            origin = f"{ORIGIN}/{n}/{tomorrow}"
+            return in_store(origin) and len(shipped(central, origin)) > len(before[origin])
+
+        wait_for(lambda: all(resumed(n) for n in (0, 1)), SHIP_S)
         health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10).json()
         assert not [w for w in health["warnings"] if w["check"] == "audit_shipping"]
         assert gateway.stop(timeout=STOP_S) == 0
@@ -180,7 +187,7 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
                 path.unlink() if path.is_file() else path.rmdir()
     offset.write_text("+2d\n")
     with launch_gateway(config, shifted_clock(offset)) as gateway:
-        wait_for(lambda: metric(gateway.url, "gateway_audit_ship_refused_total") >= 1)
+        wait_for(lambda: metric(gateway.url, "gateway_audit_ship_refused_total") >= 1, SHIP_S)
 
         def refused() -> list[str]:  # each worker answers for itself: wait for one refused
             health = httpx.get(f"{gateway.url}/_gateway/health", timeout=10)
@@ -189,7 +196,7 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
                 w["problem"] for w in health.json()["warnings"] if w["check"] == "audit_shipping"
             ]
 
-        (problem,) = wait_for(refused)
+        (problem,) = wait_for(refused, SHIP_S)
         assert "names no previous checkpoint" in problem, problem
     assert store_origins(central) == set(logs)  # nothing of the unchained epochs went in
     assert {origin: shipped(central, origin) for origin in logs} == held
