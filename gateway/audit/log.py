@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from gateway.audit.recovery import recover
 from gateway.audit.seal import SealedStream
 from gateway.audit.store import ENTRIES, LEN, consistency_proof, inclusion_proof
 from gateway.audit.writer import Pending, Writer
+from gateway.audit.writer_thread import WriterThread
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ class AuditLog:
         writer: Writer,
         lock_fd: int,
         durability: Durability,
-        executor: ThreadPoolExecutor,
+        thread: WriterThread,
         clock: Clock = time.time,
     ) -> None:
         self._writer = writer
         self._clock = clock
         self._lock_fd = lock_fd
         self._durability = durability
-        self._executor = executor
+        self._thread = thread
         self._queue: list[_Item] = []
         self._next_seq = writer.committed
         self._available = True
@@ -107,16 +107,15 @@ class AuditLog:
         secret = (
             sealing_key if isinstance(sealing_key, bytes) else read_secret_key(Path(sealing_key))
         )
-        executor = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
-        loop = asyncio.get_running_loop()
+        thread = WriterThread("audit-writer")
         try:
-            writer, recovered, lock = await loop.run_in_executor(
-                executor, recover, Path(directory), origin, signer, secret
+            writer, recovered, lock = await thread.run(
+                recover, Path(directory), origin, signer, secret
             )
         except BaseException:
-            executor.shutdown(wait=False)
+            thread.shutdown()
             raise
-        self = cls(writer, lock, durability, executor, clock)
+        self = cls(writer, lock, durability, thread, clock)
         if recovered.truncated:
             log.warning("audit: recovered a torn tail in %s: %s", directory, recovered)
             await self._append_now(
@@ -234,7 +233,6 @@ class AuditLog:
         and at least every SIGN_EVERY_S under constant load: a request does not wait behind a
         signature, and one checkpoint covers every batch since the last.
         """
-        loop = asyncio.get_running_loop()
         writer = self._writer
         signed_at = time.monotonic()
         attempted = False  # a signature was tried since the last commit (failed: wait for more)
@@ -242,14 +240,14 @@ class AuditLog:
             urgent = bool(self._settled) or self._closing
             overdue = urgent or time.monotonic() - signed_at >= SIGN_EVERY_S
             if self._queue and not (overdue and writer.unsigned and not attempted):
-                if await self._commit_next(loop):
+                if await self._commit_next():
                     attempted = False
                 continue
             if writer.unsigned and not attempted:
                 if not urgent and await self._woken_within(SIGN_IDLE_S):
                     continue  # more came meanwhile: commit it first
                 attempted = True
-                await loop.run_in_executor(self._executor, writer.sign)
+                await self._thread.run(writer.sign)
                 signed_at = time.monotonic()
                 self._settle(writer.size)
                 continue
@@ -260,29 +258,35 @@ class AuditLog:
             self._wake.clear()
 
     async def _woken_within(self, seconds: float) -> bool:
-        """Wait up to `seconds` for an append (or a `signed` caller, or close)."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            return False
-        self._wake.clear()
-        return True
+        """Wait up to `seconds` for an append (or a `signed` caller, or close).
 
-    async def _commit_next(self, loop: asyncio.AbstractEventLoop) -> bool:
+        A timer that sets the event, not `asyncio.wait_for` (a task and a timer per wait, on
+        the path of the append that ends it)."""
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            self._wake.set()
+
+        timer = asyncio.get_running_loop().call_later(seconds, expire)
+        await self._wake.wait()
+        timer.cancel()
+        self._wake.clear()
+        return not timed_out
+
+    async def _commit_next(self) -> bool:
         """Commit everything queued as one batch; False if it failed (see `_failed`)."""
         batch, self._queue = self._queue, []
-
-        def durable() -> None:  # in the writer thread, before it returns
-            loop.call_soon_threadsafe(self._release, batch)
-
         pending = [i.pending for i in batch]
         try:
-            await loop.run_in_executor(self._executor, self._writer.commit, pending, durable)
+            await self._thread.run(self._writer.commit, pending)
         except Exception as exc:
             self._failed(batch, exc)
             if self._durability == "batch" and not self._closing:
                 await asyncio.sleep(RETRY_S)
             return False
+        self._release(batch)
         return True
 
     def _settle(self, size: int | None) -> None:
@@ -364,8 +368,8 @@ class AuditLog:
         self._closing = True
         self._wake.set()
         await self._task
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.close)
-        self._executor.shutdown(wait=True)
+        await self._thread.run(self._writer.close)
+        self._thread.shutdown()
         os.close(self._lock_fd)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from array import array
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,18 +121,15 @@ class Writer:
         self.commit(batch)
         self.sign(always=True)
 
-    def commit(self, batch: list[Pending], on_durable: Callable[[], None] | None = None) -> None:
-        """Make the batch durable in `entries`, then call `on_durable`. Nothing is signed here:
-        `sign` follows when no other batch is waiting (log.py), so a signature never stands
-        between a batch and the next one's fdatasync.
+    def commit(self, batch: list[Pending]) -> None:
+        """Make the batch durable in `entries`. Nothing is signed here: `sign` follows when no
+        other batch is waiting (log.py), so a signature never stands between a batch and the
+        next one's fdatasync.
 
         Raises:
-            OSError: the batch was not committed (files were truncated back) and `on_durable`
-                was not called.
+            OSError: the batch was not committed (files were truncated back).
         """
         self._commit(batch)
-        if on_durable is not None:
-            on_durable()
 
     def sign(self, *, always: bool = False) -> None:
         """Extend the tree and index by what was committed since the last checkpoint and sign
