@@ -168,6 +168,18 @@ async def test_signed_covers_what_was_appended_even_under_constant_load(
     assert verify_log(tmp_path / "log").ok
 
 
+def run_child(script: str, log_dir: Path, keys: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run one of this module's child scripts on `log_dir` (its own process: kill -9 and
+    resource limits stay out of the test's)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, str(log_dir), str(keys), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 KILLED_CHILD = textwrap.dedent(
     """
     import asyncio, json, os, signal, sys
@@ -195,13 +207,7 @@ def test_kill_9_keeps_acknowledged_entries_no_checkpoint_covers_yet(
     """Signing follows the commit: entries acknowledged but not yet signed when the process
     dies are kept at the next start (each is durable with its sealed blob) and signed then."""
     n = 30
-    out = subprocess.run(
-        [sys.executable, "-c", KILLED_CHILD, str(tmp_path / "log"), str(keys), str(n)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_child(KILLED_CHILD, tmp_path / "log", keys, str(n))
     assert out.returncode == -9, out.stderr
     at_kill = json.loads(out.stdout)
     assert at_kill["committed"] == n and at_kill["size"] < n  # the last batch was unsigned
@@ -484,13 +490,7 @@ DISK_FULL_CHILD = textwrap.dedent(
 
 
 def test_disk_full_fails_closed_then_recovers(tmp_path: Path, keys: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", DISK_FULL_CHILD, str(tmp_path / "log"), str(keys)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_child(DISK_FULL_CHILD, tmp_path / "log", keys)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["failed"] == 1 and 0 < res["ok"] < 400
@@ -559,13 +559,7 @@ STREAM_FAILS_CHILD = textwrap.dedent(
 
 
 def test_a_streamed_body_whose_entry_fails_leaves_no_file(tmp_path: Path, keys: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", STREAM_FAILS_CHILD, str(tmp_path / "log"), str(keys)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_child(STREAM_FAILS_CHILD, tmp_path / "log", keys)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res == {"spilled": True, "refused": True, "blobs": [], "fd": -1}
