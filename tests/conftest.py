@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import peers
@@ -15,6 +16,20 @@ from dot_provider import fixture as dot
 from gateway.audit import LogReader
 
 UPSTREAM_KEY = "sk-upstream-connection-secret"
+
+
+# Audit epoch tests start two seconds before a UTC midnight (and a month's end).
+DAY1 = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    """The time an audit writer sees (its `clock`); tests move it forward."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture(scope="session")

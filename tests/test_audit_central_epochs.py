@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 from central_helpers import Central, central_config, metric, run
-from conftest import audited_config, entries, launch_gateway
+from conftest import DAY1, Clock, audited_config, entries, launch_gateway
 from peers import wait_for
 
 from gateway import config as config_module
@@ -206,15 +206,6 @@ def test_each_workers_epochs_are_shipped_in_order_and_resume_after_restart(
 
 
 WRITER = "w.test/audit"
-DAY1 = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def write_epochs(base: Path, keys: Path, start: float, days: int) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 import peers
 import pytest
-from conftest import audited_config, entries, launch_gateway
+from conftest import DAY1, Clock, audited_config, entries, launch_gateway
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from independent_verifier import check_epoch_link, open_sealed
@@ -40,17 +40,6 @@ from gateway.audit.store import log_chains
 from gateway.config import ConfigError
 
 ORIGIN = "gw.test/audit"
-DAY1 = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    """The time the writer sees; tests move it forward."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
