@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import subprocess
 import time
 
@@ -11,7 +12,7 @@ import httpx
 import openai
 import peers
 import pytest
-from conftest import audited_config, entries
+from conftest import UPSTREAM_KEY, audited_config, entries
 from independent_verifier import open_sealed
 
 from gateway.audit import read_secret_key, verify_inclusion, verify_log
@@ -197,3 +198,37 @@ def test_a_long_stream_is_sealed_in_chunks_to_its_own_file(audited, analyst_toke
     assert "error" in failed and "response" not in failed.get("sealed", {})
     blobs = list((audit_dir / "sealed").glob("*.blob"))
     assert blobs == [audit_dir / ref["file"]]  # the broken-off stream's file was removed
+
+
+@pytest.mark.parametrize("blocked", ["parent is a file", "wal is immutable"])
+def test_an_audit_dir_it_cannot_write_is_a_clear_error_at_start(
+    issuer, upstream, tmp_path, blocked
+) -> None:
+    """Exit 3 and one line naming the file and why (it was a Python traceback)."""
+    text = audited_config(issuer.url, upstream.url, tmp_path)
+    audit = tmp_path / "audit"
+    if blocked == "parent is a file":
+        (tmp_path / "blocker").write_text("")
+        named = tmp_path / "blocker" / "audit"
+        text = text.replace(f'dir = "{audit}"', f'dir = "{named}"')
+    else:
+        audit.mkdir()
+        named = audit / "wal"
+        named.write_bytes(b"")
+        subprocess.run(["chattr", "+i", str(named)], check=True)  # EPERM even for root
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    try:
+        done = subprocess.run(
+            ["gateway", "serve", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY},
+        )
+    finally:
+        if named.name == "wal":
+            subprocess.run(["chattr", "-i", str(named)], check=True)
+    assert done.returncode == 3, done.stderr
+    assert f"gateway: cannot open the audit log: {named}: " in done.stderr
+    assert "Traceback" not in done.stderr

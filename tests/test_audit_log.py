@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -33,7 +35,11 @@ from gateway.audit import (
     verify_inclusion,
     verify_log,
 )
+from gateway.audit import seal as seal_module
+from gateway.audit import wal as wal_module
 from gateway.audit.canonical import CanonicalError
+from gateway.audit.wal import rewrite
+from gateway.audit.writer import Writer
 
 ORIGIN = "gw.test/audit"
 
@@ -226,13 +232,198 @@ def test_kill_9_keeps_acknowledged_entries_no_checkpoint_covers_yet(
     assert unseal(tmp_path / "log", last, "request", keys / "sealing.key") == b"q%d" % (n - 1)
 
 
+POWER_CUT_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from pathlib import Path
+    from gateway.audit import AuditLog
+
+    async def main(d, keys, n):
+        log = await AuditLog.open(Path(d), origin="gw.test/audit", signing_key=Path(keys) /
+            "signing.key", sealing_key=Path(keys) / "sealing.key")
+        await log.append({"type": "warm"}, {"request": b"warm"})
+        await log.signed()  # `entries` and the segment are fdatasynced up to here
+        synced = {f: os.path.getsize(Path(d) / f) for f in ("entries", "sealed/000000.seal")}
+        for i in range(n):
+            await log.append({"type": "inference", "i": i}, {"request": b"q%d" % i})
+        print(json.dumps(synced), flush=True)
+        os._exit(0)  # no close, no signing: only the write-ahead log was fdatasynced since
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+def power_cut(log_dir: Path, keys: Path, n: int) -> None:
+    """Acknowledge n sealed appends, then leave `entries` and the segment as a power cut may:
+    cut back to what was last fdatasynced (their tails were only in the page cache)."""
+    out = run_child(POWER_CUT_CHILD, log_dir, keys, str(n))
+    assert out.returncode == 0, out.stderr
+    for name, size in json.loads(out.stdout).items():
+        assert (log_dir / name).stat().st_size > size  # the tail is there before the cut
+        os.truncate(log_dir / name, size)
+
+
+def test_a_power_cut_loses_no_acknowledged_entry_or_body(tmp_path: Path, keys: Path) -> None:
+    """Each batch is durable by one fdatasync, of the write-ahead log: what `entries` and the
+    segment lost is written back from it at the next start, bodies included, and the start
+    records that it did (`gateway.recovered`)."""
+    d, n = tmp_path / "log", 12
+    power_cut(d, keys, n)
+
+    async def reopen() -> tuple[list[dict], dict]:
+        log = await open_log(d, keys)
+        await log.signed()
+        assert log.committed == 1 + n + 1 and log.size == 1 + n + 1
+        found = [log.read_entry(1 + i) for i in range(n)]
+        recovered = log.read_entry(1 + n)
+        await log.close()
+        return found, recovered
+
+    found, recovered = asyncio.run(reopen())
+    assert [e["i"] for e in found] == list(range(n))
+    for i, e in enumerate(found):
+        assert unseal(d, e, "request", keys / "sealing.key") == b"q%d" % i
+    assert recovered["type"] == "gateway.recovered" and recovered["entries_kept"] == 1 + n
+    assert recovered["restored_entry_bytes"] > 0 and recovered["restored_sealed_bytes"] > 0
+    assert recovered["truncated_entry_bytes"] == 0
+    assert (d / "wal").stat().st_size == 0  # written back, then emptied
+    report = verify_log(d)
+    assert report.ok and report.size == 1 + n + 1, report.summary()
+
+
+def test_a_torn_last_record_of_the_write_ahead_log_is_dropped(tmp_path: Path, keys: Path) -> None:
+    """A record cut short (its fdatasync never returned, so its batch was never acknowledged)
+    ends the replay: the batches before it are written back, it is not."""
+    d, n = tmp_path / "log", 5
+    power_cut(d, keys, n)
+    os.truncate(d / "wal", (d / "wal").stat().st_size - 3)
+
+    async def reopen() -> int:
+        log = await open_log(d, keys)
+        committed = log.committed
+        await log.close()
+        return committed
+
+    assert asyncio.run(reopen()) == n + 1  # warm-up, n - 1 of the n, gateway.recovered
+    report = verify_log(d)
+    assert report.ok and report.size == n + 1, report.summary()
+
+
+def test_entries_that_differ_from_the_write_ahead_log_refuse_the_start(
+    tmp_path: Path, keys: Path
+) -> None:
+    """Bytes in `entries` other than the log recorded there are not what a crash leaves."""
+    d = tmp_path / "log"
+    out = run_child(POWER_CUT_CHILD, d, keys, "3")
+    assert out.returncode == 0, out.stderr
+    data = bytearray((d / "entries").read_bytes())
+    data[-2] ^= 0x01  # inside the last entry, which only the write-ahead log made durable
+    (d / "entries").write_bytes(bytes(data))
+    with pytest.raises(AuditOpenError, match=r"other bytes at offset \d+ than the write-ahead log"):
+        asyncio.run(open_log(d, keys))
+
+
+async def test_segments_rotate_at_signing_and_every_body_stays_readable(
+    tmp_path: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the size limit the next segment starts, at a signing (when the one before is
+    durable and no write-ahead record names it); references name the segment each body is in."""
+    monkeypatch.setattr(seal_module, "SEGMENT_LIMIT", 4096)
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    for i in range(12):
+        await log.append(entry(i), {"request": b"%d" % i * 700})
+        await log.signed()
+    files = [log.read_entry(i)["sealed"]["request"]["file"] for i in range(12)]
+    await log.close()
+    assert files == sorted(files) and len(set(files)) >= 3, files
+    unnamed = {p for p in (d / "sealed").iterdir() if f"sealed/{p.name}" not in files}
+    assert all(p.stat().st_size == 0 for p in unnamed), unnamed  # at most the next one, empty
+    for i in range(12):
+        e = LogReader(d).read_entry(i)
+        assert unseal(d, e, "request", keys / "sealing.key") == b"%d" % i * 700
+    report = verify_log(d)
+    assert report.ok and report.size == 12, report.summary()
+
+
+async def test_a_failed_fdatasync_at_signing_keeps_the_wal_and_writes_the_tail_again(
+    tmp_path: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO from `entries`' fdatasync at signing (injected: no real disk fails on demand): the
+    checkpoint is not signed and the write-ahead log not emptied; the next signing first
+    writes what the log holds back into `entries` and the segment (Linux may have marked the
+    failed pages clean), and only then syncs, signs and empties it."""
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    await log.append(entry(0), {"request": b"before"})
+    await log.signed()
+    real, failures, rewrites = os.fdatasync, [1], []
+
+    def flaky(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/entries") and failures[0]:
+            failures[0] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    def counted(*args: object, **kw: object) -> tuple[int, int]:
+        rewrites.append(kw["check"])
+        return rewrite(*args, **kw)
+
+    monkeypatch.setattr(os, "fdatasync", flaky)
+    monkeypatch.setattr(wal_module, "rewrite", counted)
+    for i in range(1, 4):
+        await log.append(entry(i), {"request": b"q%d" % i})
+    await log.signed()  # the signing failed (logged); `signed` returns once the writer idles
+    assert log.size == 1 and log.committed == 4 and (d / "wal").stat().st_size > 0
+    assert rewrites == []
+    await log.append(entry(4), {"request": b"q4"})
+    await log.signed()
+    assert log.size == 5 and (d / "wal").stat().st_size == 0
+    assert rewrites == [False]  # written again from the log, before the sync that succeeded
+    await log.close()
+    report = verify_log(d)
+    assert report.ok and report.size == 5, report.summary()
+    for i in range(1, 5):
+        assert unseal(d, LogReader(d).read_entry(i), "request", keys / "sealing.key") == b"q%d" % i
+
+
 async def test_batch_durability_returns_at_once(tmp_path: Path, keys: Path) -> None:
     log = await open_log(tmp_path / "log", keys, durability="batch")
     seqs = [await log.append(entry(i)) for i in range(300)]
     assert seqs == list(range(300))
-    await asyncio.sleep(1.0)
+    await log.signed()
     assert log.size == 300
     await log.close()
+    assert verify_log(tmp_path / "log").ok
+
+
+async def test_a_committer_killed_by_a_defect_fails_closed(
+    tmp_path: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committer that dies of something other than a write error (a defect: here signing
+    raises RuntimeError) fails the append queued behind it and refuses later ones; before, the
+    queued caller waited forever and every later sync append with it."""
+    log = await open_log(tmp_path / "log", keys)
+    assert await log.append(entry(0)) == 0  # durable, not signed yet
+
+    def defect(self: Writer, *, always: bool = False) -> None:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(Writer, "sign", defect)
+    waiter = asyncio.ensure_future(log.signed())  # asks for the signature now
+    queued = asyncio.ensure_future(log.append(entry(1)))
+    done, _ = await asyncio.wait([waiter, queued], timeout=30)
+    assert done == {waiter, queued}, "callers were left waiting on a dead committer"
+    with pytest.raises(AuditUnavailable, match="RuntimeError"):
+        queued.result()
+    with pytest.raises(AuditUnavailable, match="committer stopped"):
+        await log.append(entry(2))
+    await log.close()
+    monkeypatch.undo()
+    reopened = await open_log(tmp_path / "log", keys)  # the durable entry is kept and signed
+    assert reopened.committed == 1 and reopened.read_entry(0)["request_id"] == "r0"
+    await reopened.close()
     assert verify_log(tmp_path / "log").ok
 
 
@@ -464,6 +655,8 @@ DISK_FULL_CHILD = textwrap.dedent(
                 await log.append({"type": "inference", "i": i, "pad": "x" * 300},
                                  {"request": b"y" * 200})
                 ok += 1
+                if i % 10 == 9:  # signing empties the write-ahead log: `entries` fills first
+                    await log.signed()
             except AuditUnavailable as exc:
                 failed += 1
                 err = str(exc)
@@ -508,17 +701,20 @@ def _refuse_writes(path: Path, refuse: bool) -> None:
     subprocess.run(["chattr", "+i" if refuse else "-i", str(path)], check=True)
 
 
-async def test_permission_denied_fails_closed_then_recovers(tmp_path: Path, keys: Path) -> None:
+@pytest.mark.parametrize("refusing", ["entries", "wal"])
+async def test_permission_denied_fails_closed_then_recovers(
+    tmp_path: Path, keys: Path, refusing: str
+) -> None:
     d = tmp_path / "log"
     log = await open_log(d, keys)
     await log.append(entry(0))
-    _refuse_writes(d / "entries", True)  # was a chmod, skipped as root
+    _refuse_writes(d / refusing, True)  # was a chmod, skipped as root
     try:
         with pytest.raises(AuditUnavailable):
             await log.append(entry(1))
         assert not log.available
     finally:
-        _refuse_writes(d / "entries", False)
+        _refuse_writes(d / refusing, False)
     assert await log.append(entry(2)) == 1
     await log.close()
     assert verify_log(d).ok

@@ -74,12 +74,14 @@ class AuditLog:
         self._durability = durability
         self._thread = thread
         self._queue: list[_Item] = []
+        self._committing: list[_Item] = []  # the batch on the writer thread now
         self._next_seq = writer.committed
         self._available = True
         self._closing = False
         self._wake = asyncio.Event()
         self._settled: list[tuple[int, asyncio.Future[None]]] = []  # `signed` callers
         self._task = asyncio.get_running_loop().create_task(self._commit_loop())
+        self._task.add_done_callback(self._committer_ended)
 
     @classmethod
     async def open(
@@ -116,14 +118,16 @@ class AuditLog:
             thread.shutdown()
             raise
         self = cls(writer, lock, durability, thread, clock)
-        if recovered.truncated:
-            log.warning("audit: recovered a torn tail in %s: %s", directory, recovered)
+        if recovered.repaired:
+            log.warning("audit: repaired the log in %s after a crash: %s", directory, recovered)
             await self._append_now(
                 {
                     "type": "gateway.recovered",
                     "truncated_entry_bytes": recovered.entries_bytes,
                     "truncated_at_offset": recovered.entries_offset,
                     "truncated_checkpoint_bytes": recovered.checkpoints_bytes,
+                    "restored_entry_bytes": recovered.restored_entry_bytes,
+                    "restored_sealed_bytes": recovered.restored_sealed_bytes,
                     "entries_kept": recovered.size,
                     "checkpoint_size": recovered.checkpoint_size,
                 }
@@ -146,7 +150,7 @@ class AuditLog:
 
     @property
     def committed(self) -> int:
-        """Entries durable in `entries`: readable, perhaps not covered by a checkpoint yet."""
+        """Entries committed (durable, readable), perhaps not covered by a checkpoint yet."""
         return self._writer.committed
 
     async def signed(self) -> None:
@@ -184,8 +188,7 @@ class AuditLog:
             AuditUnavailable: the log cannot be written; nothing of this entry is kept.
             ValueError: the entry is not a JSON object, or sets seq or sealed itself.
         """
-        if self._closing:
-            raise AuditUnavailable("audit log is closed")
+        self._check_open()
         if self._durability == "batch" and not self._available:
             raise AuditUnavailable("audit log cannot be written")
         wait = self._durability == "sync" or len(self._queue) >= MAX_QUEUED
@@ -193,7 +196,14 @@ class AuditLog:
         seq = self._enqueue(entry, sealed, fut)
         return seq if fut is None else await fut
 
+    def _check_open(self) -> None:
+        if self._closing:
+            raise AuditUnavailable("audit log is closed")
+        if self._task.done():  # see _committer_ended
+            raise AuditUnavailable("audit log cannot be written: its committer stopped")
+
     async def _append_now(self, entry: dict[str, Any]) -> int:
+        self._check_open()
         fut = asyncio.get_running_loop().create_future()
         self._enqueue(entry, None, fut)
         return await fut
@@ -278,14 +288,17 @@ class AuditLog:
     async def _commit_next(self) -> bool:
         """Commit everything queued as one batch; False if it failed (see `_failed`)."""
         batch, self._queue = self._queue, []
+        self._committing = batch
         pending = [i.pending for i in batch]
         try:
             await self._thread.run(self._writer.commit, pending)
         except Exception as exc:
+            self._committing = []
             self._failed(batch, exc)
             if self._durability == "batch" and not self._closing:
                 await asyncio.sleep(RETRY_S)
             return False
+        self._committing = []
         self._release(batch)
         return True
 
@@ -316,6 +329,10 @@ class AuditLog:
         if self._durability == "batch" and not self._closing:
             self._queue = batch + self._queue
             return
+        self._abandon(batch, exc)
+
+    def _abandon(self, batch: list[_Item], exc: BaseException) -> None:
+        """Fail the batch and everything queued behind it: none of it will be written."""
         err = AuditUnavailable(f"audit log cannot be written: {_describe(exc)}")
         for item in batch + self._queue:
             for body in (item.pending.sealed or {}).values():
@@ -325,6 +342,24 @@ class AuditLog:
                 item.future.set_exception(err)
         self._queue = []
         self._next_seq = self._writer.committed  # queued seqs were never written
+
+    def _committer_ended(self, task: asyncio.Task[None]) -> None:
+        """The committer stops only on close, unless a defect killed it: then nothing queued
+        would ever be written, so its callers fail now and later appends are refused (fail
+        closed) rather than wait forever."""
+        exc: BaseException | None
+        if task.cancelled():  # the event loop torn down without a close: nobody to tell
+            exc = asyncio.CancelledError()
+        else:
+            exc = task.exception()
+            if exc is None:
+                return
+            # The class only: a defect's message could quote what it was handling.
+            log.error("audit log unavailable: its committer stopped (%s)", _describe(exc))
+        self._available = False
+        self._abandon(self._committing, exc)
+        self._committing = []
+        self._settle(None)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> dict[str, Any]:
         """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: current).
@@ -367,13 +402,13 @@ class AuditLog:
             return
         self._closing = True
         self._wake.set()
-        await self._task
+        await asyncio.wait([self._task])  # a committer that died was reported when it did
         await self._thread.run(self._writer.close)
         self._thread.shutdown()
         os.close(self._lock_fd)
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     """An error for logs and 503 bodies: errno text and file, never entry contents."""
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc.__class__.__name__}" + (

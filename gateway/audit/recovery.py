@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.audit import resume
+from gateway.audit import resume, wal
 from gateway.audit.canonical import is_canonical
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.merkle import LEAF_PREFIX, CompactRange, build_levels, levels_getter
@@ -54,17 +54,24 @@ class AuditOpenError(Exception):
 
 @dataclass(frozen=True)
 class Recovered:
-    """What recovery had to cut away; `truncated` is false for a clean open."""
+    """What recovery had to cut away or write back; `repaired` is false for a clean open."""
 
     entries_bytes: int
     entries_offset: int
     checkpoints_bytes: int
     size: int
     checkpoint_size: int
+    restored_entry_bytes: int = 0  # written back from the write-ahead log (a power cut)
+    restored_sealed_bytes: int = 0
 
     @property
-    def truncated(self) -> bool:
-        return bool(self.entries_bytes or self.checkpoints_bytes)
+    def repaired(self) -> bool:
+        return bool(
+            self.entries_bytes
+            or self.checkpoints_bytes
+            or self.restored_entry_bytes
+            or self.restored_sealed_bytes
+        )
 
 
 def leaf_hashes(records: list[bytes | memoryview]) -> list[bytes]:
@@ -156,9 +163,21 @@ def recover(
     """Open `directory` for writing. Returns the writer, what was cut, and the lock fd.
 
     Raises:
-        AuditOpenError: another writer, a different key or origin, or a fork.
+        AuditOpenError: another writer, a different key or origin, a fork, or a file that
+            cannot be created, read or written (the message names it and why).
     """
     directory = Path(directory)
+    try:
+        return _recover(directory, origin, signer, sealing_key)
+    except OSError as exc:  # the file it is about, and why: never a traceback
+        raise AuditOpenError(
+            f"{exc.filename or directory}: {exc.strerror or type(exc).__name__}"
+        ) from None
+
+
+def _recover(
+    directory: Path, origin: str, signer: Signer, sealing_key: bytes
+) -> tuple[Writer, Recovered, int]:
     for sub in (directory, directory / SEALED, directory / TREE):
         sub.mkdir(parents=True, exist_ok=True)
     lock = _lock(directory)
@@ -191,6 +210,10 @@ def _recover_locked(
     directory: Path, origin: str, signer: Signer, sealing_key: bytes
 ) -> tuple[Writer, Recovered]:
     _check_verifier(directory, signer)
+    try:
+        restored = wal.replay(directory)
+    except wal.WalMismatch as exc:
+        raise AuditOpenError(f"{directory}: {exc}; refusing to open") from None
     tree = TreeFiles(directory, writable=True)
     try:
         found = _resume(directory, origin, signer, tree) or _rebuild(directory, origin, signer)
@@ -204,6 +227,7 @@ def _recover_locked(
         found.checkpoints_total - found.checkpoints_end,
         found.size,
         cp_size,
+        *restored,
     )
     entries_fd = os.open(directory / ENTRIES, os.O_RDWR | os.O_CREAT, 0o644)
     cps_fd = os.open(directory / CHECKPOINTS, os.O_RDWR | os.O_CREAT, 0o644)
@@ -227,6 +251,7 @@ def _recover_locked(
         segment_no=seg_no,
         segment=seg_fd,
         segment_end=os.fstat(seg_fd).st_size,
+        wal=os.open(directory / wal.WAL, os.O_RDWR | os.O_CREAT, 0o600),
     )
     writer = Writer(
         directory=directory,

@@ -1,5 +1,5 @@
-"""The single writer: commits batches of entries (pwrite, fdatasync), then extends the tree and
-signs a checkpoint covering every batch committed since the last one.
+"""The single writer: commits batches of entries (pwrite, one fdatasync of the write-ahead log),
+then extends the tree and signs a checkpoint covering every batch committed since the last one.
 
 Synchronous and single-threaded by design (the async facade in log.py runs it on one worker
 thread). A batch either commits completely or every file is truncated back to where it was,
@@ -19,6 +19,7 @@ import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.audit import seal as sealing
+from gateway.audit import wal
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.merkle import CompactRange, leaf_hash
 from gateway.audit.note import Signer
@@ -33,7 +34,7 @@ from gateway.audit.store import (
 )
 
 log = logging.getLogger(__name__)
-SYNC_THREADS = 4  # fdatasyncs beside the one of `entries`: the segment, streamed bodies' files
+SYNC_THREADS = 4  # fdatasyncs beside the write-ahead log's: streamed bodies' files, at signing
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Files:
     segment_no: int
     segment: int
     segment_end: int
+    wal: int
+    wal_end: int = 0
 
 
 def fsync_dir(path: Path) -> None:
@@ -84,10 +87,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 class Writer:
     """Committed state of the log and the batch append. Not thread-safe: one caller at a time.
 
-    A batch is committed when its entries (and the sealed blobs they name) are fdatasynced:
-    `entries` is the commit point, and waiters are released then. The tree, index and signed
-    checkpoint follow (`sign`, once for any number of batches) without an fsync of their own;
-    recovery re-derives and re-signs them.
+    A batch is committed when its record in the write-ahead log (its entries and the sealed
+    blobs they name, wal.py) is fdatasynced, and waiters are released then; `entries` and the
+    segment are written alongside and fdatasynced when a checkpoint is signed (`sign`, once for
+    any number of batches), which then empties the log. The tree, index and checkpoint need no
+    fsync of their own: recovery replays the log, re-derives and re-signs them.
     """
 
     directory: Path
@@ -100,6 +104,8 @@ class Writer:
     offsets: Offsets
     note: bytes
     dirty: bool = field(default=False)
+    unsynced: bool = field(default=True)  # `entries` or the segment written since their sync
+    resync: bool = field(default=False)  # their last fdatasync failed: write them again first
     unsigned: list[bytes] = field(default_factory=list)  # committed, not yet in the tree
     syncer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="audit-sync")
@@ -112,7 +118,8 @@ class Writer:
 
     @property
     def committed(self) -> int:
-        """Entries durable in `entries` (signed or about to be)."""
+        """Entries committed: durable (in the write-ahead log until the next signing makes
+        them so in `entries`), readable, signed or about to be."""
         return len(self.offsets)
 
     def write_batch(self, batch: list[Pending]) -> None:
@@ -122,9 +129,9 @@ class Writer:
         self.sign(always=True)
 
     def commit(self, batch: list[Pending]) -> None:
-        """Make the batch durable in `entries`. Nothing is signed here: `sign` follows when no
-        other batch is waiting (log.py), so a signature never stands between a batch and the
-        next one's fdatasync.
+        """Make the batch durable (one fdatasync, of the write-ahead log). Nothing is signed
+        here: `sign` follows when no other batch is waiting (log.py), so a signature never
+        stands between a batch and the next one's fdatasync.
 
         Raises:
             OSError: the batch was not committed (files were truncated back).
@@ -152,24 +159,24 @@ class Writer:
             return
         f = self.files
         try:
-            self._maybe_rotate()
-            bodies, segment_end, spilled = self._seal(batch)
+            bodies, blobs, spilled = self._seal(batch)
             records = [frame(b) for b in bodies]
             new_offsets = array("Q")
             pos = f.entries_end
             for r in records:
                 new_offsets.append(pos)
                 pos += len(r)
-            _write_all(f.entries, b"".join(records), f.entries_end)
-            # The blobs and the entries naming them reach the disk together; recovery drops an
-            # unsigned entry whose blob did not make it (a power cut between the two).
-            fds = [b.fd for b in spilled]
-            if segment_end != f.segment_end:
-                fds.append(f.segment)
-            syncs = [self.syncer.submit(os.fdatasync, fd) for fd in fds]
-            if spilled:  # their directory entries
+            frames = b"".join(records)
+            _write_all(f.entries, frames, f.entries_end)
+            if blobs:
+                _write_all(f.segment, blobs, f.segment_end)
+            logged = wal.record(f.entries_end, frames, f.segment_no, f.segment_end, blobs)
+            _write_all(f.wal, logged, f.wal_end)
+            # Streamed bodies too big for a segment are in files of their own, synced beside.
+            syncs = [self.syncer.submit(os.fdatasync, b.fd) for b in spilled]
+            if spilled:  # and their directory entries
                 syncs.append(self.syncer.submit(fsync_dir, self.directory / SEALED))
-            os.fdatasync(f.entries)
+            os.fdatasync(f.wal)
             for sync in syncs:
                 sync.result()
         except BaseException:
@@ -180,15 +187,30 @@ class Writer:
                 log.warning("audit rollback failed, will retry before next write: %s", exc)
             raise
         f.entries_end = pos
-        f.segment_end = segment_end
+        f.segment_end += len(blobs)
+        f.wal_end += len(logged)
+        self.unsynced = True
         for body in spilled:
             body.close()
         self.offsets.extend(new_offsets)
         self.unsigned.extend(bodies)
 
     def _sign(self) -> None:
-        """Extend the tree and index by the unsigned entries and sign their checkpoint."""
+        """Make `entries` and the segment durable, extend the tree and index by the unsigned
+        entries, sign their checkpoint, and empty the write-ahead log."""
         f, size = self.files, self.size
+        if self.unsynced:
+            try:
+                if self.resync:  # from the write-ahead log, which holds all since the last one
+                    # (it fsyncs what it wrote; the pair below also covers an empty log)
+                    wal.rewrite(self.directory, os.pread(f.wal, f.wal_end, 0), check=False)
+                segment = self.syncer.submit(os.fdatasync, f.segment)
+                os.fdatasync(f.entries)
+                segment.result()
+            except OSError:
+                self.resync = True
+                raise
+            self.unsynced = self.resync = False
         rows = _Rows()
         rng = CompactRange(size, self.range.edge, on_node=rows.add)
         for b in self.unsigned:
@@ -209,10 +231,15 @@ class Writer:
         self.range = CompactRange(rng.size, rng.edge)
         self.unsigned = []
         self.note = note
+        if f.wal_end:  # all it holds is in `entries` and the segment, durable above
+            os.ftruncate(f.wal, 0)
+            f.wal_end = 0
+        self._maybe_rotate()
 
-    def _seal(self, batch: list[Pending]) -> tuple[list[bytes], int, list[SealedStream]]:
-        """Encrypt bodies into the current segment; entry bytes with references, the new end,
-        and the streamed bodies that went to files of their own (to be fdatasynced too)."""
+    def _seal(self, batch: list[Pending]) -> tuple[list[bytes], bytes, list[SealedStream]]:
+        """Encrypt bodies for the current segment; entry bytes with references, the blobs to
+        append to the segment, and the streamed bodies that went to files of their own (to be
+        fdatasynced too)."""
         f, bodies, blobs, spilled = self.files, [], [], []
         end = f.segment_end
         file = sealing.segment_name(f.segment_no)
@@ -241,11 +268,11 @@ class Writer:
             entry = orjson.loads(p.body)
             entry["sealed"] = refs
             bodies.append(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
-        if blobs:
-            _write_all(f.segment, b"".join(blobs), f.segment_end)
-        return bodies, end, spilled
+        return bodies, b"".join(blobs), spilled
 
     def _maybe_rotate(self) -> None:
+        """Start the next segment once this one passed the limit: at signing, when this one is
+        durable and no record of the write-ahead log names it."""
         f = self.files
         if f.segment_end < sealing.SEGMENT_LIMIT:
             return
@@ -257,6 +284,7 @@ class Writer:
     def _rollback(self) -> None:
         """Truncate appended files to what is committed, derived ones to what is signed."""
         f, size = self.files, self.size
+        os.ftruncate(f.wal, f.wal_end)
         os.ftruncate(f.segment, f.segment_end)
         os.ftruncate(f.entries, f.entries_end)
         os.ftruncate(f.index, size * OFFSET.size)
@@ -271,7 +299,7 @@ class Writer:
         f = self.files
         for fd in (f.checkpoints, f.checkpoint):
             os.fsync(fd)
-        for fd in (f.entries, f.index, f.checkpoints, f.checkpoint, f.segment):
+        for fd in (f.entries, f.index, f.checkpoints, f.checkpoint, f.segment, f.wal):
             os.close(fd)
         self.tree.close()
         self.syncer.shutdown()

@@ -572,7 +572,7 @@ def _ca7(s: Scope) -> Pending:
         s.measure("stops", "clean gateway stops", is_type("gateway.stopped")),
         s.measure(
             "recoveries",
-            "starts that repaired a torn log tail after a crash",
+            "starts that repaired the log after a crash (a torn tail, lost committed bytes)",
             is_type("gateway.recovered"),
         ),
         s.measure("denials", "refusals of any kind (trend in the charts)", is_type("denied")),

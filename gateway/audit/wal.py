@@ -1,0 +1,121 @@
+"""The write-ahead log: what makes a batch durable with one fdatasync.
+
+A batch writes its entries to `entries` and its sealed blobs to the current segment, then one
+record holding both to `wal`, and fdatasyncs only `wal` (two files' fdatasyncs, even in
+parallel, cost about twice one on a journaling filesystem: `benches/bench_floor.py`). Signing
+a checkpoint fdatasyncs `entries` and the segment first, then empties `wal`, so `wal` holds
+only what was committed since their last fdatasync. At start, `replay` writes it all back
+where it belongs (what `entries` or a segment lacks, a power cut lost), before recovery reads
+them; bytes that are there but differ refuse the start, since a crash cannot cause that.
+
+Bytes that look present are written again too, here and when a signing's fdatasync failed
+(`rewrite`): after a failed fdatasync Linux may mark pages clean that never reached the disk,
+so a later fdatasync would report success without writing them.
+
+A record: 4-byte big-endian length and CRC-32 of the payload, then the payload: where the
+batch starts in `entries` (8 bytes), the segment number (4) and offset (8) of its blobs, the
+length of its entry frames (4), the frames, and the blobs (the rest). A record cut short or
+failing its CRC ends the replay: it was never acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from gateway.audit import seal as sealing
+from gateway.audit.store import ENTRIES, _write_all
+
+WAL = "wal"
+HEAD = struct.Struct(">II")  # payload length, CRC-32
+BATCH = struct.Struct(">QIQI")  # entries offset, segment number, segment offset, frames length
+
+
+class WalMismatch(Exception):
+    """`entries` or a segment holds other bytes where the write-ahead log says what it wrote."""
+
+
+def record(entries_offset: int, frames: bytes, segment_no: int, segment_offset: int,
+           blobs: bytes) -> bytes:  # fmt: skip
+    """The record of one batch: its entry frames and its blobs, where each was written."""
+    payload = BATCH.pack(entries_offset, segment_no, segment_offset, len(frames)) + frames + blobs
+    return HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def replay(directory: Path) -> tuple[int, int]:
+    """Write back what `entries` and the segments lack of the log's committed batches, make
+    it durable, and empty the log; returns the bytes written back to `entries` and to segments.
+
+    Raises:
+        WalMismatch: a file holds other bytes than the log recorded there.
+    """
+    path = directory / WAL
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0, 0
+    restored = rewrite(directory, data, check=True)
+    os.truncate(path, 0)
+    return restored
+
+
+def rewrite(directory: Path, data: bytes, *, check: bool) -> tuple[int, int]:
+    """Write every whole record of `data` (a write-ahead log's bytes) where it belongs and
+    fsync the files; returns the bytes that were missing from `entries` and from segments.
+
+    Raises:
+        WalMismatch: a file ends before a record's place, or (`check`) holds other bytes there.
+    """
+    fds: dict[str, int] = {}
+
+    def fd_of(name: str) -> int:
+        if name not in fds:
+            fds[name] = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
+        return fds[name]
+
+    entries = sealed = 0
+    try:
+        for payload in _records(data):
+            at, segment_no, segment_at, length = BATCH.unpack_from(payload)
+            frames = payload[BATCH.size : BATCH.size + length]
+            blobs = payload[BATCH.size + length :]
+            segment = sealing.segment_name(segment_no)
+            entries += _put(fd_of(ENTRIES), ENTRIES, at, frames, check)
+            if blobs:
+                sealed += _put(fd_of(segment), segment, segment_at, blobs, check)
+        for fd in fds.values():
+            os.fsync(fd)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return entries, sealed
+
+
+def _records(data: bytes) -> list[bytes]:
+    """The whole, intact records from the start; a torn or corrupt one ends them."""
+    out, pos = [], 0
+    while pos + HEAD.size <= len(data):
+        length, crc = HEAD.unpack_from(data, pos)
+        payload = data[pos + HEAD.size : pos + HEAD.size + length]
+        if len(payload) < max(length, BATCH.size) or zlib.crc32(payload) != crc:
+            break
+        out.append(payload)
+        pos += HEAD.size + length
+    return out
+
+
+def _put(fd: int, name: str, offset: int, data: bytes, check: bool) -> int:
+    """Write `data` at `offset` of the file; returns how many of its bytes the file lacked."""
+    size = os.fstat(fd).st_size
+    if size < offset:
+        raise WalMismatch(f"{name} ends at {size} but the write-ahead log continues it at {offset}")
+    whole = size >= offset + len(data)
+    if check and whole and os.pread(fd, len(data), offset) != data:
+        raise WalMismatch(
+            f"{name} holds other bytes at offset {offset} than the write-ahead log recorded "
+            "there (not what a crash leaves)"
+        )
+    _write_all(fd, data, offset)
+    return 0 if whole else offset + len(data) - size
