@@ -5,6 +5,7 @@ witness as its own process with its own role and key; verification from the stor
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 
 import httpx
@@ -246,3 +247,24 @@ def test_evidence_from_the_store_alone_needs_no_config(
     assert status["AU-9(3)"][0] == "satisfied"  # the signed log alone says so
     assert oscal_errors(out / "assessment-results.json") == []
     assert "no configuration given" in (out / "evidence.html").read_text()
+
+
+def test_a_last_shipment_that_fails_at_stop_is_logged(
+    issuer, upstream, tmp_path, analyst_token
+) -> None:
+    """The store is down when the gateway stops: the final shipment's failure is in the log
+    with what becomes of the entries (it was silent), and the local log keeps them."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        store = f"postgresql://gateway_audit@127.0.0.1:{unused.getsockname()[1]}/audit"
+        config = tmp_path / "gateway.toml"
+        config.write_text(central_config(issuer, upstream, tmp_path, store))
+        with launch_gateway(config) as gateway:
+            auth = {"authorization": f"Bearer {analyst_token}"}
+            chat = httpx.post(f"{gateway.url}/llama/v1/chat/completions", json=CHAT, headers=auth)
+            assert chat.status_code == 200
+        assert gateway.proc.returncode == 0
+    stderr = gateway.stderr()
+    assert "audit: the last shipment to postgresql://gateway_audit@127.0.0.1:" in stderr
+    assert "failed at stop" in stderr and "the rest ships at the next start" in stderr
+    assert [e["type"] for e in entries(tmp_path / "audit")][-1] == "gateway.stopped"

@@ -33,7 +33,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from gateway.audit.central_keys import STORE_ERRORS, KeyCopies, one_line
+from gateway.audit.central_keys import CONNECT_TIMEOUT_S, STORE_ERRORS, KeyCopies, one_line
 from gateway.audit.checkpoint import Checkpoint, CheckpointError
 from gateway.audit.store import (
     CHECKPOINTS,
@@ -52,7 +52,6 @@ INTERVAL_S = 1.0
 REFUSED_RETRY_S = 30.0
 RETRY_MAX_S = 10.0
 BATCH_ENTRIES = 2000  # entries per transaction while catching up
-CONNECT_TIMEOUT_S = 5.0
 # A file an entry refers to: a relative path inside the audit directory, no "..", no dot files.
 PLAIN_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 # What the store's constraints and triggers raise for a shipment they will not take.
@@ -162,10 +161,8 @@ class Shipper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             await self._disconnect()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                if self.refusal is None:
-                    await self.ship_once()
+        if self.refusal is None:
+            await self._last_shipment()
         if self.keys is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -174,6 +171,28 @@ class Shipper:
         if self.db is not None:
             with contextlib.suppress(Exception):
                 await self.db.close(timeout=1)
+
+    async def _last_shipment(self) -> None:
+        """Ship what is left, within CONNECT_TIMEOUT_S; say so if that fails (what was not
+        shipped stays in the local log and ships at the next start)."""
+        later = "the rest ships at the next start"
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await self.ship_once()
+        except TimeoutError:
+            log.warning(
+                "audit: the last shipment to %s did not finish within %g s at stop; %s",
+                self.where, CONNECT_TIMEOUT_S, later,
+            )  # fmt: skip
+        except Refused as exc:
+            self._refused(str(exc))
+        except STORE_ERRORS as exc:
+            log.warning(
+                "audit: the last shipment to %s failed at stop: %s; %s",
+                self.where, one_line(exc), later,
+            )  # fmt: skip
+        except Exception:  # a bug: the same as in _run
+            log.exception("audit: the last shipment to %s failed at stop", self.where)
 
     async def _run(self) -> None:
         delay = self.interval_s
