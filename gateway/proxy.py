@@ -264,12 +264,12 @@ class Proxy:
         kind: str,
     ) -> None:
         """Read the body, mask it whole, record it, answer in one write."""
-        original = bytearray()
+        received = bytearray()
         while (chunk := await body.read()) is not None:
-            original += chunk
-            if len(original) > MASK_WHOLE_MAX:
+            received += chunk
+            if len(received) > MASK_WHOLE_MAX:
                 raise masking_failed(f"a response over {MASK_WHOLE_MAX} bytes")
-        answer = bytes(original)
+        answer = original = bytes(received)  # one copy: recorded as is, answered transformed
         if self.auditor.enabled:  # served model and usage are recorded only in the audit entry
             exchange.served_model, exchange.tokens = json_answer(answer)
         if exchange.model_filter is not None and response.status == 200:
@@ -278,7 +278,7 @@ class Proxy:
             answer, exchange.masked = exchange.masking.mask_body(kind, answer)
         self._count_masked(exchange.masked)
         exchange.bytes_out = len(answer)
-        await self._completed(exchange, bytes(original))
+        await self._completed(exchange, original)
         out = hdr.response_headers_for_client(response.headers, keep_length=False)
         await writer.send_full(response.status, out, answer)
 
