@@ -11,6 +11,9 @@ run, in rotating rounds so machine noise hits all of them:
 
 - `upstream direct`;
 - `nginx proxy` (Debian's nginx, `proxy_buffering off`): the floor for one hop;
+- `h11 legs only` (`benches/h11_floor_proxy.py`): the gateway's own server and upstream client
+  relaying as they are, with nothing between them: the floor for a proxy on h11 (issue 11
+  keeps h11 on both legs);
 - `gateway`: identity + policy, no masking rule;
 - `+ masking`: a rule with `mask = ["all"]` (every built-in detector, as docs/masking.md);
 - `+ audit batch`, `+ audit sync`: masking and a sealed audit log.
@@ -49,6 +52,7 @@ from urllib.parse import urlsplit
 import orjson
 import uvloop
 from bench_cpu import Nginx, gateway_config, machine_busy, tree_cpu
+from bench_proxy import pct
 from sse_cadence import tokens
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -139,11 +143,6 @@ class Stream:
         return (first - sent) / 1e9, (emitted[0] - sent) / 1e9, lags
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 async def measure(args: argparse.Namespace, systems: list[System], token: str) -> None:
     streams = {s.name: Stream(s.url, token, args.tokens) for s in systems}
     for stream in streams.values():
@@ -219,6 +218,9 @@ def main() -> int:
         ]
         started: list[peers.Peer] = []
         try:
+            floor = [sys.executable, str(BENCHES / "h11_floor_proxy.py"), "--upstream"]
+            started.append(peers.launch([*floor, upstream.url]))
+            systems.append(System("h11 legs only", started[-1].url + path, started[-1].proc.pid))
             for name in GATEWAYS:
                 conf = tmp / f"{name.replace(' ', '_').replace('+', 'p')}.toml"
                 conf.write_text(gateway_config(issuer.url, upstream.url, tmp, name, '["all"]'))
