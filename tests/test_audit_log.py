@@ -38,7 +38,7 @@ from gateway.audit import (
 from gateway.audit import seal as seal_module
 from gateway.audit import wal as wal_module
 from gateway.audit.canonical import CanonicalError
-from gateway.audit.wal import rewrite
+from gateway.audit.wal import WAL, begin, record, replay, rewrite
 from gateway.audit.writer import Writer
 
 ORIGIN = "gw.test/audit"
@@ -54,6 +54,11 @@ async def open_log(d: Path, keys: Path, **kw: object) -> AuditLog:
     return await AuditLog.open(
         d, origin=ORIGIN, signing_key=keys / "signing.key", sealing_key=keys / "sealing.key", **kw
     )
+
+
+def wal_records(d: Path) -> int:
+    """How many committed batches the write-ahead log holds (its size says nothing: kept)."""
+    return len(wal_module.records((d / WAL).read_bytes()))
 
 
 def entry(i: int) -> dict:
@@ -287,7 +292,7 @@ def test_a_power_cut_loses_no_acknowledged_entry_or_body(tmp_path: Path, keys: P
     assert recovered["type"] == "gateway.recovered" and recovered["entries_kept"] == 1 + n
     assert recovered["restored_entry_bytes"] > 0 and recovered["restored_sealed_bytes"] > 0
     assert recovered["truncated_entry_bytes"] == 0
-    assert (d / "wal").stat().st_size == 0  # written back, then emptied
+    assert wal_records(d) == 0  # written back, then emptied
     report = verify_log(d)
     assert report.ok and report.size == 1 + n + 1, report.summary()
 
@@ -322,6 +327,104 @@ def test_entries_that_differ_from_the_write_ahead_log_refuse_the_start(
     (d / "entries").write_bytes(bytes(data))
     with pytest.raises(AuditOpenError, match=r"other bytes at offset \d+ than the write-ahead log"):
         asyncio.run(open_log(d, keys))
+
+
+async def test_the_write_ahead_log_keeps_its_size_so_commits_overwrite_it(
+    tmp_path: Path, keys: Path
+) -> None:
+    """Emptied at a signing, the log keeps its blocks: the next batches overwrite them, so their
+    fdatasync changes no metadata (the file was cut to 0 and grew again, batch by batch)."""
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    for i in range(3):
+        await log.append(entry(i), {"request": b"q" * 900})
+    assert wal_records(d) == 3
+    await log.signed()
+    size = (d / WAL).stat().st_size
+    assert wal_records(d) == 0 and size > 3 * 900
+    for i in range(3):
+        await log.append(entry(i), {"request": b"r" * 800})  # a little shorter than before
+        assert (d / WAL).stat().st_size == size and wal_records(d) == i + 1
+    await log.close()
+    assert verify_log(d).ok
+
+
+def test_records_of_an_older_generation_are_not_replayed(tmp_path: Path) -> None:
+    """After a signing empties the log, what follows its newest records is an older generation's:
+    here aligned as whole records (the new one is as long as the old first), and naming bytes
+    that now differ. The replay applies the new record and stops."""
+    (tmp_path / "entries").write_bytes(b"A" * 100)
+    fd = os.open(tmp_path / WAL, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        old, at = begin(fd)
+        for offset in (0, 50):
+            at += os.pwrite(fd, record(old, offset, b"A" * 50, 0, 0, b""), at)
+        new, at = begin(fd)
+        assert new != old
+        os.pwrite(fd, record(new, 100, b"B" * 50, 0, 0, b""), at)
+    finally:
+        os.close(fd)
+    (tmp_path / "entries").write_bytes(b"A" * 50 + b"C" * 50)  # the old second record differs
+    assert replay(tmp_path) == (50, 0)
+    assert (tmp_path / "entries").read_bytes() == b"A" * 50 + b"C" * 50 + b"B" * 50
+
+
+def test_a_write_ahead_log_of_another_format_refuses_the_start(tmp_path: Path, keys: Path) -> None:
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / WAL).write_bytes(b"\x00\x00\x00\x10not a write-ahead log")
+    with pytest.raises(AuditOpenError, match="wal does not start as a write-ahead log"):
+        asyncio.run(open_log(d, keys))
+
+
+FAILED_BATCH_CHILD = textwrap.dedent(
+    """
+    import asyncio, errno, os, sys
+    from pathlib import Path
+    from gateway.audit import AuditLog, AuditUnavailable
+
+    async def main(d, keys):
+        log = await AuditLog.open(Path(d), origin="gw.test/audit", signing_key=Path(keys) /
+            "signing.key", sealing_key=Path(keys) / "sealing.key")
+        await log.append({"type": "kept"}, {"request": b"k" * 900})
+        await log.signed()
+        await log.append({"type": "kept"}, {"request": b"k" * 900})
+        real = os.fdatasync
+
+        def eio(fd):  # the record is written, its fdatasync fails: the batch is not committed
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("/wal"):
+                raise OSError(errno.EIO, "Input/output error")
+            real(fd)
+
+        os.fdatasync = eio
+        try:
+            await log.append({"type": "refused"}, {"request": b"r" * 100})
+        except AuditUnavailable:
+            print("refused", flush=True)
+        os.fdatasync = real
+        os._exit(0)  # a crash: no close, no signing
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def test_a_batch_whose_commit_failed_is_not_replayed(tmp_path: Path, keys: Path) -> None:
+    """Its record may be whole in the log (the write worked, the fdatasync did not): rolling
+    back voids it, so the next start does not bring back what its callers were refused."""
+    d = tmp_path / "log"
+    out = run_child(FAILED_BATCH_CHILD, d, keys)
+    assert out.returncode == 0 and out.stdout == "refused\n", out.stderr
+    assert b"refused" in (d / WAL).read_bytes()  # the record's bytes are still there
+
+    async def reopen() -> list[str]:
+        log = await open_log(d, keys)
+        types = [log.read_entry(i)["type"] for i in range(log.committed)]
+        await log.close()
+        return types
+
+    assert asyncio.run(reopen()) == ["kept", "kept"]  # and no gateway.recovered: nothing lost
+    assert verify_log(d).ok
 
 
 async def test_segments_rotate_at_signing_and_every_body_stays_readable(
@@ -375,11 +478,11 @@ async def test_a_failed_fdatasync_at_signing_keeps_the_wal_and_writes_the_tail_a
     for i in range(1, 4):
         await log.append(entry(i), {"request": b"q%d" % i})
     await log.signed()  # the signing failed (logged); `signed` returns once the writer idles
-    assert log.size == 1 and log.committed == 4 and (d / "wal").stat().st_size > 0
+    assert log.size == 1 and log.committed == 4 and wal_records(d) == 3
     assert rewrites == []
     await log.append(entry(4), {"request": b"q4"})
     await log.signed()
-    assert log.size == 5 and (d / "wal").stat().st_size == 0
+    assert log.size == 5 and wal_records(d) == 0
     assert rewrites == [False]  # written again from the log, before the sync that succeeded
     await log.close()
     report = verify_log(d)

@@ -241,6 +241,8 @@ def _recover_locked(
     seg_no = int(segments[-1].stem) if segments else 0
     seg_fd = open_segment(directory, seg_no)
     index_fd = os.open(directory / INDEX, os.O_RDWR | os.O_CREAT, 0o644)
+    wal_fd = os.open(directory / wal.WAL, os.O_RDWR | os.O_CREAT, 0o600)
+    wal_generation, wal_end = wal.begin(wal_fd)  # what it held is written back above
     files = Files(
         entries=entries_fd,
         entries_end=found.entries_end,
@@ -251,7 +253,9 @@ def _recover_locked(
         segment_no=seg_no,
         segment=seg_fd,
         segment_end=os.fstat(seg_fd).st_size,
-        wal=os.open(directory / wal.WAL, os.O_RDWR | os.O_CREAT, 0o600),
+        wal=wal_fd,
+        wal_generation=wal_generation,
+        wal_end=wal_end,
     )
     writer = Writer(
         directory=directory,

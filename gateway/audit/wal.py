@@ -12,10 +12,18 @@ Bytes that look present are written again too, here and when a signing's fdatasy
 (`rewrite`): after a failed fdatasync Linux may mark pages clean that never reached the disk,
 so a later fdatasync would report success without writing them.
 
-A record: 4-byte big-endian length and CRC-32 of the payload, then the payload: where the
-batch starts in `entries` (8 bytes), the segment number (4) and offset (8) of its blobs, the
-length of its entry frames (4), the frames, and the blobs (the rest). A record cut short or
-failing its CRC ends the replay: it was never acknowledged.
+The file keeps its size: emptying it writes a new header (a fresh random generation) and the
+next records overwrite the old ones from the start, so a commit's fdatasync writes data blocks
+the file already has and no metadata (an fdatasync that grows a file also commits the
+journal: about 0.05 ms more here, `benches/bench_floor.py`). Records of an older generation
+left behind the newest are not replayed; a random generation cannot be forged by text an
+entry quotes.
+
+The file: a header of 8 magic bytes and an 8-byte generation, then records. A record:
+4-byte big-endian payload length, CRC-32 of the generation and the payload, then the payload:
+where the batch starts in `entries` (8 bytes), the segment number (4) and offset (8) of its
+blobs, the length of its entry frames (4), the frames, and the blobs (the rest). A record cut
+short, failing its CRC or of another generation ends the replay: it was never acknowledged.
 """
 
 from __future__ import annotations
@@ -29,36 +37,60 @@ from gateway.audit import seal as sealing
 from gateway.audit.store import ENTRIES, _write_all
 
 WAL = "wal"
-HEAD = struct.Struct(">II")  # payload length, CRC-32
+MAGIC = b"gw-wal1\n"
+HEADER = struct.Struct(">8sQ")  # magic, generation
+HEAD = struct.Struct(">II")  # payload length, CRC-32 of generation and payload
 BATCH = struct.Struct(">QIQI")  # entries offset, segment number, segment offset, frames length
+GENERATION = struct.Struct(">Q")
+VOID = bytes(HEAD.size)  # written over a record that was not committed: the replay ends there
 
 
 class WalMismatch(Exception):
-    """`entries` or a segment holds other bytes where the write-ahead log says what it wrote."""
+    """`entries` or a segment holds other bytes where the write-ahead log says what it wrote,
+    or the log is not one this version writes."""
 
 
-def record(entries_offset: int, frames: bytes, segment_no: int, segment_offset: int,
-           blobs: bytes) -> bytes:  # fmt: skip
+def begin(fd: int) -> tuple[int, int]:
+    """Empty the log: a fresh generation in its header, in place (its size is kept). Returns
+    the generation and where the first record goes. Not synced: until a record of the new
+    generation is (which syncs the header with it), the old records replay as before, and
+    they only write again what `entries` and the segments hold."""
+    generation = int.from_bytes(os.urandom(GENERATION.size))
+    _write_all(fd, HEADER.pack(MAGIC, generation), 0)
+    return generation, HEADER.size
+
+
+def record(generation: int, entries_offset: int, frames: bytes, segment_no: int,
+           segment_offset: int, blobs: bytes) -> bytes:  # fmt: skip
     """The record of one batch: its entry frames and its blobs, where each was written."""
     payload = BATCH.pack(entries_offset, segment_no, segment_offset, len(frames)) + frames + blobs
-    return HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+    crc = zlib.crc32(payload, zlib.crc32(GENERATION.pack(generation)))
+    return HEAD.pack(len(payload), crc) + payload
+
+
+def void(fd: int, end: int) -> None:
+    """End the log at `end`, where a failed batch's record may have been written: its header
+    is zeroed where the file goes on (its blocks exist, so this needs no space), the file cut
+    where it does not."""
+    if os.fstat(fd).st_size >= end + len(VOID):
+        _write_all(fd, VOID, end)
+    else:
+        os.ftruncate(fd, end)
 
 
 def replay(directory: Path) -> tuple[int, int]:
-    """Write back what `entries` and the segments lack of the log's committed batches, make
-    it durable, and empty the log; returns the bytes written back to `entries` and to segments.
+    """Write back what `entries` and the segments lack of the log's committed batches and
+    make it durable; returns the bytes written back to `entries` and to segments. The log
+    itself is left as it is: the writer `begin`s it anew.
 
     Raises:
         WalMismatch: a file holds other bytes than the log recorded there.
     """
-    path = directory / WAL
     try:
-        data = path.read_bytes()
+        data = (directory / WAL).read_bytes()
     except FileNotFoundError:
         return 0, 0
-    restored = rewrite(directory, data, check=True)
-    os.truncate(path, 0)
-    return restored
+    return rewrite(directory, data, check=True)
 
 
 def rewrite(directory: Path, data: bytes, *, check: bool) -> tuple[int, int]:
@@ -77,7 +109,7 @@ def rewrite(directory: Path, data: bytes, *, check: bool) -> tuple[int, int]:
 
     entries = sealed = 0
     try:
-        for payload in _records(data):
+        for payload in records(data):
             at, segment_no, segment_at, length = BATCH.unpack_from(payload)
             frames = payload[BATCH.size : BATCH.size + length]
             blobs = payload[BATCH.size + length :]
@@ -93,13 +125,24 @@ def rewrite(directory: Path, data: bytes, *, check: bool) -> tuple[int, int]:
     return entries, sealed
 
 
-def _records(data: bytes) -> list[bytes]:
-    """The whole, intact records from the start; a torn or corrupt one ends them."""
-    out, pos = [], 0
+def records(data: bytes) -> list[bytes]:
+    """The payloads of the whole, intact records of the current generation, in order.
+
+    Raises:
+        WalMismatch: `data` is neither empty, nor never begun (zeros), nor a log this version
+            writes.
+    """
+    if len(data) < HEADER.size or not any(data[: HEADER.size]):
+        return []  # created, never begun: nothing was committed into it
+    magic, generation = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise WalMismatch(f"{WAL} does not start as a write-ahead log of this version does")
+    seed = zlib.crc32(GENERATION.pack(generation))
+    out, pos = [], HEADER.size
     while pos + HEAD.size <= len(data):
         length, crc = HEAD.unpack_from(data, pos)
         payload = data[pos + HEAD.size : pos + HEAD.size + length]
-        if len(payload) < max(length, BATCH.size) or zlib.crc32(payload) != crc:
+        if len(payload) < max(length, BATCH.size) or zlib.crc32(payload, seed) != crc:
             break
         out.append(payload)
         pos += HEAD.size + length

@@ -60,7 +60,8 @@ class Files:
     segment: int
     segment_end: int
     wal: int
-    wal_end: int = 0
+    wal_generation: int
+    wal_end: int
 
 
 def fsync_dir(path: Path) -> None:
@@ -170,7 +171,9 @@ class Writer:
             _write_all(f.entries, frames, f.entries_end)
             if blobs:
                 _write_all(f.segment, blobs, f.segment_end)
-            logged = wal.record(f.entries_end, frames, f.segment_no, f.segment_end, blobs)
+            logged = wal.record(
+                f.wal_generation, f.entries_end, frames, f.segment_no, f.segment_end, blobs
+            )
             _write_all(f.wal, logged, f.wal_end)
             # Streamed bodies too big for a segment are in files of their own, synced beside.
             syncs = [self.syncer.submit(os.fdatasync, b.fd) for b in spilled]
@@ -231,9 +234,8 @@ class Writer:
         self.range = CompactRange(rng.size, rng.edge)
         self.unsigned = []
         self.note = note
-        if f.wal_end:  # all it holds is in `entries` and the segment, durable above
-            os.ftruncate(f.wal, 0)
-            f.wal_end = 0
+        if f.wal_end > wal.HEADER.size:  # all it holds is in `entries` and the segment now
+            f.wal_generation, f.wal_end = wal.begin(f.wal)
         self._maybe_rotate()
 
     def _seal(self, batch: list[Pending]) -> tuple[list[bytes], bytes, list[SealedStream]]:
@@ -284,7 +286,7 @@ class Writer:
     def _rollback(self) -> None:
         """Truncate appended files to what is committed, derived ones to what is signed."""
         f, size = self.files, self.size
-        os.ftruncate(f.wal, f.wal_end)
+        wal.void(f.wal, f.wal_end)
         os.ftruncate(f.segment, f.segment_end)
         os.ftruncate(f.entries, f.entries_end)
         os.ftruncate(f.index, size * OFFSET.size)
