@@ -3,13 +3,15 @@
     python benches/bench_audit_gateway.py --rate 100             # full run (about 1 minute)
     python benches/bench_audit_gateway.py --quick                # smoke run
     python benches/bench_audit_gateway.py --baseline /tmp/old    # also a checkout to compare
+    python benches/bench_audit_gateway.py --cpu 1                # gateways pinned (taskset)
 
 Starts the demo issuer, the demo upstream (no token delay) and three gateways on the same
 upstream: without [audit], with durability "batch", and with "sync" (a decision entry fsynced
 before forwarding, an inference entry with the sealed request and response before the last
 byte). `--baseline DIR` adds a batch and a sync gateway run from another checkout of the repo
 (its `gateway` package on PYTHONPATH), so old and new are measured in the same run. Each serves
-the same non-streamed ~1 KB chat completion, and the upstream is also called directly:
+the same non-streamed ~1 KB chat completion, and the upstream is also called directly
+(`--cpu N` runs every gateway under `taskset -c N`, see docs/operations.md on pinning):
   1. one request at a time on a keep-alive connection (the cost a lone caller sees);
   2. an open-loop fixed rate (requests on a schedule; latency counted from when each was due).
 Phases rotate between all of them so machine noise hits each alike. The last lines judge the
@@ -153,6 +155,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--count", type=int, default=500, help="sequential requests per phase")
     parser.add_argument("--baseline", type=Path, help="a checkout to run batch and sync from too")
+    parser.add_argument("--cpu", help="run the gateways pinned to these CPUs (taskset -c)")
     args = parser.parse_args()
     if args.quick:
         args.rate, args.seconds, args.count = 100.0, 1.0, 50
@@ -179,12 +182,15 @@ def main() -> int:
                 path.write_text(text)
                 mode_env = {**env, "PYTHONPATH": str(args.baseline)} if baseline else env
                 command = ["gateway", "serve", "-c", str(path)]
+                if args.cpu:
+                    command = ["taskset", "-c", args.cpu, *command]
                 gateways[mode] = peers.launch(command, env=mode_env)
             token = peers.mint(issuer.url, "bench", ["analysts"])
             print(
                 f"# bench_audit_gateway: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
                 f"load average {os.getloadavg()[0]:.2f}"
                 + (f", baseline {args.baseline}" if args.baseline else "")
+                + (f", gateways on CPU {args.cpu}" if args.cpu else "")
             )
             urls = {"direct": upstream.url} | {m: g.url for m, g in gateways.items()}
             uvloop.run(run(args, urls, token, tmp))

@@ -38,11 +38,13 @@ def canonical(entry: dict[str, Any]) -> bytes:
     """
     if not isinstance(entry, dict):
         raise CanonicalError("an audit entry must be a JSON object")
-    _check(entry)
     try:
-        return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+        data = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
         raise CanonicalError(str(exc)) from None
+    if b"null" in data:  # orjson writes NaN and Infinity as null: only then walk the entry
+        _check(entry)
+    return data
 
 
 def is_canonical(data: bytes, parsed: Any) -> bool:
