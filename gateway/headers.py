@@ -5,8 +5,8 @@ h11 hands us header names already lower-cased, so every comparison here is on lo
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 import h11
@@ -143,7 +143,36 @@ def request_id(headers: Headers) -> str:
     value = get(headers, b"x-request-id")
     if value is not None and UUID_FORM.fullmatch(value):
         return value.decode("ascii")
-    return str(uuid.uuid4())
+    return new_uuid4()
+
+
+class _RandomIds:
+    """Random (version 4) UUIDs from a pool of os.urandom bytes refilled 256 ids at a time:
+    `str(uuid.uuid4())` costs a getrandom call and a UUID object per request. Emptied in a
+    forked child, so workers never share ids."""
+
+    POOL = 256
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.used = 0
+        os.register_at_fork(after_in_child=self.empty)
+
+    def empty(self) -> None:
+        self.pool, self.used = b"", 0
+
+    def next(self) -> str:
+        if self.used >= len(self.pool):
+            self.pool, self.used = os.urandom(16 * self.POOL), 0
+        raw = bytearray(self.pool[self.used : self.used + 16])
+        self.used += 16
+        raw[6] = raw[6] & 0x0F | 0x40  # version 4
+        raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+new_uuid4 = _RandomIds().next
 
 
 def duplicated(headers: Headers) -> bytes | None:

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import ssl
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -25,7 +24,7 @@ from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
 from gateway.flow_control import FlowControl
-from gateway.headers import Headers, checked, duplicated, request_id
+from gateway.headers import Headers, checked, duplicated, new_uuid4, request_id
 
 log = logging.getLogger("gateway.server")
 
@@ -380,7 +379,7 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request we will not read any further, then close."""
         self._disarm()
         # The client's own UUID if its head was parsed, as for requests that reach the handler.
-        rid = request_id(self.request.headers) if self.request else str(uuid.uuid4())
+        rid = request_id(self.request.headers) if self.request else new_uuid4()
         self.state.on_refused(self.client, rid, status, code, message)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
             body = error_body(code, message)
