@@ -345,6 +345,11 @@ async def test_the_write_ahead_log_keeps_its_size_so_commits_overwrite_it(
     for i in range(3):
         await log.append(entry(i), {"request": b"r" * 800})  # a little shorter than before
         assert (d / WAL).stat().st_size == size and wal_records(d) == i + 1
+    await log.close()  # all signed: the space goes back
+    assert (d / WAL).stat().st_size == 0
+    assert verify_log(d).ok
+    log = await open_log(d, keys)
+    assert await log.append(entry(3), {"request": b"s"}) == 6
     await log.close()
     assert verify_log(d).ok
 

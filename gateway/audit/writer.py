@@ -297,10 +297,14 @@ class Writer:
         self.dirty = False
 
     def close(self) -> None:
-        """Make the signed state durable too (once, not per batch) and release the files."""
+        """Make the signed state durable too (once, not per batch) and release the files; the
+        write-ahead log, if all it held is signed, gives its space back (a closed epoch's log
+        is never written again)."""
         f = self.files
         for fd in (f.checkpoints, f.checkpoint):
             os.fsync(fd)
+        if f.wal_end == wal.HEADER.size and not self.unsigned:
+            os.ftruncate(f.wal, 0)
         for fd in (f.entries, f.index, f.checkpoints, f.checkpoint, f.segment, f.wal):
             os.close(fd)
         self.tree.close()
