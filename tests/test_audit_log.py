@@ -387,8 +387,9 @@ FAILED_BATCH_CHILD = textwrap.dedent(
     import asyncio, errno, os, sys
     from pathlib import Path
     from gateway.audit import AuditLog, AuditUnavailable
+    from gateway.audit.seal import SPILL
 
-    async def main(d, keys):
+    async def main(d, keys, failing):
         log = await AuditLog.open(Path(d), origin="gw.test/audit", signing_key=Path(keys) /
             "signing.key", sealing_key=Path(keys) / "sealing.key")
         await log.append({"type": "kept"}, {"request": b"k" * 900})
@@ -396,29 +397,38 @@ FAILED_BATCH_CHILD = textwrap.dedent(
         await log.append({"type": "kept"}, {"request": b"k" * 900})
         real = os.fdatasync
 
-        def eio(fd):  # the record is written, its fdatasync fails: the batch is not committed
-            if os.readlink(f"/proc/self/fd/{fd}").endswith("/wal"):
+        def eio(fd):  # the batch's record is written, one of its fdatasyncs fails
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(failing):
                 raise OSError(errno.EIO, "Input/output error")
             real(fd)
 
+        body = b"r" * 100
+        if failing == ".blob":  # a streamed body in a file of its own; the wal's sync works
+            body = log.sealed_stream()
+            body.add(b"r" * (2 * SPILL))
+            body.finish()
         os.fdatasync = eio
         try:
-            await log.append({"type": "refused"}, {"request": b"r" * 100})
+            await log.append({"type": "refused"}, {"request": body})
         except AuditUnavailable:
             print("refused", flush=True)
         os.fdatasync = real
         os._exit(0)  # a crash: no close, no signing
 
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:]))
     """
 )
 
 
-def test_a_batch_whose_commit_failed_is_not_replayed(tmp_path: Path, keys: Path) -> None:
-    """Its record may be whole in the log (the write worked, the fdatasync did not): rolling
-    back voids it, so the next start does not bring back what its callers were refused."""
+@pytest.mark.parametrize("failing", ["/wal", ".blob"])
+def test_a_batch_whose_commit_failed_is_not_replayed(
+    tmp_path: Path, keys: Path, failing: str
+) -> None:
+    """Its record may be whole in the log (the write worked and the wal's fdatasync failed),
+    or even durable (a streamed body's fdatasync failed): rolling back voids it, so the next
+    start does not bring back what its callers were refused."""
     d = tmp_path / "log"
-    out = run_child(FAILED_BATCH_CHILD, d, keys)
+    out = run_child(FAILED_BATCH_CHILD, d, keys, failing)
     assert out.returncode == 0 and out.stdout == "refused\n", out.stderr
     assert b"refused" in (d / WAL).read_bytes()  # the record's bytes are still there
 
@@ -430,6 +440,32 @@ def test_a_batch_whose_commit_failed_is_not_replayed(tmp_path: Path, keys: Path)
 
     assert asyncio.run(reopen()) == ["kept", "kept"]  # and no gateway.recovered: nothing lost
     assert verify_log(d).ok
+
+
+async def test_the_void_over_a_failed_batch_is_made_durable(
+    tmp_path: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the wal's fdatasync failed, the rollback writes over the record and fdatasyncs the
+    wal again: left in the page cache, a power cut could bring the record back."""
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    await log.append(entry(0), {"request": b"kept"})
+    real, synced = os.fdatasync, []
+
+    def failing_once(fd: int) -> None:
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        synced.append(name)
+        if synced == ["wal"]:
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing_once)
+    with pytest.raises(AuditUnavailable):
+        await log.append(entry(1), {"request": b"refused"})
+    assert synced == ["wal", "wal"]  # the failed commit's, then the void's
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert wal_records(d) == 1
+    await log.close()
 
 
 async def test_segments_rotate_at_signing_and_every_body_stays_readable(

@@ -69,13 +69,15 @@ def record(generation: int, entries_offset: int, frames: bytes, segment_no: int,
 
 
 def void(fd: int, end: int) -> None:
-    """End the log at `end`, where a failed batch's record may have been written: its header
-    is zeroed where the file goes on (its blocks exist, so this needs no space), the file cut
-    where it does not."""
+    """End the log at `end`, where a failed batch's record may have been written (perhaps
+    durably: its fdatasync may have worked and a streamed body's failed): its header is zeroed
+    where the file goes on (its blocks exist, so this needs no space), the file cut where it
+    does not, and that is made durable, since the batch's callers were refused."""
     if os.fstat(fd).st_size >= end + len(VOID):
         _write_all(fd, VOID, end)
     else:
         os.ftruncate(fd, end)
+    os.fdatasync(fd)
 
 
 def replay(directory: Path) -> tuple[int, int]:

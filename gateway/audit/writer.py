@@ -284,9 +284,10 @@ class Writer:
         f.segment_no, f.segment, f.segment_end = f.segment_no + 1, fd, 0
 
     def _rollback(self) -> None:
-        """Truncate appended files to what is committed, derived ones to what is signed."""
+        """Truncate appended files to what is committed, derived ones to what is signed; void
+        the failed batch's write-ahead record last (its fdatasync may fail too: the rest is
+        cut by then)."""
         f, size = self.files, self.size
-        wal.void(f.wal, f.wal_end)
         os.ftruncate(f.segment, f.segment_end)
         os.ftruncate(f.entries, f.entries_end)
         os.ftruncate(f.index, size * OFFSET.size)
@@ -294,6 +295,7 @@ class Writer:
         _write_all(f.checkpoint, self.note, 0)
         os.ftruncate(f.checkpoint, len(self.note))
         self.tree.truncate({lvl: size >> lvl for lvl in range(size.bit_length() + 1)})
+        wal.void(f.wal, f.wal_end)
         self.dirty = False
 
     def close(self) -> None:
