@@ -242,7 +242,7 @@ def _recover_locked(
     seg_fd = open_segment(directory, seg_no)
     index_fd = os.open(directory / INDEX, os.O_RDWR | os.O_CREAT, 0o644)
     wal_fd = os.open(directory / wal.WAL, os.O_RDWR | os.O_CREAT, 0o600)
-    wal_generation, wal_end = wal.begin(wal_fd)  # what it held is written back above
+    wal_seed, wal_end = wal.begin(wal_fd)  # what it held is written back above
     files = Files(
         entries=entries_fd,
         entries_end=found.entries_end,
@@ -254,7 +254,7 @@ def _recover_locked(
         segment=seg_fd,
         segment_end=os.fstat(seg_fd).st_size,
         wal=wal_fd,
-        wal_generation=wal_generation,
+        wal_seed=wal_seed,
         wal_end=wal_end,
     )
     writer = Writer(

@@ -52,20 +52,24 @@ class WalMismatch(Exception):
 
 def begin(fd: int) -> tuple[int, int]:
     """Empty the log: a fresh generation in its header, in place (its size is kept). Returns
-    the generation and where the first record goes. Not synced: until a record of the new
-    generation is (which syncs the header with it), the old records replay as before, and
-    they only write again what `entries` and the segments hold."""
+    the generation's CRC seed (for `record`) and where the first record goes. Not synced:
+    until a record of the new generation is (which syncs the header with it), the old records
+    replay as before, and they only write again what `entries` and the segments hold."""
     generation = int.from_bytes(os.urandom(GENERATION.size))
     _write_all(fd, HEADER.pack(MAGIC, generation), 0)
-    return generation, HEADER.size
+    return _seed(generation), HEADER.size
 
 
-def record(generation: int, entries_offset: int, frames: bytes, segment_no: int,
+def _seed(generation: int) -> int:
+    """The CRC-32 of the generation, which every record's CRC continues."""
+    return zlib.crc32(GENERATION.pack(generation))
+
+
+def record(seed: int, entries_offset: int, frames: bytes, segment_no: int,
            segment_offset: int, blobs: bytes) -> bytes:  # fmt: skip
     """The record of one batch: its entry frames and its blobs, where each was written."""
     payload = BATCH.pack(entries_offset, segment_no, segment_offset, len(frames)) + frames + blobs
-    crc = zlib.crc32(payload, zlib.crc32(GENERATION.pack(generation)))
-    return HEAD.pack(len(payload), crc) + payload
+    return HEAD.pack(len(payload), zlib.crc32(payload, seed)) + payload
 
 
 def void(fd: int, end: int) -> None:
@@ -139,7 +143,7 @@ def records(data: bytes) -> list[bytes]:
     magic, generation = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WalMismatch(f"{WAL} does not start as a write-ahead log of this version does")
-    seed = zlib.crc32(GENERATION.pack(generation))
+    seed = _seed(generation)
     out, pos = [], HEADER.size
     while pos + HEAD.size <= len(data):
         length, crc = HEAD.unpack_from(data, pos)

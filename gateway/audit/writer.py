@@ -60,7 +60,7 @@ class Files:
     segment: int
     segment_end: int
     wal: int
-    wal_generation: int
+    wal_seed: int  # CRC seed of its generation (wal.begin)
     wal_end: int
 
 
@@ -172,7 +172,7 @@ class Writer:
             if blobs:
                 _write_all(f.segment, blobs, f.segment_end)
             logged = wal.record(
-                f.wal_generation, f.entries_end, frames, f.segment_no, f.segment_end, blobs
+                f.wal_seed, f.entries_end, frames, f.segment_no, f.segment_end, blobs
             )
             _write_all(f.wal, logged, f.wal_end)
             # Streamed bodies too big for a segment are in files of their own, synced beside.
@@ -235,7 +235,7 @@ class Writer:
         self.unsigned = []
         self.note = note
         if f.wal_end > wal.HEADER.size:  # all it holds is in `entries` and the segment now
-            f.wal_generation, f.wal_end = wal.begin(f.wal)
+            f.wal_seed, f.wal_end = wal.begin(f.wal)
         self._maybe_rotate()
 
     def _seal(self, batch: list[Pending]) -> tuple[list[bytes], bytes, list[SealedStream]]:
