@@ -2,7 +2,7 @@
 
     python benches/bench_cpu.py                 # 3 rounds of 8 s per system
     python benches/bench_cpu.py --quick         # 1 round of 2 s
-    python benches/bench_cpu.py --profile DIR   # also py-spy each gateway run
+    python benches/bench_cpu.py --profile DIR   # also py-spy each gateway and the h11 floor
     python benches/bench_cpu.py --baseline DIR  # also gateway and + masking from another checkout
     python benches/bench_cpu.py --litellm BIN   # also LiteLLM's proxy (default: `litellm` on PATH)
 
@@ -12,6 +12,9 @@ wrk (closed loop, 1 thread, `--connections`), every request a POST with a bearer
 
 - `upstream direct`: wrk against the nginx upstream itself;
 - `nginx proxy`: a second nginx as a reverse proxy in front of it (the floor for one hop);
+- `h11 legs only` (`benches/h11_floor_proxy.py`): the gateway's own server and upstream client
+  relaying as they are, nothing between them: the floor for a proxy on h11, which issue 11
+  keeps on both legs;
 - `gateway`: identity + policy; `+ masking` (a rule masking e-mail in the JSON answer);
   `+ audit batch` and `+ audit sync` (masking and a sealed audit log); `2 workers` (identity +
   policy + masking, `[server] workers = 2`); with `--baseline DIR`, `gateway@baseline` and
@@ -47,6 +50,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import peers
 
+BENCHES = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
 ANSWER = orjson.dumps(
     {
@@ -335,6 +339,11 @@ def main() -> int:
         ]
         litellm = start_litellm(args.litellm, tmp, upstream.port) if args.litellm else None
         try:
+            floor = [sys.executable, str(BENCHES / "h11_floor_proxy.py"), "--upstream"]
+            started.append(peers.launch([*floor, upstream.url]))
+            systems.append(
+                System("h11 legs only", started[-1].url, started[-1].proc.pid, upstream.pid)
+            )
             if litellm is not None:
                 systems.append(
                     System(
@@ -393,7 +402,7 @@ def profile(args: argparse.Namespace, systems: list[System], script: Path) -> No
     """py-spy record of each gateway while wrk drives it, one raw flame file per system."""
     args.profile.mkdir(parents=True, exist_ok=True)
     for gateway in systems:
-        if gateway.name in GATEWAYS:
+        if gateway.name in (*GATEWAYS, "h11 legs only"):
             profile_one(args, gateway, script)
 
 
@@ -406,7 +415,7 @@ def profile_one(args: argparse.Namespace, gateway: System, script: Path) -> None
             "-p",
             str(gateway.pid),
             "-r",
-            "200",
+            "400",
             "-d",
             "8",
             "-f",

@@ -5,9 +5,10 @@
 Listens on a free port (prints `listening on URL`) with the gateway's own server
 (`gateway/server.py`: uvloop, h11, limits, timers) and upstream client (`gateway/upstream.py`:
 pooled h11 connections), and relays every request to the upstream as it is and the answer back
-chunk by chunk: no token check, policy, masking, audit, access log or metrics. `bench_ttft.py`
-runs it beside the gateway, so the part of the gateway's added time that h11 and the socket
-hops take by themselves is measured in the same run.
+chunk by chunk (with the upstream's Content-Length when it sent one, as the gateway relays a
+body of known length): no token check, policy, masking, audit, access log or metrics.
+`bench_ttft.py` and `bench_cpu.py` run it beside the gateway, so the part of the gateway's added
+time and CPU that h11 and the socket hops take by themselves is measured in the same run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from gateway.server import IncomingRequest, ResponseWriter, ServerState, serve
 from gateway.upstream import UpstreamPool
 
 NOT_RELAYED = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
+# h11 frames the answer by its Content-Length if it has one, else chunked.
+NOT_RELAYED_BACK = NOT_RELAYED - {b"content-length"}
 
 
 async def run(upstream: str) -> None:
@@ -36,7 +39,7 @@ async def run(upstream: str) -> None:
         headers = [(n, v) for n, v in request.headers if n not in NOT_RELAYED]
         headers += [(b"host", netloc), (b"content-length", str(len(request.body)).encode())]
         response = await pool.request(request.method, request.target, headers, request.body)
-        out = hdr.without(response.headers, NOT_RELAYED)
+        out = hdr.without(response.headers, NOT_RELAYED_BACK)
         started = False
         while (chunk := await response.read()) is not None:
             if started:
