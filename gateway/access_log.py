@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,19 +25,39 @@ NAME = "gateway.access"
 FLUSH_DELAY_S = 0.01
 
 
+class _Timestamps:
+    """`datetime.now(UTC).isoformat(timespec="microseconds")`, with the date and time of day
+    formatted once a second rather than once a line."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def now(self) -> str:
+        return self.at(time.time())
+
+    def at(self, posix: float) -> str:
+        second, micros = divmod(round(posix * 1_000_000), 1_000_000)
+        if second != self.second:
+            moment = datetime.fromtimestamp(second, UTC)
+            self.second, self.prefix = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self.prefix}.{micros:06d}+00:00"
+
+
 class AccessLog:
     def __init__(self, fd: int = 2) -> None:
         self.fd = fd
         self.logger = logging.getLogger(NAME)
         self.pending: list[bytes] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.clock = _Timestamps()
 
     def exchange(self, fields: dict[str, Any]) -> None:
         """Queue one line; it is written within FLUSH_DELAY_S."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         line = {
-            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "ts": self.clock.now(),
             "level": "info",
             "logger": NAME,
             "msg": "exchange",

@@ -29,11 +29,12 @@ from gateway.headers import Headers, checked, duplicated, new_uuid4, request_id
 log = logging.getLogger("gateway.server")
 
 
+# Looked up per response: `HTTPStatus(status)` is an enum call each time.
+REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
 def reason_phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+    return REASONS.get(status, b"")
 
 
 class ClientDisconnected(Exception):
@@ -351,10 +352,12 @@ class HttpConnection(asyncio.Protocol):
             self._arm(self.limits.idle_timeout_s, self._on_idle_timeout)
             self.flow.resume_reading()
             self.awaiting_next_request = True
-            if self.h11.trailing_data[0]:
+            pipelined, closed = self.h11.trailing_data
+            if pipelined:
                 self.awaiting_next_request = False
                 self._arm(self.limits.header_timeout_s, self._on_header_timeout)
-            self._pump()
+            if pipelined or closed:  # else h11 holds nothing: the next read pumps
+                self._pump()
         else:
             self.close()
 
