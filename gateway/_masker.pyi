@@ -17,6 +17,12 @@ DEFAULT_PHONE_REGIONS: list[str]
 CONTEXT_BEFORE: int
 """Bytes before a candidate searched for context words (bare phone digit runs)."""
 
+def repeats_a_name(body: bytes) -> bool:
+    """Does this JSON text repeat a member name in some object (names compared decoded)?
+
+    Raises ValueError if it is not UTF-8 JSON or nests 128 levels or deeper.
+    """
+
 class Masker:
     """Detectors, style and JSONPath expressions compiled once (build one per policy rule).
 

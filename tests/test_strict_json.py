@@ -9,8 +9,15 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway._masker import repeats_a_name
 from gateway.errors import GatewayError
-from gateway.strict_json import has_duplicate_key, looks_like_json, parse_request, request_model
+from gateway.strict_json import (
+    has_duplicate_key,
+    looks_like_json,
+    pairs_repeat_a_key,
+    parse_request,
+    request_model,
+)
 
 MODELS = st.sampled_from(["big-1", "risk-model", "llama-3-8b", "\ud800x", "", "Big-1"])
 SCALARS = st.one_of(
@@ -105,3 +112,51 @@ def test_deep_nesting_past_python_is_refused_not_crashed() -> None:
         parse_request(body, "application/json")
     except GatewayError as refusal:  # ... and so must we, or refuse with a 400
         assert refusal.status == 400
+
+
+def _json_text(value: object) -> str:
+    """A JSON text whose objects are lists of pairs, so a name may come twice; each name is
+    written escaped (`\\u00e9`) or as it is, at random, so equal names may differ in bytes."""
+    if isinstance(value, list) and value and value[0] == "object":
+        members = ", ".join(
+            f"{json.dumps(name, ensure_ascii=escaped)}: {_json_text(item)}"
+            for (name, escaped), item in value[1:]
+        )
+        return "{" + members + "}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_json_text(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+def _nesting(value: object) -> int:
+    if isinstance(value, tuple):
+        return 1 + max(map(_nesting, value), default=0)
+    if isinstance(value, list) and value and value[0] == "object":
+        return 1 + max((_nesting(item) for _, item in value[1:]), default=0)
+    return 0
+
+
+NAMES = st.tuples(st.sampled_from(["a", "b", "é", "😀", "a\u0000"]), st.booleans())
+LEAVES = st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.text(max_size=4)
+DOCUMENTS = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4).map(tuple)
+        | st.lists(st.tuples(NAMES, inner), max_size=4).map(lambda pairs: ["object", *pairs])
+    ),
+    max_leaves=12,
+)
+
+
+@given(DOCUMENTS, st.integers(0, 140))
+def test_the_fast_duplicate_check_answers_as_python_json_does(document: object, depth: int) -> None:
+    """The masker's check answers exactly as `json` with a pairs hook whenever it answers,
+    names compared decoded (`"\\u00e9"` is `"é"`), at any depth it reads; past that it leaves
+    the body to `json` (has_duplicate_key still answers)."""
+    body = ("[" * depth + _json_text(document) + "]" * depth).encode()
+    expected = pairs_repeat_a_key(body)
+    assert has_duplicate_key(body) == expected
+    try:
+        assert repeats_a_name(body) == expected
+    except ValueError:
+        assert depth + _nesting(document) >= 128  # only a body as deep as serde_json stops at

@@ -219,6 +219,14 @@ impl PySseStream {
     }
 }
 
+/// Does this JSON text repeat a member name in some object (names compared decoded)?
+/// ValueError if it is not JSON or nests 128 levels or deeper.
+#[pyfunction]
+fn repeats_a_name(body: &[u8]) -> PyResult<bool> {
+    let text = std::str::from_utf8(body).map_err(Error::from)?;
+    crate::unique_keys::repeats_a_name(text).map_err(|e| Error::from(e).into())
+}
+
 #[pymodule]
 fn _masker(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::version())?;
@@ -237,6 +245,7 @@ fn _masker(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::DEFAULT_PHONE_REGIONS.to_vec(),
     )?;
     m.add("CONTEXT_BEFORE", crate::CONTEXT_BEFORE)?;
+    m.add_function(wrap_pyfunction!(repeats_a_name, m)?)?;
     m.add_class::<PyMasker>()?;
     m.add_class::<PyTextStream>()?;
     m.add_class::<PySseStream>()?;

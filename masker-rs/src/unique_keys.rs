@@ -61,14 +61,25 @@ impl<'de> Visitor<'de> for UniqueVisitor {
     }
 }
 
+/// Whether a JSON text repeats a member name in some object; an error for text that is not
+/// JSON or nests as deep as `serde_json` stops reading (128 levels).
+pub(crate) fn repeats_a_name(json: &str) -> serde_json::Result<bool> {
+    match serde_json::from_str::<Unique>(json) {
+        Ok(Unique) => Ok(false),
+        // `Unique` takes any value, so its only data error is the repeated name.
+        Err(e) if e.is_data() => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// True when `json` (valid JSON) has an object with a repeated member name.
 pub(crate) fn has_repeated_name(json: &str) -> bool {
-    serde_json::from_str::<Unique>(json).is_err()
+    !matches!(repeats_a_name(json), Ok(false))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::has_repeated_name;
+    use super::{has_repeated_name, repeats_a_name};
 
     #[test]
     fn repeated_names_at_any_depth_decoded() {
@@ -76,5 +87,13 @@ mod tests {
         assert!(has_repeated_name(r#"{"a": 1, "a": 2}"#));
         assert!(has_repeated_name(r#"[{"x": {"c": "m", "c": "n"}}]"#));
         assert!(has_repeated_name(r#"{"a": 1, "\u0061": 2}"#));
+    }
+
+    #[test]
+    fn not_json_and_too_deep_are_errors_not_answers() {
+        assert!(repeats_a_name(r#"{"a": 1,"#).is_err());
+        assert!(repeats_a_name(&format!("{}{}", "[".repeat(200), "]".repeat(200))).is_err());
+        assert!(!repeats_a_name(&format!("{}{}", "[".repeat(100), "]".repeat(100))).unwrap());
+        assert!(repeats_a_name(r#"[[{"k": 0, "k": 0}]]"#).unwrap());
     }
 }
