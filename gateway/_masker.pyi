@@ -69,6 +69,9 @@ class Masker:
         Raises:
             ValueError: malformed JSON or invalid UTF-8 (the message echoes no content).
         """
+    def mask_json_with_selection(self, body: bytes) -> tuple[bytes, dict[str, int], bool]:
+        """:meth:`mask_json`, and whether the paths selected a non-empty string that does not
+        hold JSON (text the masker read, found in it or not)."""
     def mask_json_strings(self, body: bytes) -> tuple[bytes, dict[str, int]]:
         """Mask every string (member names and values) of a JSON text, whatever ``paths``
         say: each is decoded (escapes resolved), masked as text and re-encoded; bytes outside

@@ -156,39 +156,6 @@ MASKING_FAILED_EVENT = b"data: " + _FAILURE + b"\n\n"
 NDJSON_FAILURE = _FAILURE + b"\n"  # Ollama's clients raise on a line with "error"
 
 
-Steps = tuple[str | None, ...]  # member names; None for `[*]`
-# JSONPath of `$`, `.name` and `[*]` steps only: followed in Python to see text is selected.
-SIMPLE_PATH = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\*\])*")
-STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[\*\]")
-
-
-def simple_steps(paths: tuple[str, ...]) -> tuple[Steps, ...]:
-    """The steps of each path made of `.name` and `[*]` only (the others are left out)."""
-    return tuple(
-        tuple(m.group(1) for m in STEP.finditer(p[1:])) for p in paths if SIMPLE_PATH.fullmatch(p)
-    )
-
-
-def _selects_text(document: object, steps: Steps) -> bool:
-    """Does this path select a non-empty string that is not itself JSON (RFC 9535: `[*]` takes
-    an array's elements and an object's member values)?"""
-    values = [document]
-    for step in steps:
-        found: list[object] = []
-        for value in values:
-            if step is None:
-                if isinstance(value, list):
-                    found.extend(value)
-                elif isinstance(value, dict):
-                    found.extend(value.values())
-            elif isinstance(value, dict) and step in value:
-                found.append(value[step])
-        if not found:
-            return False
-        values = found
-    return any(isinstance(v, str) and v.lstrip()[:1] not in ("", "{", "[") for v in values)
-
-
 @dataclass(frozen=True, slots=True)
 class JsonMasking:
     """A JSON body masked at some paths, or at every string when those paths select nothing.
@@ -199,28 +166,17 @@ class JsonMasking:
 
     at_paths: Masker
     probe: Masker
-    simple: tuple[Steps, ...] = ()  # the paths of `at_paths` Python can follow (simple_steps)
 
     def mask(self, body: bytes) -> tuple[bytes, dict[str, int]]:
         """Raises ValueError if the body is not JSON or has a duplicate key."""
-        masked, counts = self.at_paths.mask_json(body)
-        if not counts and not self._has_text(body) and not self.probe.mask_json(body)[1]:
+        masked, counts, text_selected = self.at_paths.mask_json_with_selection(body)
+        # Text the paths selected (a chat answer's content) answers what the probe asks; a
+        # string holding JSON, or nothing at all, is left to the probe.
+        if not counts and not text_selected and not self.probe.mask_json(body)[1]:
             masked, counts = self.at_paths.mask_json_strings(body)
         if has_duplicate_key(body):
             raise ValueError("duplicate key")
         return masked, counts
-
-    def _has_text(self, body: bytes) -> bool:
-        """Text at a simple path (a chat answer's content) answers what the probe asks, in a
-        fraction of its time; anything else (no such text, other paths, a string that is itself
-        JSON, a body orjson refuses) is left to the probe."""
-        if not self.simple:
-            return False
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return False
-        return any(_selects_text(document, steps) for steps in self.simple)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +293,6 @@ class _Compiler:
         return JsonMasking(
             self.masker(rule.mask, rule.mask_style, paths),
             self.masker((PROBE[0],), "tag", paths),
-            simple_steps(paths),
         )
 
     def rule(self, index: int, rule: RuleConfig) -> RuleMasking:

@@ -1,6 +1,6 @@
 """Whether a rule's paths select any text in a JSON answer decides if the masker falls back to
-every string; the quick answer Python gives for simple paths must never differ from the
-masker's own (the probe), or an answer could skip the fallback it needed.
+every string; the masker's own report of text it read (`mask_json_with_selection`) must never
+say so where the probe finds none, or an answer could skip the fallback it needed.
 
 Compared on generated documents shaped like model answers (OpenAI, Ollama, Anthropic, TGI,
 Vertex AI), with empty strings, whitespace, strings that hold JSON, numbers and nulls where
@@ -14,17 +14,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway._masker import Masker
-from gateway.masking import (
-    PROBE,
-    RESPONSE_PATHS_BY_FORMAT,
-    JsonMasking,
-    _all_paths,
-    simple_steps,
-)
+from gateway.masking import PROBE, RESPONSE_PATHS_BY_FORMAT, _all_paths
 
 PATHS = tuple(_all_paths(RESPONSE_PATHS_BY_FORMAT))
 PROBE_MASKER = Masker([PROBE[0]], style="tag", custom=[PROBE], paths=list(PATHS))
-QUICK = JsonMasking(Masker(["email"], paths=list(PATHS)), PROBE_MASKER, simple_steps(PATHS))
+RULE_MASKER = Masker(["email"], paths=list(PATHS))
 
 TEXT = st.sampled_from(["", " ", "\n", "hi", " {", '{"a": "b"}', "[1]", "{}", " x ", "\u00a0{"])
 LEAF = st.one_of(TEXT, st.none(), st.integers(0, 3), st.booleans())
@@ -62,13 +56,15 @@ DOCUMENT = st.recursive(
 @example({"choices": {"a": {"message": {"content": "x"}}}})  # [*] over an object's members
 @example([{"generated_text": " "}])
 @example({"predictions": ["a"]})
-def test_quick_answer_never_contradicts_the_probe(document: object) -> None:
+def test_text_selected_never_contradicts_the_probe(document: object) -> None:
     body = orjson.dumps(document)
-    if QUICK._has_text(body):
+    masked, counts, text_selected = RULE_MASKER.mask_json_with_selection(body)
+    assert (masked, counts) == RULE_MASKER.mask_json(body)
+    if text_selected:
         assert PROBE_MASKER.mask_json(body)[1], body
 
 
-def test_quick_answer_sees_a_chat_answer() -> None:
+def test_text_selected_for_a_chat_answer() -> None:
     """The case it exists for: an OpenAI answer's content is found without the probe."""
     body = orjson.dumps({"choices": [{"message": {"role": "assistant", "content": "Hello"}}]})
-    assert QUICK._has_text(body)
+    assert RULE_MASKER.mask_json_with_selection(body)[2]

@@ -216,15 +216,28 @@ impl Masker {
     /// # Errors
     /// [`Error::InvalidUtf8`] or [`Error::InvalidJson`]; messages never echo the content.
     pub fn mask_json(&self, body: &[u8]) -> Result<(Vec<u8>, Counts)> {
+        let (out, counts, _) = self.mask_json_with_selection(body)?;
+        Ok((out, counts))
+    }
+
+    /// [`Masker::mask_json`], and whether the paths selected a non-empty string that does not
+    /// hold JSON: text the masker read, so a caller knows the paths fit the body even when
+    /// nothing in it was found.
+    ///
+    /// # Errors
+    /// As [`Masker::mask_json`].
+    pub fn mask_json_with_selection(&self, body: &[u8]) -> Result<(Vec<u8>, Counts, bool)> {
         std::str::from_utf8(body)?;
         let mut doc: Value = serde_json::from_slice(body)?;
         let mut counts = Counts::new();
         let mut changed = false;
+        let mut text_selected = false;
         for loc in self.paths.locate(&doc) {
             if let Some(Value::String(s)) = get_mut(&mut doc, &loc) {
                 let (masked, found) = if holds_json(s) {
                     self.json_strings(s)
                 } else {
+                    text_selected |= !s.is_empty();
                     let mut hits = Vec::new();
                     let masked = self.mask_into(s, &mut hits);
                     let mut found = vec![0; self.detectors.len()];
@@ -243,9 +256,9 @@ impl Masker {
             }
         }
         if !changed {
-            return Ok((body.to_vec(), counts));
+            return Ok((body.to_vec(), counts, text_selected));
         }
-        Ok((serde_json::to_vec(&doc)?, counts))
+        Ok((serde_json::to_vec(&doc)?, counts, text_selected))
     }
 
     fn json_strings(&self, text: &str) -> (String, Vec<u64>) {

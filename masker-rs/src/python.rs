@@ -95,6 +95,17 @@ impl PyMasker {
         Ok((PyBytes::new(py, &out), counts))
     }
 
+    /// `mask_json`, and whether the paths selected a non-empty string that does not hold JSON.
+    fn mask_json_with_selection<'py>(
+        &self,
+        py: Python<'py>,
+        body: &[u8],
+    ) -> PyResult<(Bound<'py, PyBytes>, PyCounts, bool)> {
+        let (out, counts, selected) =
+            detached_if_large(py, body.len(), || self.inner.mask_json_with_selection(body))?;
+        Ok((PyBytes::new(py, &out), counts, selected))
+    }
+
     /// Every string of a JSON text masked (decoded, masked, re-encoded); counts by entity.
     fn mask_json_strings<'py>(
         &self,
