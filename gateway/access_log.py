@@ -15,33 +15,15 @@ import asyncio
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from gateway.timestamps import Timestamps
+
 NAME = "gateway.access"
 # Short enough that a reader sees each line at once, long enough to batch a busy gateway's lines.
 FLUSH_DELAY_S = 0.01
-
-
-class _Timestamps:
-    """`datetime.now(UTC).isoformat(timespec="microseconds")`, with the date and time of day
-    formatted once a second rather than once a line."""
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.prefix = ""
-
-    def now(self) -> str:
-        return self.at(time.time())
-
-    def at(self, posix: float) -> str:
-        second, micros = divmod(round(posix * 1_000_000), 1_000_000)
-        if second != self.second:
-            moment = datetime.fromtimestamp(second, UTC)
-            self.second, self.prefix = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self.prefix}.{micros:06d}+00:00"
 
 
 class AccessLog:
@@ -50,14 +32,14 @@ class AccessLog:
         self.logger = logging.getLogger(NAME)
         self.pending: list[bytes] = []
         self.timer: asyncio.TimerHandle | None = None
-        self.clock = _Timestamps()
+        self.timestamps = Timestamps("+00:00")  # as datetime.isoformat writes UTC
 
     def exchange(self, fields: dict[str, Any]) -> None:
         """Queue one line; it is written within FLUSH_DELAY_S."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         line = {
-            "ts": self.clock.now(),
+            "ts": self.timestamps.at(time.time()),
             "level": "info",
             "logger": NAME,
             "msg": "exchange",

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import httpx
 import orjson
 from approvals_helpers import wait_for
 from conftest import gateway_config
-from hypothesis import given
-from hypothesis import strategies as st
-
-from gateway.access_log import _Timestamps
 
 BODY = {"model": "llama-3-8b", "messages": [], "max_tokens": 1}
 
@@ -66,16 +61,3 @@ def test_the_line_of_an_exchange_drained_at_shutdown_is_written(
     assert gateway.proc.wait(10) == 0
     line = access_lines(gateway)[response.headers["x-request-id"]]
     assert (line["status"], line["decision"]) == (200, "allow") and line["bytes_out"] > 0
-
-
-@given(st.lists(st.integers(0, 4_000_000_000 * 10**6), min_size=1, max_size=20))
-def test_timestamps_read_as_datetime_writes_them_whatever_second_came_before(
-    instants: list[int],
-) -> None:
-    """The date and time of day are kept from one line to the next: a line of another second
-    (later or, after a clock step, earlier) must not reuse them."""
-    clock = _Timestamps()
-    for micros in instants:
-        posix = micros / 1_000_000
-        expected = datetime.fromtimestamp(posix, UTC).isoformat(timespec="microseconds")
-        assert clock.at(posix) == expected

@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ from gateway.audit.seal import SealedStream
 from gateway.audit.store import ENTRIES, LEN, consistency_proof, inclusion_proof
 from gateway.audit.writer import Pending, Writer
 from gateway.audit.writer_thread import WriterThread
+from gateway.timestamps import Timestamps
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,12 @@ class AuditUnavailable(Exception):
     """The log cannot be written now; callers must refuse the request (fail closed)."""
 
 
+_TIMESTAMPS = Timestamps("Z")
+
+
 def now_rfc3339(at: float | None = None) -> str:
     """UTC time (now, or POSIX time `at`) with microseconds, e.g. 2025-01-02T03:04:05.123456Z."""
-    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _TIMESTAMPS.at(time.time() if at is None else at)
 
 
 @dataclass
