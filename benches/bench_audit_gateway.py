@@ -30,7 +30,16 @@ import time
 from pathlib import Path
 
 import uvloop
-from bench_proxy import CHAT_BODY, UPSTREAM_KEY, config, fixed_rate, pct, raw_request, streams
+from bench_proxy import (
+    CHAT_BODY,
+    UPSTREAM_KEY,
+    config,
+    fixed_rate,
+    pct,
+    raw_request,
+    streams,
+    verdict,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import peers
@@ -78,20 +87,20 @@ def verdicts(modes: list[str], lone: Results, rated: Results, syncs: list[float]
         added = pct(lone[mode], 0.5) - pct(lone["none"], 0.5)
         out.append(
             f"- {mode}, one at a time: adds {added:.3f} ms at p50; target <= 2 x fdatasync + 0.3 "
-            f"= {sync50:.3f} ms: {'met' if added <= sync50 else 'MISSED'}"
+            f"= {sync50:.3f} ms: {verdict(added <= sync50)}"
         )
         p99 = pct(rated[mode], 0.99)
         p99_added = p99 - pct(rated["none"], 0.99)
         out.append(
             f"- {mode}, open loop: p99 {p99:.3f} ms (adds {p99_added:+.3f}); target <= 8 ms: "
-            f"{'met' if p99 <= 8 else 'MISSED'}"
+            f"{verdict(p99 <= 8)}"
         )
     for mode in (m for m in modes if m.startswith("batch")):
         added = pct(rated[mode], 0.99) - pct(rated["none"], 0.99)
         bound = 2 * max(gateway99, 0.0) + 1
         out.append(
             f"- {mode}, open loop: adds {added:+.3f} ms at p99; target <= 2 x gateway's "
-            f"{gateway99:+.3f} + 1 = {bound:.3f} ms: {'met' if added <= bound else 'MISSED'}"
+            f"{gateway99:+.3f} + 1 = {bound:.3f} ms: {verdict(added <= bound)}"
         )
     return out
 

@@ -27,7 +27,9 @@ CPU per request = (utime + stime of the system's process tree, from /proc, over 
 requests wrk completed; the load generator's and the upstream's own CPU are reported beside it.
 Rounds rotate through the systems so machine noise hits all of them. The machine's load
 average and busy share of all cores (from /proc/stat) are printed for each round: the ratios
-within one run are what count on a shared machine.
+within one run are what count on a shared machine. The last lines judge issue 11's targets for
+CPU per request (identity + policy + masking: <= 250 µs and <= 18x the nginx proxy) and for 2
+workers (>= 1.5x the throughput of 1, <= 1.15x its CPU per request).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from bench_proxy import verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import peers
@@ -451,11 +454,19 @@ def report(systems: list[System]) -> None:
             f"{med(s.wrk_us):.0f} | {med(s.upstream_us):.0f} |"
         )
     two = next((s for s in systems if s.name == "2 workers"), None)
-    if one and two:
+    print()
+    if one and floor:
+        cpu, ratio = med(one.cpu_us), med(one.cpu_us) / med(floor.cpu_us)
         print(
-            f"\n2 workers vs 1 (both identity + policy + masking): throughput "
-            f"{med(two.rates) / med(one.rates):.2f}x, CPU per request "
-            f"{med(two.cpu_us) / med(one.cpu_us):.2f}x"
+            f"- identity + policy + masking: {cpu:.0f} µs per request, {ratio:.1f}x the nginx "
+            f"proxy; target <= 250 µs and <= 18x: {verdict(cpu <= 250 and ratio <= 18)}"
+        )
+    if one and two:
+        faster, dearer = med(two.rates) / med(one.rates), med(two.cpu_us) / med(one.cpu_us)
+        print(
+            f"- 2 workers vs 1 (both identity + policy + masking): throughput {faster:.2f}x, CPU "
+            f"per request {dearer:.2f}x; target >= 1.5x and <= 1.15x: "
+            f"{verdict(faster >= 1.5 and dearer <= 1.15)}"
         )
 
 

@@ -178,6 +178,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def verdict(ok: bool) -> str:
+    """How a bench's last lines judge a target of issue 11."""
+    return "met" if ok else "MISSED"
+
+
 def row(name: str, direct: list[float], gateway: list[float]) -> str:
     d50, d99, g50, g99 = pct(direct, 0.5), pct(direct, 0.99), pct(gateway, 0.5), pct(gateway, 0.99)
     return (

@@ -32,7 +32,9 @@ decoding chunks and events as they arrive. Per system:
   load than the times.
 
 The machine's load average and the busy share of all cores are printed for each round: the
-machine is shared, so compare systems within one run.
+machine is shared, so compare systems within one run. The last lines judge issue 11's targets:
+no masking rule, the first token added <= 0.5 ms; masking, <= one interval + 1.5 ms and the
+mean token lag added <= 1.5 intervals.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from urllib.parse import urlsplit
 import orjson
 import uvloop
 from bench_cpu import Nginx, gateway_config, machine_busy, tree_cpu
-from bench_proxy import pct
+from bench_proxy import pct, verdict
 from sse_cadence import tokens
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -187,8 +189,24 @@ def report(systems: list[System], interval_ms: float) -> None:
         )
     print(
         f"\n{len(direct.ttft)} streams of {len(direct.lags) // len(direct.ttft)} tokens per "
-        f"system, one every {interval_ms:g} ms"
+        f"system, one every {interval_ms:g} ms\n"
     )
+    by_name = {s.name: s for s in systems}
+    if "gateway" in by_name:
+        added = pct(by_name["gateway"].ttft, 0.5) - d50
+        print(
+            f"- no masking rule: first token added {added:+.2f} ms at p50; target <= 0.5 ms: "
+            f"{verdict(added <= 0.5)}"
+        )
+    if "+ masking" in by_name:
+        masked = by_name["+ masking"]
+        added, bound = pct(masked.ttft, 0.5) - d50, interval_ms + 1.5
+        lag = (statistics.fmean(masked.lags) * 1000 - d_lag) / interval_ms
+        print(
+            f"- masking: first token added {added:+.2f} ms at p50; target <= one interval + 1.5 "
+            f"= {bound:g} ms: {verdict(added <= bound)}; mean token lag added {lag:.2f} "
+            f"intervals; target <= 1.5: {verdict(lag <= 1.5)}"
+        )
 
 
 def main() -> int:
