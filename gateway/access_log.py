@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway.timestamps import Timestamps
+from gateway.timestamps import ISO
 
 NAME = "gateway.access"
 # Short enough that a reader sees each line at once, long enough to batch a busy gateway's lines.
@@ -32,14 +32,13 @@ class AccessLog:
         self.logger = logging.getLogger(NAME)
         self.pending: list[bytes] = []
         self.timer: asyncio.TimerHandle | None = None
-        self.timestamps = Timestamps("+00:00")  # as datetime.isoformat writes UTC
 
     def exchange(self, fields: dict[str, Any]) -> None:
         """Queue one line; it is written within FLUSH_DELAY_S."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         line = {
-            "ts": self.timestamps.at(time.time()),
+            "ts": ISO.at(time.time()),
             "level": "info",
             "logger": NAME,
             "msg": "exchange",

@@ -20,11 +20,11 @@ from http import HTTPStatus
 
 import h11
 
-from gateway.audit.log import now_rfc3339
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
 from gateway.flow_control import FlowControl
 from gateway.headers import Headers, checked, duplicated, new_uuid4, request_id
+from gateway.timestamps import ZULU
 
 log = logging.getLogger("gateway.server")
 
@@ -57,7 +57,7 @@ class IncomingRequest:
 
     @property
     def received_at(self) -> str:
-        return now_rfc3339(self.received)
+        return ZULU.at(self.received)
 
     def body_sha256(self) -> str:
         """Hex SHA-256 of the body, computed once: audit entries and approvals all name it."""

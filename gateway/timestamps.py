@@ -26,3 +26,7 @@ class Timestamps:
             text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             self.cached = (second, text)
         return f"{text}.{micros:06d}{self.zone}"
+
+
+ISO = Timestamps("+00:00")  # as datetime.isoformat writes UTC: every log line
+ZULU = Timestamps("Z")  # audit entries' `ts` and `received`, e.g. 2025-01-02T03:04:05.123456Z

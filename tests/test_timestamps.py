@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
+import orjson
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway.audit.log import now_rfc3339
-from gateway.timestamps import Timestamps
+from gateway.logs import JsonFormatter
+from gateway.timestamps import ISO, ZULU, Timestamps
 
 INSTANTS = st.floats(0, 4_000_000_000, allow_nan=False, allow_infinity=False)
 
@@ -26,7 +28,8 @@ def test_as_datetime_writes_them_whatever_second_came_before(instants: list[floa
         assert audit.at(posix) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def test_the_audit_logs_clock_is_now() -> None:
-    before = datetime.now(UTC)
-    written = datetime.strptime(now_rfc3339(), "%Y-%m-%dT%H:%M:%S.%f%z")
-    assert before <= written <= datetime.now(UTC)
+def test_a_log_line_is_stamped_as_datetime_isoformat_writes_its_record_time() -> None:
+    record = logging.makeLogRecord({"msg": "x", "created": 1_767_225_599.1234567})
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["ts"] == "2025-12-31T23:59:59.123457+00:00" == ISO.at(record.created)
+    assert ZULU.at(record.created) == "2025-12-31T23:59:59.123457Z"

@@ -28,7 +28,7 @@ from gateway.audit.seal import SealedStream
 from gateway.audit.store import ENTRIES, LEN, consistency_proof, inclusion_proof
 from gateway.audit.writer import Pending, Writer
 from gateway.audit.writer_thread import WriterThread
-from gateway.timestamps import Timestamps
+from gateway.timestamps import ZULU
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ SIGN_EVERY_S = 0.5  # under constant load (batches always queued) a checkpoint s
 
 class AuditUnavailable(Exception):
     """The log cannot be written now; callers must refuse the request (fail closed)."""
-
-
-_TIMESTAMPS = Timestamps("Z")
-
-
-def now_rfc3339(at: float | None = None) -> str:
-    """UTC time (now, or POSIX time `at`) with microseconds, e.g. 2025-01-02T03:04:05.123456Z."""
-    return _TIMESTAMPS.at(time.time() if at is None else at)
 
 
 @dataclass
@@ -224,7 +216,7 @@ class AuditLog:
         ):
             raise ValueError("sealed bodies must be bytes or a finished SealedStream")
         seq = self._next_seq
-        record = {"ts": now_rfc3339(self._clock()), **entry, "seq": seq}
+        record = {"ts": ZULU.at(self._clock()), **entry, "seq": seq}
         body = canonical(record)
         self._next_seq += 1
         blobs = (
