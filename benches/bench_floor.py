@@ -14,9 +14,10 @@ two latency targets, measured in one run.
    the other.
 2. Hand-offs. The writer runs on a thread of its own so the event loop never blocks on the
    disk; a commit costs one hand-off to it and one back. Measured: a uvloop loop handing a
-   no-op to a thread and awaiting it, with the two on any CPU (as the gateway runs) and
-   pinned to one CPU (where a wake-up needs no cross-CPU interrupt); and handing it a commit's
-   disk work (overwrite 1 KB, fdatasync), whose wait lets the CPUs go idle between.
+   no-op to the audit log's writer thread (`WriterThread`) and awaiting it, with the two on
+   any CPU (as the gateway runs) and pinned to one CPU (where a wake-up needs no cross-CPU
+   interrupt); and handing it a commit's disk work (overwrite 1 KB, fdatasync), whose wait
+   lets the CPUs go idle between.
 3. Idle CPUs. Issue 11's no-masking first-token target is met or missed on the way in, which
    runs once per stream: the same Python work (h11 parsing a chat request and serialising
    the upstream request) timed back to back and after the process slept 5 and 100 ms (a
@@ -31,10 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import queue
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,8 @@ from pathlib import Path
 import h11
 import uvloop
 from bench_proxy import pct
+
+from gateway.audit.writer_thread import WriterThread
 
 KB = b"x" * 1024
 
@@ -98,46 +99,39 @@ def disk(directory: Path, n: int) -> dict[str, float]:
 
 
 def hand_off(n: int, pinned: bool, durable: int | None = None) -> float:
-    """Median ms of a loop -> thread -> loop round trip doing nothing, or (`durable`: a file
-    of n KB already written) overwriting 1 KB of that file and fdatasyncing it, as a commit."""
-    jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None]
-    jobs = queue.SimpleQueue()
+    """Median ms of a call on the audit log's writer thread (gateway.audit.writer_thread),
+    awaited from the loop: doing nothing, or (`durable`: a file of n KB already written)
+    overwriting 1 KB of that file and fdatasyncing it, as a commit."""
     cpu = {min(os.sched_getaffinity(0))}
 
-    def serve() -> None:
-        if pinned:
-            os.sched_setaffinity(0, cpu)  # 0: the calling thread
-        done = 0
-        while (job := jobs.get()) is not None:
-            loop, future = job
-            if durable is not None:
-                os.pwrite(durable, KB, done % n * 1024)
-                os.fdatasync(durable)
-                done += 1
-            loop.call_soon_threadsafe(future.set_result, None)
+    def commit(i: int) -> None:
+        assert durable is not None
+        os.pwrite(durable, KB, i % n * 1024)
+        os.fdatasync(durable)
+
+    job = commit if durable is not None else lambda i: None
 
     async def run() -> list[float]:
-        loop = asyncio.get_running_loop()
-        out = []
-        for _ in range(n):
-            start = time.perf_counter()
-            future = loop.create_future()
-            jobs.put((loop, future))
-            await future
-            out.append(time.perf_counter() - start)
-            await asyncio.sleep(0.0005)  # a gap, as between appends
-        return out
+        thread = WriterThread("bench-hand-off")
+        try:
+            if pinned:
+                await thread.run(os.sched_setaffinity, 0, cpu)  # 0: the calling thread
+            out = []
+            for i in range(n):
+                start = time.perf_counter()
+                await thread.run(job, i)
+                out.append(time.perf_counter() - start)
+                await asyncio.sleep(0.0005)  # a gap, as between appends
+            return out
+        finally:
+            thread.shutdown()
 
     before = os.sched_getaffinity(0)
     if pinned:
         os.sched_setaffinity(0, cpu)
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
     try:
         return pct(uvloop.run(run()), 0.5)
     finally:
-        jobs.put(None)
-        thread.join()
         os.sched_setaffinity(0, before)
 
 

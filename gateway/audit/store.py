@@ -184,7 +184,7 @@ class TreeFiles:
         """Write hashes starting at node `index`, dropping whatever followed."""
         fd = self._fd(level)
         os.ftruncate(fd, index * HASH_SIZE)
-        _write_all(fd, data, index * HASH_SIZE)
+        write_all(fd, data, index * HASH_SIZE)
 
     def truncate(self, counts: dict[int, int]) -> None:
         for level, n in counts.items():
@@ -222,7 +222,7 @@ class Offsets:
         return b"".join([OFFSET.pack(o) for o in self._tail[seq - self._base :]])
 
 
-def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)

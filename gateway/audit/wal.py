@@ -34,7 +34,7 @@ import zlib
 from pathlib import Path
 
 from gateway.audit import seal as sealing
-from gateway.audit.store import ENTRIES, _write_all
+from gateway.audit.store import ENTRIES, write_all
 
 WAL = "wal"
 MAGIC = b"gw-wal1\n"
@@ -56,7 +56,7 @@ def begin(fd: int) -> tuple[int, int]:
     until a record of the new generation is (which syncs the header with it), the old records
     replay as before, and they only write again what `entries` and the segments hold."""
     generation = int.from_bytes(os.urandom(GENERATION.size))
-    _write_all(fd, HEADER.pack(MAGIC, generation), 0)
+    write_all(fd, HEADER.pack(MAGIC, generation), 0)
     return _seed(generation), HEADER.size
 
 
@@ -78,7 +78,7 @@ def void(fd: int, end: int) -> None:
     where the file goes on (its blocks exist, so this needs no space), the file cut where it
     does not, and that is made durable, since the batch's callers were refused."""
     if os.fstat(fd).st_size >= end + len(VOID):
-        _write_all(fd, VOID, end)
+        write_all(fd, VOID, end)
     else:
         os.ftruncate(fd, end)
     os.fdatasync(fd)
@@ -166,5 +166,5 @@ def _put(fd: int, name: str, offset: int, data: bytes, check: bool) -> int:
             f"{name} holds other bytes at offset {offset} than the write-ahead log recorded "
             "there (not what a crash leaves)"
         )
-    _write_all(fd, data, offset)
+    write_all(fd, data, offset)
     return 0 if whole else offset + len(data) - size

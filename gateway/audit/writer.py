@@ -29,8 +29,8 @@ from gateway.audit.store import (
     SEALED,
     Offsets,
     TreeFiles,
-    _write_all,
     frame,
+    write_all,
 )
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        _write_all(fd, data, 0)
+        write_all(fd, data, 0)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -168,13 +168,13 @@ class Writer:
                 new_offsets.append(pos)
                 pos += len(r)
             frames = b"".join(records)
-            _write_all(f.entries, frames, f.entries_end)
+            write_all(f.entries, frames, f.entries_end)
             if blobs:
-                _write_all(f.segment, blobs, f.segment_end)
+                write_all(f.segment, blobs, f.segment_end)
             logged = wal.record(
                 f.wal_seed, f.entries_end, frames, f.segment_no, f.segment_end, blobs
             )
-            _write_all(f.wal, logged, f.wal_end)
+            write_all(f.wal, logged, f.wal_end)
             # Streamed bodies too big for a segment are in files of their own, synced beside.
             syncs = [self.syncer.submit(os.fdatasync, b.fd) for b in spilled]
             if spilled:  # and their directory entries
@@ -221,14 +221,14 @@ class Writer:
         for level, (first, hashes) in rows.items():
             self.tree.write_at(level, first, b"".join(hashes))
         packed = self.offsets.packed_from(size)
-        _write_all(f.index, packed, size * OFFSET.size)
+        write_all(f.index, packed, size * OFFSET.size)
         note = Checkpoint(self.origin, rng.size, rng.root()).sign(self.signer)
         record = frame(note)
-        _write_all(f.checkpoints, record, f.checkpoints_end)
+        write_all(f.checkpoints, record, f.checkpoints_end)
         f.checkpoints_end += len(record)
         # In place, no temp file and rename: a note is never shorter than the one before (the
         # size only gains digits), and `checkpoints` holds it too should this write be torn.
-        _write_all(f.checkpoint, note, 0)
+        write_all(f.checkpoint, note, 0)
         if len(self.note) > len(note):  # only if the key's name got shorter
             os.ftruncate(f.checkpoint, len(note))
         self.range = CompactRange(rng.size, rng.edge)
@@ -292,7 +292,7 @@ class Writer:
         os.ftruncate(f.entries, f.entries_end)
         os.ftruncate(f.index, size * OFFSET.size)
         os.ftruncate(f.checkpoints, f.checkpoints_end)
-        _write_all(f.checkpoint, self.note, 0)
+        write_all(f.checkpoint, self.note, 0)
         os.ftruncate(f.checkpoint, len(self.note))
         self.tree.truncate({lvl: size >> lvl for lvl in range(size.bit_length() + 1)})
         wal.void(f.wal, f.wal_end)
