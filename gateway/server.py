@@ -17,13 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from itertools import chain
 
 import h11
 
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
 from gateway.flow_control import FlowControl
-from gateway.headers import Headers, checked, duplicated, new_uuid4, request_id
+from gateway.headers import Headers, checked, duplicated, listed, new_uuid4, request_id
 from gateway.timestamps import ZULU
 
 log = logging.getLogger("gateway.server")
@@ -241,17 +242,17 @@ class HttpConnection(asyncio.Protocol):
     def _on_request(self, request: h11.Request) -> bool:
         """Check what the headers alone can tell; start the body timer. False if refused."""
         self.request = request
-        # h11's Headers iterate in Python, item by item: read them into a list once.
-        self.headers = headers = list(request.headers)
+        self.headers = headers = listed(request.headers)
         self.body = bytearray()
-        # h11 bounds only a head that arrives in pieces; one that arrives whole is checked here.
-        size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in headers)
+        # h11 bounds only a head that arrives in pieces; one that arrives whole is checked here
+        # (": " and CRLF are 4 bytes a line).
+        size = len(request.target) + 4 * len(headers) + len(b"".join(chain.from_iterable(headers)))
         if size > self.limits.max_header_bytes:
             message = f"request headers exceed max_header_bytes ({self.limits.max_header_bytes})"
             self._refuse(431, "headers_too_large", message)
             return False
-        framing = {name for name, _ in headers}
-        if b"content-length" in framing and b"transfer-encoding" in framing:
+        fields = dict(headers)  # one value per name: fewer entries than lines if one repeats
+        if b"content-length" in fields and b"transfer-encoding" in fields:
             # RFC 9112 §6.1: both present is how request smuggling starts; refuse outright.
             self._refuse(400, "bad_request", "Content-Length and Transfer-Encoding both set")
             return False
@@ -261,15 +262,16 @@ class HttpConnection(asyncio.Protocol):
             wanted = request.method.upper().decode("ascii", "replace")
             self._refuse(400, "bad_method", f"methods are upper case: send {wanted}")
             return False
-        twice = duplicated(headers)
+        twice = duplicated(headers) if len(fields) < len(headers) else None
         if twice is not None:
             message = f"more than one {twice.decode()} header: send it once"
             self._refuse(400, "duplicate_header", message)
             return False
-        for name, value in headers:
-            if name == b"content-length" and int(value) > self.limits.max_body_bytes:
-                self._refuse(413, "body_too_large", self._body_limit_message())
-                return False
+        # h11 keeps one Content-Length line, and refuses two that differ.
+        length = fields.get(b"content-length")
+        if length is not None and int(length) > self.limits.max_body_bytes:
+            self._refuse(413, "body_too_large", self._body_limit_message())
+            return False
         if self.h11.they_are_waiting_for_100_continue:
             # The client holds the body back: refuse now what its head already tells (a bad
             # token), or ask for the body. Nothing is read meanwhile.

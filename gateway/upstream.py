@@ -18,7 +18,7 @@ import h11
 
 from gateway.config import ConnectionConfig, ServerConfig
 from gateway.errors import GatewayError, protocol_error_reason
-from gateway.headers import Headers, checked
+from gateway.headers import Headers, checked, listed
 
 # Pause reading the upstream socket once this much is received but not yet consumed.
 READ_HIGH_WATER = 256 * 1024
@@ -266,7 +266,7 @@ class UpstreamPool:
                 event = await conn.next_event(self.read_timeout)
                 if isinstance(event, h11.Response):
                     return UpstreamResponse(
-                        event.status_code, list(event.headers), conn, self, self.read_timeout
+                        event.status_code, listed(event.headers), conn, self, self.read_timeout
                     )
                 if isinstance(event, h11.ConnectionClosed):
                     raise _bad_gateway("upstream closed the connection without a response")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.headers import checked
+from gateway.headers import checked, listed
 
 BYTES = st.sampled_from([bytes([c]) for c in b'aZ0-!~:"(\x00 \t\r\n\x01\x0b\x0c\x7f\xe9\xff'])
 PIECE = st.lists(BYTES, max_size=6).map(b"".join)
@@ -60,3 +60,14 @@ def test_checked_agrees_with_h11(headers: list[tuple[bytes, bytes]]) -> None:
 )
 def test_ordinary_headers_pass(headers: list[tuple[bytes, bytes]]) -> None:
     assert gateway_accepts(headers) and h11_accepts(headers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"X-A", b"x-b", b"Content-Type", b"ETag"]), PIECE)))
+def test_listed_reads_what_iterating_h11_headers_gives(headers: list[tuple[bytes, bytes]]) -> None:
+    """`listed` reads h11's private triples: it must give what h11's public iteration gives."""
+    try:
+        request = h11.Request(method=b"GET", target=b"/", headers=[(b"host", b"h"), *headers])
+    except h11.LocalProtocolError:
+        return
+    assert listed(request.headers) == list(request.headers)
