@@ -102,15 +102,21 @@ class UpstreamConnection(asyncio.Protocol):
             data += self.h11.send(h11.Data(data=body)) or b""
         self.transport.write(data + (self.h11.send(h11.EndOfMessage()) or b""))
 
-    async def next_event(self, idle_s: float) -> h11.Event:
-        """The next h11 event, reading more from the socket only when h11 needs it."""
+    async def next_event(self, idle_s: float, *, wait_first: bool = False) -> h11.Event:
+        """The next h11 event, reading more from the socket only when h11 needs it.
+
+        `wait_first`: h11 holds nothing yet (an answer to a request just sent), so asking it
+        before bytes arrive would only be told NEED_DATA.
+        """
         while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _malformed(exc) from None
-            if event is not h11.NEED_DATA:
-                return event
+            if not wait_first:
+                try:
+                    event = self.h11.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise _malformed(exc) from None
+                if event is not h11.NEED_DATA:
+                    return event
+            wait_first = False
             if self.lost:
                 raise _bad_gateway("upstream closed the connection")
             self.unread = 0
@@ -262,8 +268,11 @@ class UpstreamPool:
                 _parsed=True,
             )
             conn.send_request(head, body)
+            buffered, closed = conn.h11.trailing_data  # empty but for a hostile upstream
+            wait_first = not buffered and not closed
             while True:
-                event = await conn.next_event(self.read_timeout)
+                event = await conn.next_event(self.read_timeout, wait_first=wait_first)
+                wait_first = False
                 if isinstance(event, h11.Response):
                     return UpstreamResponse(
                         event.status_code, listed(event.headers), conn, self, self.read_timeout
