@@ -138,9 +138,8 @@ def response_headers_for_client(headers: Headers, *, keep_length: bool) -> Heade
 UUID_FORM = re.compile(rb"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 
 
-def request_id(headers: Headers) -> str:
-    """The client's `x-request-id` if it is a UUID (kept end to end), else a new UUID."""
-    value = get(headers, b"x-request-id")
+def request_id(value: bytes | None) -> str:
+    """The client's `x-request-id` value if it is a UUID (kept end to end), else a new UUID."""
     if value is not None and UUID_FORM.fullmatch(value):
         return value.decode("ascii")
     return new_uuid4()

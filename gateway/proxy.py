@@ -142,7 +142,7 @@ class Proxy:
 
     async def _admit(self, runtime: Runtime, exchange: Exchange) -> Route:
         request = exchange.request
-        token = bearer_token(hdr.get(request.headers, b"authorization"))
+        token = bearer_token(request.fields.get(b"authorization"))
         exchange.identity = identity = await self.verifier.verify(token)
         if not request.target.startswith("/") or AMBIGUOUS_PATH.search(request.path):
             raise GatewayError(400, "bad_path", "path has dot segments, '//' or encoded '/' or '.'")
@@ -152,9 +152,9 @@ class Proxy:
         if route is None:
             raise GatewayError(404, "unknown_connection", f"no connection named {name!r}")
         # Before any rule: the model the policy sees is the model the upstream will run.
-        if request.body and coding(request.headers) is not None:
+        if request.body and b"content-encoding" in request.fields and coding(request.headers):
             raise compressed_request()
-        kind = media_type(hdr.get(request.headers, b"content-type"))
+        kind = media_type(request.fields.get(b"content-type"))
         exchange.model = request_model(parse_request(request.body, kind))
         decision = runtime.policy.decide(
             Request(

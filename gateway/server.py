@@ -24,7 +24,7 @@ import h11
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, error_body, protocol_error_reason
 from gateway.flow_control import FlowControl
-from gateway.headers import Headers, checked, duplicated, listed, new_uuid4, request_id
+from gateway.headers import Headers, checked, duplicated, get, listed, new_uuid4, request_id
 from gateway.timestamps import ZULU
 
 log = logging.getLogger("gateway.server")
@@ -49,6 +49,8 @@ class IncomingRequest:
     path: str
     query: str
     headers: Headers
+    # The first value of each name, for fields read once (a second copy of those is refused).
+    fields: dict[bytes, bytes]
     body: bytes
     client: str
     request_id: str
@@ -162,6 +164,7 @@ class HttpConnection(asyncio.Protocol):
         self.closed = False
         self.request: h11.Request | None = None
         self.headers: Headers = []  # the request's, as a list (see _on_request)
+        self.fields: dict[bytes, bytes] = {}
         self.body = bytearray()
 
     # -- asyncio callbacks ------------------------------------------------------------------
@@ -251,7 +254,8 @@ class HttpConnection(asyncio.Protocol):
             message = f"request headers exceed max_header_bytes ({self.limits.max_header_bytes})"
             self._refuse(431, "headers_too_large", message)
             return False
-        fields = dict(headers)  # one value per name: fewer entries than lines if one repeats
+        # The first value per name: fewer entries than lines if a name repeats.
+        self.fields = fields = dict(reversed(headers))
         if b"content-length" in fields and b"transfer-encoding" in fields:
             # RFC 9112 §6.1: both present is how request smuggling starts; refuse outright.
             self._refuse(400, "bad_request", "Content-Length and Transfer-Encoding both set")
@@ -317,9 +321,10 @@ class HttpConnection(asyncio.Protocol):
             path=path,
             query=query,
             headers=self.headers,
+            fields=self.fields,
             body=bytes(self.body),
             client=self.client,
-            request_id=request_id(self.headers),
+            request_id=request_id(self.fields.get(b"x-request-id")),
         )
         self.body = bytearray()
         writer = ResponseWriter(self, incoming.request_id)
@@ -384,7 +389,11 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request we will not read any further, then close."""
         self._disarm()
         # The client's own UUID if its head was parsed, as for requests that reach the handler.
-        rid = request_id(self.request.headers) if self.request else new_uuid4()
+        rid = (
+            request_id(get(listed(self.request.headers), b"x-request-id"))
+            if self.request
+            else new_uuid4()
+        )
         self.state.on_refused(self.client, rid, status, code, message)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
             body = error_body(code, message)
