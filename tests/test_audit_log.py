@@ -718,6 +718,7 @@ def _flip(src: Path, rel: str, pos: int, bit: int) -> tuple[Path, int]:
 )
 @given(pos=st.integers(0, 10**6), bit=st.integers(0, 7))
 @example(pos=2, bit=0)  # entry 0's length grows over entry 1's prefix: still names entry 0
+@example(pos=3, bit=0)  # entry 0's length off by one: entry 1 is cut off, entry 0 is named
 def test_flipped_entry_byte_names_the_entry(pristine: Path, pos: int, bit: int) -> None:
     work, pos = _flip(pristine, "entries", pos, bit)
     try:

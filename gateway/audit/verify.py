@@ -369,6 +369,12 @@ def _check_checkpoints(directory: Path, key: Verifier, tree: _Tree, report: Veri
             raise _Failed("checkpoint", k, f"{label}: {exc}") from None
         origin = cp.origin
         if cp.size > report.size and report.torn:
+            # A length prefix altered by a little cuts the entry after it: name the one altered.
+            bad = _locate(directory, tree, 0, report.size)
+            if bad is not None:
+                raise _Failed(
+                    "entry", bad, f"entry {bad}: content differs from what {label} signed"
+                )
             raise _Failed(
                 "entry",
                 report.size,
