@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import subprocess
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -423,7 +424,11 @@ async def test_epoch_keys_are_copied_apart_and_deleted_by_shred_and_retention(
     assert "permission denied" in denied.stderr
 
     shred = ["gateway", "audit", "shred", "--epoch", "2026-11-30", "-c", str(config)]
-    done = await asyncio.to_thread(subprocess.run, shred, capture_output=True, text=True)
+    # On the log's own day: run on a later day, shred would open that day's epoch (and key).
+    on_day2 = tmp_path / "day2"
+    on_day2.write_text("@2026-12-01 12:00:00\n")
+    env = {**os.environ, **shifted_clock(on_day2)}
+    done = await asyncio.to_thread(subprocess.run, shred, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "deleted the copies in the epoch keys store" in done.stdout
     assert set(await held()) == {second}
