@@ -107,10 +107,11 @@ def count(peer: peers.Peer, control: Path, path: str, token: str, n: int) -> col
 
 
 def short(key: str) -> str:
-    for marker in ("site-packages/", "/gateway/", "/benches/"):
-        if marker in key:
-            return key.split(marker, 1)[1] if marker == "site-packages/" else key.split("/")[-1]
-    return key.rsplit("/", 1)[-1]
+    """`h11/_connection.py:272:_process_event` for a library, `proxy.py:143:_admit` for ours."""
+    path, _, rest = key.partition(":")
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1] + ":" + rest
+    return path.rsplit("/", 1)[-1] + ":" + rest
 
 
 def main() -> int:

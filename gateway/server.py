@@ -389,11 +389,7 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request we will not read any further, then close."""
         self._disarm()
         # The client's own UUID if its head was parsed, as for requests that reach the handler.
-        rid = (
-            request_id(get(listed(self.request.headers), b"x-request-id"))
-            if self.request
-            else new_uuid4()
-        )
+        rid = request_id(get(self.headers, b"x-request-id")) if self.request else new_uuid4()
         self.state.on_refused(self.client, rid, status, code, message)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.closed:
             body = error_body(code, message)
