@@ -135,18 +135,19 @@ def verify_log(
         if not (directory / ENTRIES).is_file():
             raise _Failed("io", None, f"{directory} is not an audit directory (no {ENTRIES})")
         key = load_verifier(directory, verifier, report)
+        notes = _Notes.read(directory)  # before `entries`: every note then names entries on disk
         kept = _kept_checkpoint(since, key) if since is not None else None
         resume = _resume_point(directory, kept) if kept is not None else None
         first, offset = resume[:2] if resume else (0, 0)
-        ranges = _check_entries(directory, key, report, first, offset)
+        ranges = _check_entries(directory, key, report, first, offset, notes.latest)
         leaves, offsets = _joined(ranges)
         if resume:
-            tree = _Tree.extending(resume[2], leaves, first, _checkpoint_sizes(directory, first))
+            tree = _Tree.extending(resume[2], leaves, first, notes.sizes(first))
         else:
             tree = _Tree.whole(leaves)
         if kept is not None:
             _check_kept(kept, tree, report)
-        _check_checkpoints(directory, key, tree, report)
+        _check_checkpoints(notes, key, tree, report, directory)
         _check_sealed(ranges, report)
         _check_caches(directory, tree, offsets, report)
         report.from_size = first
@@ -256,27 +257,49 @@ class _Tree:
         return self.leaves[i : i + HASH_SIZE]
 
 
-def _checkpoint_sizes(directory: Path, first: int) -> list[int]:
-    """Tree sizes named by the checkpoints at or after `first` (bodies read, not verified:
-    each is verified when it is checked)."""
-    data = read_file(directory / CHECKPOINTS)
-    notes = [bytes(r) for r in iter_records(data, scan_frames(data))]
-    sizes = []
-    for note in [*notes, read_file(directory / CHECKPOINT)]:
-        parts = note.split(b"\n", 2)
-        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) >= first:
-            sizes.append(int(parts[1]))
-    return sizes
+SNAPSHOT_TRIES = 5  # reads of the checkpoint pair while a writer keeps signing
+
+
+@dataclass
+class _Notes:
+    """`checkpoint` and `checkpoints` as one moment of the writer left them.
+
+    The writer appends a note to `checkpoints`, then overwrites `checkpoint` with it. Read in
+    the other order, `checkpoint` first, no note read names entries or notes not yet written;
+    read twice around `checkpoints` and found unchanged, no signing finished in between, so
+    `checkpoint` is the last note or (a signing under way, or cut short by a crash) the one
+    before. A gateway signing throughout is read again; after SNAPSHOT_TRIES the last
+    reading stands, with the weaker rule that its `checkpoint` is a recorded note.
+    """
+
+    latest: bytes
+    data: bytes
+    settled: bool
+
+    @classmethod
+    def read(cls, directory: Path) -> _Notes:
+        for _ in range(SNAPSHOT_TRIES):
+            latest = read_file(directory / CHECKPOINT)
+            data = read_file(directory / CHECKPOINTS)
+            if read_file(directory / CHECKPOINT) == latest:
+                return cls(latest, data, settled=True)
+        return cls(latest, data, settled=False)
+
+    def sizes(self, first: int) -> list[int]:
+        """Tree sizes named by the checkpoints at or after `first` (bodies read, not verified:
+        each is verified when it is checked)."""
+        notes = [bytes(r) for r in iter_records(self.data, scan_frames(self.data))]
+        return [n for n in map(_note_size, [*notes, self.latest]) if n >= first]
 
 
 def _check_entries(
-    directory: Path, key: Verifier, report: VerifyReport, first: int, offset: int
+    directory: Path, key: Verifier, report: VerifyReport, first: int, offset: int, latest: bytes
 ) -> list[Found]:
     """One pass over `entries` from entry `first` (at `offset`): framing, leaf hashes, JSON
     where needed and the sealed blobs named (entry_scan.py)."""
     path = directory / ENTRIES
     total = path.stat().st_size
-    signed = _signed_size(directory, key)
+    signed = _signed_size(latest, key)
     ranges = scan_entries(path, directory / INDEX, offset, first, signed, total)
     leaves, n = [], first
     for found in ranges:
@@ -326,11 +349,11 @@ def _first_changed(directory: Path, leaves: bytes, first: int) -> int | None:
     return None
 
 
-def _signed_size(directory: Path, key: Verifier) -> int:
+def _signed_size(latest: bytes, key: Verifier) -> int:
     """Entries the latest checkpoint signs (their bytes are vouched for); 0 if it does not
     verify (then every entry is parsed, and the checkpoint check fails later anyway)."""
     try:
-        return Checkpoint.open(read_file(directory / CHECKPOINT), key).size
+        return Checkpoint.open(latest, key).size
     except CheckpointError:
         return 0
 
@@ -342,21 +365,27 @@ def _locate(directory: Path, tree: _Tree, lo: int, hi: int) -> int | None:
     return changed if changed is not None and changed < hi else None
 
 
-def _check_checkpoints(directory: Path, key: Verifier, tree: _Tree, report: VerifyReport) -> None:
-    data = read_file(directory / CHECKPOINTS)
-    scan = scan_frames(data)
-    notes = [bytes(r) for r in iter_records(data, scan)]
+def _check_checkpoints(
+    read: _Notes, key: Verifier, tree: _Tree, report: VerifyReport, directory: Path
+) -> None:
+    scan = scan_frames(read.data)
+    notes = [bytes(r) for r in iter_records(read.data, scan)]
     if scan.bad_length:
         k = len(notes)
         raise _Failed("checkpoint", k, f"checkpoints[{k}]: length prefix is corrupt")
     if scan.end != scan.total:
         report.warnings.append(f"{scan.total - scan.end} bytes after the last whole checkpoint")
-    latest = read_file(directory / CHECKPOINT)
+    latest = read.latest
     if not latest:
         raise _Failed("checkpoint", None, "checkpoint: file is missing or empty")
-    if latest not in notes[-2:]:  # the rename may lag the append by one batch after a crash
+    if latest not in (notes[-2:] if read.settled else notes):  # may lag the append by one
         raise _Failed(
             "checkpoint", None, "checkpoint: not the last checkpoint recorded in checkpoints"
+        )
+    if not read.settled:
+        report.warnings.append(
+            f"checkpoint changed in each of {SNAPSHOT_TRIES} readings (a writer signing): "
+            "checked as of the last"
         )
     origin, prev = report.kept_origin, tree.first
     for k, note in enumerate([*notes, latest]):
@@ -444,7 +473,7 @@ def _differs(path: Path, at: int, want: bytes) -> bool:
     view = memoryview(want)
     with open(path, "rb") as f:
         f.seek(at)
-        return any(
-            f.read(CACHE_CHUNK) != view[i : i + CACHE_CHUNK]
-            for i in range(0, len(want), CACHE_CHUNK)
+        return any(  # read no further than `want`: a writer may be adding to the cache
+            f.read(len(chunk)) != chunk
+            for chunk in (view[i : i + CACHE_CHUNK] for i in range(0, len(want), CACHE_CHUNK))
         )
