@@ -286,10 +286,17 @@ class Writer:
     def _rollback(self) -> None:
         """Truncate appended files to what is committed, derived ones to what is signed; void
         the failed batch's write-ahead record last (its fdatasync may fail too: the rest is
-        cut by then)."""
+        cut by then).
+
+        The cuts of `entries` and the segment are made durable before the caller is refused:
+        writeback may have put the batch's bytes on the disk already, and after a power cut
+        recovery keeps whole entries past the checkpoint (rule 2), which would bring back
+        what the caller was told was not written."""
         f, size = self.files, self.size
         os.ftruncate(f.segment, f.segment_end)
         os.ftruncate(f.entries, f.entries_end)
+        os.fdatasync(f.segment)
+        os.fdatasync(f.entries)
         os.ftruncate(f.index, size * OFFSET.size)
         os.ftruncate(f.checkpoints, f.checkpoints_end)
         write_all(f.checkpoint, self.note, 0)
