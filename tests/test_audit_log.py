@@ -37,6 +37,7 @@ from gateway.audit import (
 )
 from gateway.audit import seal as seal_module
 from gateway.audit import wal as wal_module
+from gateway.audit import writer as writer_module
 from gateway.audit.canonical import CanonicalError
 from gateway.audit.wal import WAL, begin, record, replay, rewrite
 from gateway.audit.writer import Writer
@@ -600,6 +601,43 @@ async def test_a_failed_fdatasync_at_signing_keeps_the_wal_and_writes_the_tail_a
     assert report.ok and report.size == 5, report.summary()
     for i in range(1, 5):
         assert unseal(d, LogReader(d).read_entry(i), "request", keys / "sealing.key") == b"q%d" % i
+
+
+async def test_while_signing_keeps_failing_the_write_ahead_log_stays_bounded(
+    tmp_path: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits only need the write-ahead log's fdatasync, so they go on while every signing
+    fails (EIO from `entries`, injected), and the log keeps each batch since the last
+    signing. Past WAL_LIMIT a commit tries to sign first and is refused when that fails too;
+    once the disk works again, the next commit signs, empties the log and is written."""
+    d = tmp_path / "log"
+    log = await open_log(d, keys)
+    await log.append(entry(0), {"request": b"before"})
+    await log.signed()
+    real = os.fdatasync
+
+    def entries_fail(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/entries"):
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(writer_module, "WAL_LIMIT", 4096)
+    monkeypatch.setattr(os, "fdatasync", entries_fail)
+    acknowledged = 0
+    with pytest.raises(AuditUnavailable, match="write-ahead log full"):
+        for i in range(1, 100):
+            await log.append(entry(i), {"request": b"q" * 500})
+            acknowledged += 1
+            await log.signed()  # each signing is tried, and fails
+    assert 4 <= acknowledged < 10 and log.size == 1
+    assert (d / WAL).stat().st_size <= 4096 + 2048  # the limit and at most one batch more
+    monkeypatch.setattr(os, "fdatasync", real)
+    seq = await log.append(entry(100), {"request": b"after"})
+    await log.signed()
+    assert seq == 1 + acknowledged and log.size == seq + 1 and wal_records(d) == 0
+    await log.close()
+    report = verify_log(d)
+    assert report.ok and report.size == seq + 1, report.summary()
 
 
 async def test_batch_durability_returns_at_once(tmp_path: Path, keys: Path) -> None:

@@ -8,6 +8,7 @@ so a failed write (disk full, EIO, EACCES) never leaves half an entry behind.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from array import array
@@ -35,6 +36,10 @@ from gateway.audit.store import (
 
 log = logging.getLogger(__name__)
 SYNC_THREADS = 4  # fdatasyncs beside the write-ahead log's: streamed bodies' files, at signing
+# The write-ahead log holds every batch since the last signing (about 0.5 s of them, or less).
+# Past this, signing has been failing: a commit tries it first and is refused if it fails
+# again, so neither the file nor the unsigned entries held in memory grow without bound.
+WAL_LIMIT = 256 * 1024 * 1024
 
 
 @dataclass
@@ -107,6 +112,7 @@ class Writer:
     dirty: bool = field(default=False)
     unsynced: bool = field(default=True)  # `entries` or the segment written since their sync
     resync: bool = field(default=False)  # their last fdatasync failed: write them again first
+    cut: bool = field(default=False)  # a failed commit wrote to them: sync their cut-back
     unsigned: list[bytes] = field(default_factory=list)  # committed, not yet in the tree
     syncer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="audit-sync")
@@ -159,6 +165,10 @@ class Writer:
         if not batch:
             return
         f = self.files
+        if f.wal_end > WAL_LIMIT:
+            self.sign()  # empties the write-ahead log, unless it fails again
+            if f.wal_end > WAL_LIMIT:
+                raise OSError(errno.ENOSPC, "write-ahead log full: no checkpoint could be signed")
         try:
             bodies, blobs, spilled = self._seal(batch)
             records = [frame(b) for b in bodies]
@@ -183,7 +193,7 @@ class Writer:
             for sync in syncs:
                 sync.result()
         except BaseException:
-            self.dirty = True
+            self.dirty = self.cut = True
             try:
                 self._rollback()
             except OSError as exc:
@@ -288,15 +298,17 @@ class Writer:
         the failed batch's write-ahead record last (its fdatasync may fail too: the rest is
         cut by then).
 
-        The cuts of `entries` and the segment are made durable before the caller is refused:
-        writeback may have put the batch's bytes on the disk already, and after a power cut
-        recovery keeps whole entries past the checkpoint (rule 2), which would bring back
-        what the caller was told was not written."""
+        After a failed commit (`cut`), the cuts of `entries` and the segment are made durable
+        before the caller is refused: writeback may have put the batch's bytes on the disk
+        already, and after a power cut recovery keeps whole entries past the checkpoint (rule
+        2), which would bring back what the caller was told was not written."""
         f, size = self.files, self.size
         os.ftruncate(f.segment, f.segment_end)
         os.ftruncate(f.entries, f.entries_end)
-        os.fdatasync(f.segment)
-        os.fdatasync(f.entries)
+        if self.cut:
+            os.fdatasync(f.segment)
+            os.fdatasync(f.entries)
+            self.cut = False
         os.ftruncate(f.index, size * OFFSET.size)
         os.ftruncate(f.checkpoints, f.checkpoints_end)
         write_all(f.checkpoint, self.note, 0)
