@@ -227,8 +227,15 @@ impl Masker {
     /// # Errors
     /// As [`Masker::mask_json`].
     pub fn mask_json_with_selection(&self, body: &[u8]) -> Result<(Vec<u8>, Counts, bool)> {
-        std::str::from_utf8(body)?;
-        let mut doc: Value = serde_json::from_slice(body)?;
+        // serde_json reads only UTF-8 (strings are checked, the rest must be ASCII), so the
+        // text is checked on its own only to name what was wrong with it.
+        let mut doc: Value = match serde_json::from_slice(body) {
+            Ok(doc) => doc,
+            Err(e) => {
+                std::str::from_utf8(body)?;
+                return Err(e.into());
+            }
+        };
         let mut counts = Counts::new();
         let mut changed = false;
         let mut text_selected = false;

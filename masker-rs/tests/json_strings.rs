@@ -178,3 +178,18 @@ fn pem_with_escaped_newlines_in_text_is_masked_whole() {
     let text = r"key: -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM\nkeu1cGMwTQSkC+jk\n-----END RSA PRIVATE KEY-----\n done";
     assert_eq!(m.mask_text(text).0, r"key: [PRIVATE_KEY]\n done");
 }
+
+#[test]
+fn a_body_that_is_not_utf8_is_named_so_wherever_the_bad_byte_is() {
+    let m = masker();
+    for (body, at) in [
+        (&b"{\"a\":\"caf\xe9\"}"[..], 9),
+        (&b"{\"a\":1}\xff"[..], 7),
+        (&b"\xef\xbb{\"a\":1}"[..], 0),
+    ] {
+        let err = m.mask_json(body).unwrap_err().to_string();
+        assert_eq!(err, format!("invalid UTF-8 at byte {at}"), "{body:?}");
+    }
+    let err = m.mask_json(b"{\"a\":}").unwrap_err().to_string();
+    assert!(!err.contains("UTF-8"), "{err}");
+}
