@@ -5,10 +5,14 @@
 //! parser keeps the first, so streamed JSON with a repeated name is refused, as whole bodies
 //! are (`gateway/strict_json.py`). Names are compared decoded (`"a"` and `"\u0061"` are equal).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+/// Objects up to this many members are checked by comparing names, larger ones by hashing.
+const COMPARED_MEMBERS: usize = 16;
 
 /// Any JSON value whose objects all have distinct member names.
 struct Unique;
@@ -50,14 +54,48 @@ impl<'de> Visitor<'de> for UniqueVisitor {
         Ok(Unique)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if !seen.insert(name) {
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+            let repeated = if many.is_empty() && few.len() < COMPARED_MEMBERS {
+                let repeated = few.contains(&name);
+                few.push(name);
+                repeated
+            } else {
+                many.extend(few.drain(..));
+                !many.insert(name)
+            };
+            if repeated {
                 return Err(A::Error::custom("repeated member name"));
             }
             map.next_value::<Unique>()?;
         }
         Ok(Unique)
+    }
+}
+
+/// A member name, borrowed from the text when it holds no escape.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Name<'de>, D::Error> {
+        d.deserialize_str(NameVisitor)
+    }
+}
+
+struct NameVisitor;
+
+impl<'de> Visitor<'de> for NameVisitor {
+    type Value = Name<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Borrowed(name)))
+    }
+    fn visit_str<E>(self, name: &str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Owned(name.to_owned())))
     }
 }
 
@@ -87,6 +125,19 @@ mod tests {
         assert!(has_repeated_name(r#"{"a": 1, "a": 2}"#));
         assert!(has_repeated_name(r#"[{"x": {"c": "m", "c": "n"}}]"#));
         assert!(has_repeated_name(r#"{"a": 1, "\u0061": 2}"#));
+    }
+
+    #[test]
+    fn repeated_names_past_the_compared_few_are_found_too() {
+        for n in [1, 15, 16, 17, 40] {
+            let names: Vec<String> = (0..n).map(|i| format!("\"k{i}\": {i}")).collect();
+            let object = format!("{{{}}}", names.join(","));
+            assert!(!has_repeated_name(&object), "{n}");
+            for again in [0, n / 2, n - 1] {
+                let repeated = format!("{{{}, \"k{again}\": 0}}", names.join(","));
+                assert!(has_repeated_name(&repeated), "{n} {again}");
+            }
+        }
     }
 
     #[test]
