@@ -49,25 +49,21 @@ async def verify_while_signing(
     global _on_open
     loop = asyncio.get_running_loop()
     signings = 0
-    busy = threading.local()
 
     async def sign() -> None:
         await log.append({"type": "inference", "request_id": f"live{log.size}"})
         await log.signed()
 
     def before_open(path: str) -> None:
+        """On the verifying thread only: the signing's own opens run on the loop's threads."""
         nonlocal signings
-        if threading.current_thread() is not verifier or getattr(busy, "on", False):
+        if threading.current_thread() is not verifier:
             return
         p = Path(path)
         if (p.parent != d if at is None else p != d / at) or (once and signings):
             return
-        busy.on = True
-        try:
-            asyncio.run_coroutine_threadsafe(sign(), loop).result(60)  # a bound, not a speed
-            signings += 1
-        finally:
-            busy.on = False
+        asyncio.run_coroutine_threadsafe(sign(), loop).result(60)  # a bound, not a speed
+        signings += 1
 
     result: list = []
     verifier = threading.Thread(target=lambda: result.append(verify_log(d, since=since)))

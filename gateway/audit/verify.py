@@ -32,6 +32,7 @@ from gateway.audit.store import (
     OFFSET,
     TREE,
     VERIFIER,
+    Scan,
     TreeFiles,
     iter_records,
     read_file,
@@ -147,7 +148,7 @@ def verify_log(
             tree = _Tree.whole(leaves)
         if kept is not None:
             _check_kept(kept, tree, report)
-        _check_checkpoints(notes, key, tree, report, directory)
+        _check_checkpoints(directory, notes, key, tree, report)
         _check_sealed(ranges, report)
         _check_caches(directory, tree, offsets, report)
         report.from_size = first
@@ -273,7 +274,8 @@ class _Notes:
     """
 
     latest: bytes
-    data: bytes
+    scan: Scan  # of `checkpoints`
+    notes: list[bytes]  # its whole records
     settled: bool
 
     @classmethod
@@ -281,15 +283,16 @@ class _Notes:
         for _ in range(SNAPSHOT_TRIES):
             latest = read_file(directory / CHECKPOINT)
             data = read_file(directory / CHECKPOINTS)
-            if read_file(directory / CHECKPOINT) == latest:
-                return cls(latest, data, settled=True)
-        return cls(latest, data, settled=False)
+            settled = read_file(directory / CHECKPOINT) == latest
+            if settled:
+                break
+        scan = scan_frames(data)
+        return cls(latest, scan, [bytes(r) for r in iter_records(data, scan)], settled)
 
     def sizes(self, first: int) -> list[int]:
         """Tree sizes named by the checkpoints at or after `first` (bodies read, not verified:
         each is verified when it is checked)."""
-        notes = [bytes(r) for r in iter_records(self.data, scan_frames(self.data))]
-        return [n for n in map(_note_size, [*notes, self.latest]) if n >= first]
+        return [n for n in map(_note_size, [*self.notes, self.latest]) if n >= first]
 
 
 def _check_entries(
@@ -366,10 +369,9 @@ def _locate(directory: Path, tree: _Tree, lo: int, hi: int) -> int | None:
 
 
 def _check_checkpoints(
-    read: _Notes, key: Verifier, tree: _Tree, report: VerifyReport, directory: Path
+    directory: Path, read: _Notes, key: Verifier, tree: _Tree, report: VerifyReport
 ) -> None:
-    scan = scan_frames(read.data)
-    notes = [bytes(r) for r in iter_records(read.data, scan)]
+    scan, notes = read.scan, read.notes
     if scan.bad_length:
         k = len(notes)
         raise _Failed("checkpoint", k, f"checkpoints[{k}]: length prefix is corrupt")

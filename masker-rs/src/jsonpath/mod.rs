@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use serde_json::Value;
-use serde_json_path::{JsonPath, PathElement};
+use serde_json_path::{JsonPath, NormalizedPath, PathElement};
 
 use crate::error::{Error, Result};
 
@@ -90,19 +90,20 @@ impl Paths {
             if !prefix.could_select(doc) {
                 continue;
             }
-            for loc in p.query_located(doc).locations() {
-                out.push(
-                    loc.iter()
-                        .map(|e| match e {
-                            PathElement::Name(n) => Seg::Name((*n).to_owned()),
-                            PathElement::Index(i) => Seg::Index(*i),
-                        })
-                        .collect(),
-                );
-            }
+            out.extend(p.query_located(doc).locations().map(owned));
         }
         out
     }
+}
+
+/// A location the crate found, owned (it borrows from the document).
+fn owned(path: &NormalizedPath<'_>) -> Location {
+    path.iter()
+        .map(|e| match e {
+            PathElement::Name(n) => Seg::Name((*n).to_owned()),
+            PathElement::Index(i) => Seg::Index(*i),
+        })
+        .collect()
 }
 
 /// The value at `loc`, mutably.
@@ -215,12 +216,7 @@ mod tests {
             let paths = Paths::new(&EXPRS).unwrap();
             let mut want: Vec<Location> = Vec::new();
             for e in EXPRS {
-                for loc in JsonPath::parse(e).unwrap().query_located(&doc).locations() {
-                    want.push(loc.iter().map(|s| match s {
-                        PathElement::Name(n) => Seg::Name((*n).to_owned()),
-                        PathElement::Index(i) => Seg::Index(*i),
-                    }).collect());
-                }
+                want.extend(JsonPath::parse(e).unwrap().query_located(&doc).locations().map(owned));
             }
             prop_assert_eq!(paths.locate_all(&doc), want);
         }
