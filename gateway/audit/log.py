@@ -285,7 +285,8 @@ class AuditLog:
         self._committing = batch
         pending = [i.pending for i in batch]
         try:
-            await self._thread.run(self._writer.commit, pending)
+            # Its callers go on a loop iteration sooner than if this task released them.
+            await self._thread.run(self._writer.commit, pending, then=lambda: self._release(batch))
         except Exception as exc:
             self._committing = []
             self._failed(batch, exc)
@@ -293,7 +294,6 @@ class AuditLog:
                 await asyncio.sleep(RETRY_S)
             return False
         self._committing = []
-        self._release(batch)
         return True
 
     def _settle(self, size: int | None) -> None:
