@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import re
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -140,16 +139,6 @@ class Client:
 
     def get(self, path: str = "") -> httpx.Response:
         return httpx.get(f"{self.url}/_gateway/approvals{path}", headers=self.auth, timeout=10.0)
-
-
-def wait_for(predicate, timeout: float = 10.0) -> Any:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 class WebhookReceiver:

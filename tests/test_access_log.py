@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
-from approvals_helpers import wait_for
 from conftest import gateway_config
+from peers import wait_for
 
 BODY = {"model": "llama-3-8b", "messages": [], "max_tokens": 1}
 

@@ -10,7 +10,8 @@ import httpx
 import peers
 import pgcluster
 import pytest
-from approvals_helpers import Client, start_replicas, wait_for, woken
+from approvals_helpers import Client, start_replicas, woken
+from peers import wait_for
 
 
 def unique(content: str) -> dict:

@@ -11,10 +11,10 @@ import subprocess
 import httpx
 import orjson
 import pytest
-from approvals_helpers import wait_for
 from central_helpers import CHAT, Central, central_config, keys_init, metric, run, witness
 from conftest import entries, launch_gateway
 from oscal_schema import oscal_errors
+from peers import wait_for
 
 from gateway.audit import Checkpoint, LogReader, read_signing_key
 from gateway.audit.merkle import build_levels, leaf_hash, levels_getter

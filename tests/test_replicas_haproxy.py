@@ -11,9 +11,10 @@ import httpx
 import peers
 import pgcluster
 import pytest
-from approvals_helpers import Client, start_replicas, wait_for
+from approvals_helpers import Client, start_replicas
 from balancer import Balancer
 from conftest import entries, launch_gateway
+from peers import wait_for
 
 from gateway.audit import verify_log
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import orjson
 import peers
-from approvals_helpers import wait_for
 from conftest import audited_config, entries, launch_gateway
+from peers import wait_for
 from test_operations import chat
 
 from gateway.evidence.collect import open_logs
