@@ -49,13 +49,11 @@ class WriterThread:
         while (job := self._jobs.get()) is not None:
             loop, future, fn, args, then = job
             try:
-                result = fn(*args)
+                outcome: tuple[Any, ...] = (_resolve, future, fn(*args), then)
             except BaseException as exc:  # handed to the awaiting caller, as an executor does
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(_reject, future, exc)
-                continue
+                outcome = (_reject, future, exc)
             if not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, future, result, then)
+                loop.call_soon_threadsafe(*outcome)
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, then: Then) -> None:
