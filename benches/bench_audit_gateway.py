@@ -22,11 +22,13 @@ targets of issue 11 (sync adds at most 2 x fdatasync + 0.3 ms at p50 one at a ti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvloop
@@ -46,6 +48,21 @@ import peers
 
 PATH = "/llama/v1/chat/completions"
 Results = dict[str, list[float]]
+
+
+@contextlib.contextmanager
+def bench_peers() -> Iterator[tuple[peers.Peer, peers.Peer, Path]]:
+    """The demo issuer, the demo upstream (no token delay) and a temporary directory whose
+    `keys/` holds the audit keys `audit_section` names."""
+    with (
+        peers.start_issuer() as issuer,
+        peers.start_upstream(api_key=UPSTREAM_KEY, token_delay_ms=0) as upstream,
+        tempfile.TemporaryDirectory() as tmp_dir,
+    ):
+        tmp = Path(tmp_dir)
+        keys = ["gateway", "keys", "init", "--dir", str(tmp / "keys")]
+        subprocess.run(keys, check=True, capture_output=True)
+        yield issuer, upstream, tmp
 
 
 def audit_section(tmp: Path, durability: str, name: str) -> str:
@@ -172,14 +189,7 @@ def main() -> int:
     modes = ["none", "batch", "sync"]
     if args.baseline:
         modes += ["batch@baseline", "sync@baseline"]
-    with (
-        peers.start_issuer() as issuer,
-        peers.start_upstream(api_key=UPSTREAM_KEY, token_delay_ms=0) as upstream,
-        tempfile.TemporaryDirectory() as tmp_dir,
-    ):
-        tmp = Path(tmp_dir)
-        keys = ["gateway", "keys", "init", "--dir", str(tmp / "keys")]
-        subprocess.run(keys, check=True, capture_output=True)
+    with bench_peers() as (issuer, upstream, tmp):
         gateways = {}
         try:
             for mode in modes:

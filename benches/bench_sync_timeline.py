@@ -19,14 +19,12 @@ import argparse
 import collections
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import orjson
 import uvloop
-from bench_audit_gateway import PATH, audit_section
+from bench_audit_gateway import PATH, audit_section, bench_peers
 from bench_proxy import CHAT_BODY, UPSTREAM_KEY, config, raw_request, streams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -72,14 +70,7 @@ def main() -> int:
     parser.add_argument("--durability", choices=["sync", "batch", "none"], default="sync")
     parser.add_argument("--cpu", help="run the gateway pinned to these CPUs (taskset -c)")
     args = parser.parse_args()
-    with (
-        peers.start_issuer() as issuer,
-        peers.start_upstream(api_key=UPSTREAM_KEY, token_delay_ms=0) as upstream,
-        tempfile.TemporaryDirectory() as tmp_dir,
-    ):
-        tmp = Path(tmp_dir)
-        keys = ["gateway", "keys", "init", "--dir", str(tmp / "keys")]
-        subprocess.run(keys, check=True, capture_output=True)
+    with bench_peers() as (issuer, upstream, tmp):
         text = config(issuer.url, upstream.url)
         if args.durability != "none":
             text += audit_section(tmp, args.durability, args.durability)
