@@ -8,7 +8,8 @@ import orjson
 
 # Where h11 starts quoting the bytes it could not parse: `illegal header line: b'...'`,
 # `Illegal header value b'...'`, `... (incomplete chunked read)`. Those bytes may be a token.
-QUOTED_TAIL = re.compile(r":|\s(?:b['\"]|bytearray\()|\s\(")
+# Its own sentences may hold a colon ("Only Transfer-Encoding: chunked is supported"): kept.
+QUOTED_TAIL = re.compile(r"\s(?:b['\"]|bytearray\()|\s\(")
 
 
 class GatewayError(Exception):
@@ -46,4 +47,4 @@ def error_message(body: bytes) -> str:
 
 def protocol_error_reason(exc: Exception) -> str:
     """What an h11 protocol error says, without the bytes it quotes (they may hold a secret)."""
-    return QUOTED_TAIL.split(str(exc), maxsplit=1)[0].strip() or "malformed HTTP"
+    return QUOTED_TAIL.split(str(exc), maxsplit=1)[0].strip().rstrip(":") or "malformed HTTP"

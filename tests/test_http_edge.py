@@ -36,6 +36,25 @@ def test_malformed_request_line(tight) -> None:
     assert "x-request-id" in response.headers
 
 
+@pytest.mark.parametrize(
+    ("head", "status", "reason"),
+    [
+        (
+            b"POST / HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: identity\r\n\r\n",
+            501,
+            "Only Transfer-Encoding: chunked is supported",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: gw\r\nHost: other\r\n\r\n", 400, "Found multiple Host: headers"),
+        (b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", 400, "Missing mandatory Host: header"),
+    ],
+)
+def test_protocol_errors_say_all_of_what_was_wrong(tight, head, status, reason) -> None:
+    """h11's own sentences that hold a colon reach the client whole (they quote no bytes)."""
+    response = rawhttp.send(tight.url, head)
+    assert response.status == status
+    assert response.error_message() == f"malformed HTTP request: {reason}"
+
+
 def test_oversized_headers_431(tight) -> None:
     response = rawhttp.send(tight.url, request("/", "X-Big: " + "a" * 4000))
     assert response.status == 431
