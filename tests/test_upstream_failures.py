@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
@@ -84,5 +85,31 @@ def test_client_disconnect_mid_stream_releases_upstream(gateway, upstream, analy
         if stats["streams_cancelled"] >= 1:
             break
         time.sleep(0.1)
+    assert stats["streams_cancelled"] == 1
+    assert stats["streams_completed"] == 0
+
+
+def test_client_half_close_cancels_the_exchange(gateway, upstream, analyst_token) -> None:
+    """A client that shuts its sending side down mid-answer (`nc -N`) has left, as with nginx's
+    499: the stream upstream is cancelled and the connection closed (docs/operations.md)."""
+    peers.upstream_reset(upstream.url)
+    body = (
+        b'{"model":"llama-3-8b","stream":true,"max_tokens":500,'
+        b'"messages":[{"role":"user","content":"long"}]}'
+    )
+    head = (
+        f"POST /llama/v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        f"Authorization: Bearer {analyst_token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with rawhttp.connect(gateway.url) as sock:
+        sock.sendall(head + body)
+        assert b"200 OK" in sock.recv(4096)
+        sock.sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):  # what was in flight, then the close
+            pass
+    stats = peers.wait_for(
+        lambda: (s := peers.upstream_stats(upstream.url))["streams_cancelled"] and s
+    )
     assert stats["streams_cancelled"] == 1
     assert stats["streams_completed"] == 0
