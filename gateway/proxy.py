@@ -280,6 +280,12 @@ class Proxy:
         exchange.bytes_out = len(answer)
         await self._completed(exchange, original)
         out = hdr.response_headers_for_client(response.headers, keep_length=False)
+        if exchange.request.method == "HEAD":
+            # The length a GET would get (masked, filtered) is not known here, and a wrong one is
+            # forbidden (RFC 9110 §8.6): the head goes without one.
+            await writer.start(response.status, out)
+            await writer.end()
+            return
         await writer.send_full(response.status, out, answer)
 
     async def _relay_stream(

@@ -73,12 +73,17 @@ Handler = Callable[[IncomingRequest, "ResponseWriter"], Awaitable[None]]
 
 
 class ResponseWriter:
-    """Sends one response on a connection; every response carries `x-request-id`."""
+    """Sends one response on a connection; every response carries `x-request-id`.
 
-    __slots__ = ("_conn", "_request_id", "bytes_sent", "started", "status")
+    The answer to a HEAD request is the head a GET would get, its Content-Length included, and
+    no body (RFC 9110 §9.3.2): body bytes given to the writer are dropped, as h11 refuses them.
+    """
 
-    def __init__(self, conn: HttpConnection, request_id: str) -> None:
+    __slots__ = ("_conn", "_head_only", "_request_id", "bytes_sent", "started", "status")
+
+    def __init__(self, conn: HttpConnection, request_id: str, *, head_only: bool = False) -> None:
         self._conn = conn
+        self._head_only = head_only
         self._request_id = request_id.encode()
         self.started = False
         self.status = 0
@@ -102,8 +107,10 @@ class ResponseWriter:
             await self._conn.write(self._data(data))
 
     def _data(self, data: bytes) -> bytes:
+        if not data or self._head_only:
+            return b""
         self.bytes_sent += len(data)
-        return self._conn.send(h11.Data(data=data)) if data else b""
+        return self._conn.send(h11.Data(data=data))
 
     async def end(self, data: bytes = b"") -> None:
         """Send the last bytes and the end of the message in one write."""
@@ -112,9 +119,7 @@ class ResponseWriter:
     async def send_full(self, status: int, headers: Headers, body: bytes) -> None:
         """A whole small response in a single write."""
         head = self._head(status, [*headers, (b"content-length", str(len(body)).encode())])
-        self.bytes_sent = len(body)
-        data = self._conn.send(h11.Data(data=body)) if body else b""
-        await self._conn.write(head + data + self._conn.send(h11.EndOfMessage()))
+        await self._conn.write(head + self._data(body) + self._conn.send(h11.EndOfMessage()))
 
     async def send_error(self, exc: GatewayError) -> None:
         headers = [(b"content-type", b"application/json"), *exc.headers]
@@ -327,7 +332,7 @@ class HttpConnection(asyncio.Protocol):
             request_id=request_id(self.fields.get(b"x-request-id")),
         )
         self.body = bytearray()
-        writer = ResponseWriter(self, incoming.request_id)
+        writer = ResponseWriter(self, incoming.request_id, head_only=request.method == b"HEAD")
         self.task = self.loop.create_task(self._run(incoming, writer))
 
     async def _run(self, request: IncomingRequest, writer: ResponseWriter) -> None:
@@ -400,6 +405,7 @@ class HttpConnection(asyncio.Protocol):
                 (b"connection", b"close"),
                 (b"x-request-id", rid.encode()),
             ]
+            head_only = self.request is not None and self.request.method == b"HEAD"
             with contextlib.suppress(h11.LocalProtocolError):
                 self.transport.write(
                     self.h11.send(
@@ -407,7 +413,7 @@ class HttpConnection(asyncio.Protocol):
                             status_code=status, headers=headers, reason=reason_phrase(status)
                         )
                     )
-                    + self.h11.send(h11.Data(data=body))
+                    + (b"" if head_only else self.h11.send(h11.Data(data=body)))
                     + self.h11.send(h11.EndOfMessage())
                 )
         self.close()

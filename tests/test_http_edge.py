@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import peers
 import pytest
 import rawhttp
@@ -187,3 +188,54 @@ def test_arbitrary_headers_never_crash(tight, headers) -> None:
     assert response is not None
     assert 400 <= response.status < 500
     assert response.error_code() in {"bad_request", "unauthenticated"}
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/_gateway/health", 200),  # the gateway's own page
+        ("/llama/v1/models?token=none", 401),  # a refusal (this case sends no token)
+        ("/nope/v1/models", 404),  # an error before any rule
+    ],
+)
+def test_head_gets_the_head_of_the_answer(tight, analyst_token, path, status) -> None:
+    """HEAD is answered with the status and headers a GET would get, and no body (RFC 9110
+    §9.3.2), not a closed connection."""
+    auth = {} if "token=none" in path else {"authorization": f"Bearer {analyst_token}"}
+    got = httpx.get(tight.url + path, headers=auth)
+    head = httpx.head(tight.url + path, headers=auth)
+    assert (head.status_code, got.status_code) == (status, status)
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(got.content))
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert "x-request-id" in head.headers
+
+
+def test_head_refused_before_the_handler_still_gets_its_status(tight) -> None:
+    response = httpx.head(tight.url + "/_gateway/health", headers={"x-big": "a" * 4000})
+    assert response.status_code == 431
+    assert response.content == b""
+
+
+def test_proxied_head_names_no_length_it_cannot_know(
+    start_gateway, issuer, upstream, analyst_token
+):
+    """A HEAD the policy lets through is relayed; its answer's Content-Length would be the
+    masked GET's, which the gateway cannot know without the body, so it sends none."""
+    rule = """
+[[rules]]
+id = "analysts-head"
+groups = ["analysts"]
+methods = ["HEAD"]
+paths = ["/v1/models"]
+action = "allow"
+mask = ["email"]
+"""
+    gateway = start_gateway(gateway_config(issuer.url, upstream.url) + rule)
+    response = httpx.head(
+        gateway.url + "/llama/v1/models", headers={"authorization": f"Bearer {analyst_token}"}
+    )
+    assert response.status_code == 200
+    assert response.content == b""
+    assert "content-length" not in response.headers
+    assert response.headers["content-type"] == "application/json"
