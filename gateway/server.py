@@ -72,6 +72,11 @@ class IncomingRequest:
 Handler = Callable[[IncomingRequest, "ResponseWriter"], Awaitable[None]]
 
 
+def _head_only(request: h11.Request | None) -> bool:
+    """A HEAD request's answer has no body: h11 refuses body bytes on it."""
+    return request is not None and request.method == b"HEAD"
+
+
 class ResponseWriter:
     """Sends one response on a connection; every response carries `x-request-id`.
 
@@ -332,7 +337,7 @@ class HttpConnection(asyncio.Protocol):
             request_id=request_id(self.fields.get(b"x-request-id")),
         )
         self.body = bytearray()
-        writer = ResponseWriter(self, incoming.request_id, head_only=request.method == b"HEAD")
+        writer = ResponseWriter(self, incoming.request_id, head_only=_head_only(request))
         self.task = self.loop.create_task(self._run(incoming, writer))
 
     async def _run(self, request: IncomingRequest, writer: ResponseWriter) -> None:
@@ -405,7 +410,7 @@ class HttpConnection(asyncio.Protocol):
                 (b"connection", b"close"),
                 (b"x-request-id", rid.encode()),
             ]
-            head_only = self.request is not None and self.request.method == b"HEAD"
+            head_only = _head_only(self.request)
             with contextlib.suppress(h11.LocalProtocolError):
                 self.transport.write(
                     self.h11.send(

@@ -64,27 +64,34 @@ def test_stalled_stream_is_cut_after_read_timeout(gateway, analyst_token) -> Non
     assert not isinstance(cut.value, (openai.APITimeoutError, httpx.TimeoutException))
 
 
-def test_client_disconnect_mid_stream_releases_upstream(gateway, upstream, analyst_token) -> None:
-    peers.upstream_reset(upstream.url)
+def long_stream_request(token: str) -> bytes:
+    """A streamed chat completion of 500 tokens: still flowing when the client leaves."""
     body = (
         b'{"model":"llama-3-8b","stream":true,"max_tokens":500,'
         b'"messages":[{"role":"user","content":"long"}]}'
     )
     head = (
         f"POST /llama/v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
-        f"Authorization: Bearer {analyst_token}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
+    return head + body
+
+
+def stats_once_cancelled(upstream) -> dict:
+    """The demo upstream's counters, once it has seen a stream cancelled."""
+    return peers.wait_for(
+        lambda: (s := peers.upstream_stats(upstream.url))["streams_cancelled"] and s, timeout=5
+    )
+
+
+def test_client_disconnect_mid_stream_releases_upstream(gateway, upstream, analyst_token) -> None:
+    peers.upstream_reset(upstream.url)
     with rawhttp.connect(gateway.url) as sock:
-        sock.sendall(head + body)
+        sock.sendall(long_stream_request(analyst_token))
         assert b"200 OK" in sock.recv(4096)
         time.sleep(0.2)  # a few tokens flow, then the client hangs up
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        stats = peers.upstream_stats(upstream.url)
-        if stats["streams_cancelled"] >= 1:
-            break
-        time.sleep(0.1)
+    stats = stats_once_cancelled(upstream)
     assert stats["streams_cancelled"] == 1
     assert stats["streams_completed"] == 0
 
@@ -93,23 +100,12 @@ def test_client_half_close_cancels_the_exchange(gateway, upstream, analyst_token
     """A client that shuts its sending side down mid-answer (`nc -N`) has left, as with nginx's
     499: the stream upstream is cancelled and the connection closed (docs/operations.md)."""
     peers.upstream_reset(upstream.url)
-    body = (
-        b'{"model":"llama-3-8b","stream":true,"max_tokens":500,'
-        b'"messages":[{"role":"user","content":"long"}]}'
-    )
-    head = (
-        f"POST /llama/v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
-        f"Authorization: Bearer {analyst_token}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
     with rawhttp.connect(gateway.url) as sock:
-        sock.sendall(head + body)
+        sock.sendall(long_stream_request(analyst_token))
         assert b"200 OK" in sock.recv(4096)
         sock.sock.shutdown(socket.SHUT_WR)
         while sock.recv(65536):  # what was in flight, then the close
             pass
-    stats = peers.wait_for(
-        lambda: (s := peers.upstream_stats(upstream.url))["streams_cancelled"] and s
-    )
+    stats = stats_once_cancelled(upstream)
     assert stats["streams_cancelled"] == 1
     assert stats["streams_completed"] == 0
